@@ -1,0 +1,80 @@
+# podnet: `make demo` and `make test` are all a fresh Debian 12 machine needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+# Debian packages: what the nodes need (the lab's nodes share this machine's
+# packages) plus the lab's own tools.
+APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-base \
+	python3-pyroute2 python3-apt python3-yaml iproute2 iputils-ping curl socat util-linux make
+APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
+VENV_STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
+LAB := $(PY) lab/podnet_lab.py
+
+.PHONY: help deps lab lab-destroy site demo lint unit molecule test bench clean
+
+help:
+	@echo "make demo         install, build the lab, run site.yml, show the network working"
+	@echo "make test         lint, unit tests and the molecule scenario (lab + site.yml + testinfra)"
+	@echo "make lab          build the virtual lab cluster (network namespaces podnet-*)"
+	@echo "make site         run site.yml against the lab"
+	@echo "make lab-destroy  remove the lab and everything it made"
+	@echo "make bench        benchmarks (prints a table)"
+
+deps: $(APT_STAMP) $(VENV_STAMP)
+
+$(APT_STAMP):
+	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(APT_PACKAGES) 2>/dev/null \
+		| awk '$$1 == "ii" {print $$2}' | sort | comm -13 - <(tr ' ' '\n' <<< "$(APT_PACKAGES)" | sort)); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV_STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+lab: deps
+	$(LAB) create
+
+lab-destroy:
+	@if [ -x $(PY) ]; then $(LAB) destroy; else python3 lab/podnet_lab.py destroy; fi
+
+site: lab
+	ansible-playbook site.yml
+
+demo: lab
+	ansible-playbook site.yml
+	$(PY) lab/matrix.py
+	@echo
+	@echo "Look around:  ip netns exec podnet-node1 ip route        (node1's routes: proto podnet)"
+	@echo "              ip netns exec podnet-node1 nft list ruleset (podnet's NAT)"
+	@echo "              $(LAB) shell node1                          (a shell on node1: its files, its pods)"
+	@echo "              $(LAB) exec node1 -- ip netns list          (node1's pods)"
+	@echo "Tear down:    make lab-destroy"
+
+lint: deps
+	yamllint -s .
+	ruff check .
+	ansible-lint --profile production
+
+unit: deps
+	pytest -q tests/unit
+
+molecule: deps
+	molecule test
+
+test: lint unit molecule
+
+bench: deps
+	$(PY) bench/bench.py
+
+clean: lab-destroy
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""podnet lab: a small cluster of "nodes" made of namespaces on this machine.
+
+    podnet-switch    bridge br0, one port per namespace below (a plain L2 switch)
+    podnet-router    eth0 on the node segment, eth1 to podnet-internet; forwards,
+                     never NATs, and has no route to the pod CIDRs
+    podnet-internet  an echo server on TCP/UDP 80 ("the internet")
+    podnet-client    an external client on the node segment
+    podnet-<node>    one per host of the inventory group `nodes`
+
+Every node also has a persistent mount namespace (/run/podnet-lab/<node>.mnt)
+with its own /run tmpfs, its own sysfs and its own copy of the directories the
+roles write (NODE_PRIVATE_DIRS), so a node looks like a separate machine to
+Ansible. Nothing is ever changed in the machine's own network namespace.
+
+Usage: podnet_lab.py [--inventory DIR] create|destroy|status|reboot NODE|exec NODE -- CMD|shell NODE
+"""
+
+import argparse
+import fcntl
+import functools
+import hashlib
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_INVENTORY = REPO / "inventory" / "lab"
+RUN_DIR = Path("/run/podnet-lab")
+STATE_DIR = Path("/var/lib/podnet-lab")
+NETNS_DIR = Path("/run/netns")
+LOCK_FILE = Path("/run/lock/podnet-lab.lock")
+CREATED_MOUNTPOINTS = STATE_DIR / "host-mountpoints.json"
+ECHO_SERVER = REPO / "roles" / "podnet_test_pods" / "files" / "podnet-echo.py"
+ECHO_PIDFILE = RUN_DIR / "internet-echo.pid"
+ECHO_LOG = RUN_DIR / "internet-echo.log"
+RESTORE_ENTRY_POINT = "/usr/local/lib/podnet/podnet-restore"
+
+INFRA = ("switch", "router", "internet", "client")
+
+# A node's "disk": every path the roles write, bind-mounted from
+# STATE_DIR/nodes/<node>/<path> inside the node's mount namespace. It survives
+# `reboot`; /run (a tmpfs) does not.
+NODE_PRIVATE_DIRS = (
+    "/etc/cni",
+    "/etc/sysctl.d",
+    "/etc/modules-load.d",
+    "/etc/podnet",
+    "/etc/systemd/system",
+    "/etc/netns",
+    "/etc/iproute2",
+    "/etc/dnsmasq.d",
+    "/var/lib/cni",
+    "/var/lib/podnet",
+    "/usr/local/lib/podnet",
+)
+# Copied from the host on first creation so `ip` still finds its tables.
+SEEDED_FROM_HOST = ("/etc/iproute2",)
+
+# A new netns copies IPv4 sysctls from the root namespace, so state the boot
+# values; the playbooks must prove they set ip_forward themselves.
+NODE_BOOT_SYSCTLS = {
+    "net.ipv4.ip_forward": "0",
+    "net.bridge.bridge-nf-call-iptables": "0",
+    "net.bridge.bridge-nf-call-ip6tables": "0",
+    "net.bridge.bridge-nf-call-arptables": "0",
+}
+INFRA_SYSCTLS = {
+    # br_netfilter would otherwise pass bridged frames through the switch's
+    # (empty) iptables hooks: keep the switch a plain L2 switch.
+    "switch": {
+        "net.ipv4.ip_forward": "0",
+        "net.bridge.bridge-nf-call-iptables": "0",
+        "net.bridge.bridge-nf-call-ip6tables": "0",
+        "net.bridge.bridge-nf-call-arptables": "0",
+    },
+    "router": {"net.ipv4.ip_forward": "1"},
+    "internet": {"net.ipv4.ip_forward": "0"},
+    "client": {"net.ipv4.ip_forward": "0"},
+}
+NSFS_DEV = os.stat("/proc/self/ns/net").st_dev
+
+
+class LabError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    nodes: dict  # node name -> node_ip
+    node_prefixlen: int
+    router_ip: str
+    client_ip: str
+    internet_prefixlen: int
+    router_internet_ip: str
+    internet_ip: str
+
+    def ns(self, name):
+        return self.prefix + name
+
+    def namespaces(self):
+        return [self.ns(n) for n in (*INFRA, *self.nodes)]
+
+    def switch_port(self, name):
+        """The switch-side veth of a namespace; interface names stop at 15 bytes."""
+        port = "sw-" + name
+        if len(port) > 15:
+            port = "sw-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+        return port
+
+
+# ---------------------------------------------------------------- inventory
+
+def _find_group(groups, name):
+    for group_name, group in (groups or {}).items():
+        group = group or {}
+        if group_name == name:
+            return group
+        found = _find_group(group.get("children"), name)
+        if found is not None:
+            return found
+    return None
+
+
+def _group_hosts(group):
+    hosts = dict(group.get("hosts") or {})
+    for child in (group.get("children") or {}).values():
+        hosts.update(_group_hosts(child or {}))
+    return hosts
+
+
+def _yaml_files(path):
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
+    return [p for p in (path.with_suffix(".yml"), path.with_suffix(".yaml")) if p.is_file()]
+
+
+@functools.lru_cache(maxsize=8)
+def load_topology(inventory=DEFAULT_INVENTORY):
+    inventory = Path(inventory)
+    hosts = {}
+    for path in _yaml_files(inventory):
+        data = yaml.safe_load(path.read_text()) or {}
+        group = _find_group(data, "nodes")
+        if group is not None:
+            hosts.update(_group_hosts(group))
+    lab = {}
+    for path in _yaml_files(inventory / "group_vars" / "all"):
+        lab.update((yaml.safe_load(path.read_text()) or {}).get("podnet_lab") or {})
+    if not hosts:
+        raise LabError(f"{inventory}: no hosts in group 'nodes'")
+    missing = {"node_subnet", "router_ip", "client_ip", "internet_subnet", "router_internet_ip",
+               "internet_ip"} - set(lab)
+    if missing:
+        raise LabError(f"{inventory}/group_vars/all: podnet_lab lacks {', '.join(sorted(missing))}")
+    node_subnet = ipaddress.ip_network(lab["node_subnet"])
+    internet_subnet = ipaddress.ip_network(lab["internet_subnet"])
+    nodes = {}
+    for name, hostvars in hosts.items():
+        if name in INFRA:
+            raise LabError(f"{inventory}: node name {name!r} is reserved for the lab")
+        ip = (hostvars or {}).get("node_ip")
+        if ip is None or ipaddress.ip_address(ip) not in node_subnet:
+            raise LabError(f"{inventory}: host {name}: node_ip {ip!r} is not in {node_subnet}")
+        if str(ip) in (*nodes.values(), lab["router_ip"], lab["client_ip"]):
+            raise LabError(f"{inventory}: host {name}: node_ip {ip} is already taken")
+        nodes[name] = str(ip)
+    return Topology(
+        prefix=lab.get("prefix", "podnet-"),
+        nodes=nodes,
+        node_prefixlen=node_subnet.prefixlen,
+        router_ip=lab["router_ip"],
+        client_ip=lab["client_ip"],
+        internet_prefixlen=internet_subnet.prefixlen,
+        router_internet_ip=lab["router_internet_ip"],
+        internet_ip=lab["internet_ip"],
+    )
+
+
+# ---------------------------------------------------------------- helpers
+
+def run(argv, stdin=None, check=True):
+    proc = subprocess.run(argv, input=stdin, text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"`{shlex.join(argv)}` failed ({proc.returncode}): "
+                       f"{(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def ip_batch(lines, netns=None):
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    run(argv, stdin="".join(line + "\n" for line in lines))
+
+
+def ns_id(path):
+    """(dev, inode) of a bound namespace file, or None if it is not one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st.st_dev == NSFS_DEV else None
+
+
+def netns_path(ns):
+    return NETNS_DIR / ns
+
+
+def mount_ns_path(node):
+    return RUN_DIR / f"{node}.mnt"
+
+
+def node_disk(node, path=""):
+    return STATE_DIR / "nodes" / node / path.lstrip("/")
+
+
+def nsenter_argv(topo, name):
+    if name in INFRA:
+        return ["nsenter", f"--net={netns_path(topo.ns(name))}", "--"]
+    return ["nsenter", f"--mount={mount_ns_path(name)}", f"--net={netns_path(topo.ns(name))}", "--"]
+
+
+def set_sysctls(ns, values):
+    run(["nsenter", f"--net={netns_path(ns)}", "--", "sysctl", "-q", "-w",
+         *(f"{k}={v}" for k, v in values.items())])
+
+
+@functools.lru_cache(maxsize=1)
+def _lock():
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+# ---------------------------------------------------------------- importable API
+
+def node_exec_argv(node, inventory=DEFAULT_INVENTORY):
+    """argv prefix that runs a command inside a lab node (net + mount ns) or
+    inside client/router/internet/switch (net ns only)."""
+    topo = load_topology(Path(inventory).resolve())
+    if node not in topo.nodes and node not in INFRA:
+        raise LabError(f"unknown lab host {node!r}: nodes are {', '.join(topo.nodes)}; "
+                       f"also {', '.join(INFRA)}")
+    return nsenter_argv(topo, node)
+
+
+def lab_namespaces(inventory=DEFAULT_INVENTORY):
+    return load_topology(inventory).namespaces()
+
+
+def lab_is_up(topo):
+    return (all(ns_id(netns_path(ns)) for ns in topo.namespaces())
+            and all(ns_id(mount_ns_path(n)) for n in topo.nodes)
+            and echo_pid(topo) is not None)
+
+
+# ---------------------------------------------------------------- building
+
+def attach_to_switch(topo, name, ip, prefixlen, gateway):
+    """Plug namespace `name` into br0 as eth0 with `ip`, default route via `gateway`."""
+    port = topo.switch_port(name)
+    ip_batch([f"link add {port} type veth peer name eth0 netns {topo.ns(name)}",
+              f"link set {port} master br0",
+              f"link set {port} up"], netns=topo.ns("switch"))
+    lines = ["link set lo up", f"addr add {ip}/{prefixlen} dev eth0", "link set eth0 up"]
+    if gateway:
+        lines.append(f"route add default via {gateway}")
+    ip_batch(lines, netns=topo.ns(name))
+
+
+def build_infra(topo):
+    ip_batch([f"netns add {topo.ns(n)}" for n in INFRA])
+    ip_batch(["link set lo up", "link add br0 type bridge", "link set br0 up"], netns=topo.ns("switch"))
+    attach_to_switch(topo, "router", topo.router_ip, topo.node_prefixlen, None)
+    attach_to_switch(topo, "client", topo.client_ip, topo.node_prefixlen, topo.router_ip)
+    # The internet is a separate segment: a direct veth from the router.
+    ip_batch([f"link add eth1 type veth peer name eth0 netns {topo.ns('internet')}",
+              f"addr add {topo.router_internet_ip}/{topo.internet_prefixlen} dev eth1",
+              "link set eth1 up"], netns=topo.ns("router"))
+    ip_batch(["link set lo up",
+              f"addr add {topo.internet_ip}/{topo.internet_prefixlen} dev eth0",
+              "link set eth0 up",
+              f"route add default via {topo.router_internet_ip}"], netns=topo.ns("internet"))
+    for name, values in INFRA_SYSCTLS.items():
+        set_sysctls(topo.ns(name), values)
+
+
+def build_node_netns(topo, node):
+    """A node's network namespace as it is at boot."""
+    run(["ip", "netns", "add", topo.ns(node)])
+    set_sysctls(topo.ns(node), NODE_BOOT_SYSCTLS)
+    attach_to_switch(topo, node, topo.nodes[node], topo.node_prefixlen, topo.router_ip)
+
+
+def mount_boot_filesystems(topo, node):
+    """What a node's boot mounts: an empty /run and a sysfs showing its own interfaces."""
+    run(nsenter_argv(topo, node) + ["/bin/sh", "-ec",
+        "mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run; mkdir -p /run/lock; "
+        "mount -t sysfs sysfs /sys"])
+
+
+def ensure_host_mountpoints():
+    """Bind mounts need their target to exist on the shared filesystem."""
+    created = json.loads(CREATED_MOUNTPOINTS.read_text()) if CREATED_MOUNTPOINTS.exists() else []
+    for path in NODE_PRIVATE_DIRS:
+        missing = []
+        p = Path(path)
+        while not p.exists():
+            missing.append(str(p))
+            p = p.parent
+        for d in reversed(missing):
+            os.mkdir(d, 0o755)
+            created.append(d)
+    CREATED_MOUNTPOINTS.parent.mkdir(parents=True, exist_ok=True)
+    CREATED_MOUNTPOINTS.write_text(json.dumps(created, indent=1) + "\n")
+
+
+def build_node_mount_ns(topo, node):
+    for path in NODE_PRIVATE_DIRS:
+        disk = node_disk(node, path)
+        if not disk.exists():
+            if path in SEEDED_FROM_HOST and Path(path).is_dir():
+                shutil.copytree(path, disk, symlinks=True)
+            else:
+                disk.mkdir(parents=True)
+    mnt = mount_ns_path(node)
+    mnt.touch()
+    # slave: the node still sees the host's later mounts (netns add/del under
+    # /run/netns), but nothing it mounts leaks back to the host.
+    run(["unshare", f"--mount={mnt}", "--propagation", "slave", "true"])
+    mount_boot_filesystems(topo, node)
+    binds = "; ".join(f"mount --bind {shlex.quote(str(node_disk(node, p)))} {shlex.quote(p)}"
+                      for p in NODE_PRIVATE_DIRS)
+    run(nsenter_argv(topo, node) + ["/bin/sh", "-ec", binds])
+
+
+def echo_pid(topo):
+    try:
+        pid = int(ECHO_PIDFILE.read_text())
+        alive = ns_id(f"/proc/{pid}/ns/net") == ns_id(netns_path(topo.ns("internet")))
+    except (OSError, ValueError):
+        return None
+    return pid if alive and not _is_zombie(pid) else None
+
+
+def start_echo_server(topo):
+    if echo_pid(topo):
+        return
+    log_start = ECHO_LOG.stat().st_size if ECHO_LOG.exists() else 0
+    with open(ECHO_LOG, "ab") as log:
+        proc = subprocess.Popen(
+            nsenter_argv(topo, "internet") + ["/usr/bin/python3", str(ECHO_SERVER), "--name", "internet",
+                                              "--listen", "tcp:80", "--listen", "udp:80"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+            start_new_session=True)
+    ECHO_PIDFILE.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"echo server exited ({proc.returncode}); see {ECHO_LOG}")
+        if b"listening" in ECHO_LOG.read_bytes()[log_start:]:
+            return
+        time.sleep(0.02)
+    raise LabError(f"echo server did not start within 5 s; see {ECHO_LOG}")
+
+
+def write_state(topo):
+    state_file = RUN_DIR / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"namespaces": [], "nodes": []}
+    state["namespaces"] = sorted(set(state["namespaces"]) | set(topo.namespaces()))
+    state["nodes"] = sorted(set(state["nodes"]) | set(topo.nodes))
+    state_file.write_text(json.dumps(state, indent=1) + "\n")
+
+
+def create(topo):
+    _lock()
+    if lab_is_up(topo):
+        print("lab is already up")
+        return 0
+    start = time.monotonic()
+    RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+    present = [ns for ns in topo.namespaces() if ns_id(netns_path(ns))]
+    if not ns_id(netns_path(topo.ns("switch"))) or not all(ns_id(netns_path(topo.ns(n))) for n in INFRA):
+        if present:
+            raise LabError(f"a partial lab exists ({', '.join(present)}): run destroy first")
+        write_state(topo)
+        build_infra(topo)
+    write_state(topo)
+    for node in topo.nodes:
+        if not ns_id(netns_path(topo.ns(node))):
+            if ns_id(mount_ns_path(node)):
+                raise LabError(f"node {node} has a mount namespace but no netns: run destroy first")
+            build_node_netns(topo, node)
+    ensure_host_mountpoints()
+    for node in topo.nodes:
+        if not ns_id(mount_ns_path(node)):
+            build_node_mount_ns(topo, node)
+    start_echo_server(topo)
+    print(f"lab is up: {', '.join(topo.namespaces())} ({time.monotonic() - start:.2f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------- tearing down
+
+def _is_zombie(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def pod_netns_ids(node):
+    """Namespaces bound under the node's own /run/netns (its pods)."""
+    if not ns_id(mount_ns_path(node)):
+        return set()
+    proc = run(["nsenter", f"--mount={mount_ns_path(node)}", "--", "/bin/sh", "-c",
+                'for f in /run/netns/*; do [ -e "$f" ] && stat -L -c "%d %i" "$f"; done; true'],
+               check=False)
+    return {tuple(int(x) for x in line.split()) for line in proc.stdout.splitlines() if line.strip()}
+
+
+def kill_lab_processes(net_ids, mnt_ids):
+    """SIGKILL every process in one of the given namespaces, and its descendants."""
+    net_ids, mnt_ids = set(net_ids) - {None}, set(mnt_ids) - {None}
+    children, victims = {}, set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            net, mnt = ns_id(f"/proc/{pid}/ns/net"), ns_id(f"/proc/{pid}/ns/mnt")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+        if net in net_ids or mnt in mnt_ids:
+            victims.add(pid)
+    todo = list(victims)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in victims:
+                victims.add(child)
+                todo.append(child)
+    victims -= {os.getpid(), os.getppid()}
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while victims and time.monotonic() < deadline:
+        victims = {pid for pid in victims if not _is_zombie(pid)}
+        if victims:
+            time.sleep(0.02)
+    if victims:
+        raise LabError(f"processes would not die: {sorted(victims)}")
+
+
+def destroy(topo):
+    _lock()
+    start = time.monotonic()
+    state_file = RUN_DIR / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    namespaces = sorted(set(topo.namespaces()) | set(state.get("namespaces", [])))
+    nodes = sorted(set(topo.nodes) | set(state.get("nodes", [])))
+    net_ids = {ns_id(netns_path(ns)) for ns in namespaces}
+    for node in nodes:
+        net_ids |= pod_netns_ids(node)
+    kill_lab_processes(net_ids, {ns_id(mount_ns_path(n)) for n in nodes})
+    for node in nodes:
+        if ns_id(mount_ns_path(node)):
+            run(["umount", str(mount_ns_path(node))])
+    present = [ns for ns in namespaces if netns_path(ns).exists()]
+    if present:
+        ip_batch([f"netns del {ns}" for ns in present])
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    created = json.loads(CREATED_MOUNTPOINTS.read_text()) if CREATED_MOUNTPOINTS.exists() else []
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    for path in reversed(created):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # not empty or already gone: something else owns it now
+    print(f"lab destroyed ({time.monotonic() - start:.2f} s)")
+    return 0
+
+
+def reboot(topo, node):
+    _lock()
+    if node not in topo.nodes:
+        raise LabError(f"{node!r} is not a node of the inventory ({', '.join(topo.nodes)})")
+    if not (ns_id(mount_ns_path(node)) and ns_id(netns_path(topo.ns("switch")))):
+        raise LabError("the lab is not up: run `make lab` first")
+    start = time.monotonic()
+    old_net = ns_id(netns_path(topo.ns(node)))
+    kill_lab_processes({old_net} | pod_netns_ids(node), {ns_id(mount_ns_path(node))})
+    # /run (and with it the pods' namespaces) is a tmpfs: a reboot wipes it.
+    # sysfs pins the old netns, so it goes too. The bind mounts are the disk.
+    run(["nsenter", f"--mount={mount_ns_path(node)}", "--", "/bin/sh", "-c",
+         "umount -l /run; umount -l /sys; true"])
+    # Delete the veth explicitly: netns teardown is asynchronous and the
+    # switch port name is reused at once.
+    run(["ip", "-n", topo.ns("switch"), "link", "del", topo.switch_port(node)], check=False)
+    if netns_path(topo.ns(node)).exists():
+        run(["ip", "netns", "del", topo.ns(node)])
+    build_node_netns(topo, node)
+    mount_boot_filesystems(topo, node)
+    print(f"{node} rebooted ({time.monotonic() - start:.2f} s)")
+    if not os.access(node_disk(node, RESTORE_ENTRY_POINT), os.X_OK):
+        print(f"{RESTORE_ENTRY_POINT} is absent on {node}: nothing to restore")
+        return 0
+    print(f"running {RESTORE_ENTRY_POINT} on {node}", flush=True)
+    proc = subprocess.run(nsenter_argv(topo, node) + [RESTORE_ENTRY_POINT])
+    if proc.returncode != 0:
+        print(f"{RESTORE_ENTRY_POINT} failed on {node} (exit {proc.returncode})", file=sys.stderr)
+        return proc.returncode
+    return 0
+
+
+# ---------------------------------------------------------------- status, exec, shell
+
+def status(topo):
+    up = True
+    for name in (*INFRA, *topo.nodes):
+        ns = topo.ns(name)
+        if not ns_id(netns_path(ns)):
+            print(f"  {name:10} {ns:20} absent")
+            up = False
+            continue
+        addrs = json.loads(run(["ip", "-n", ns, "-j", "-4", "addr", "show"]).stdout or "[]")
+        cidrs = " ".join(f"{a['local']}/{a['prefixlen']}" for link in addrs
+                         for a in link.get("addr_info", []) if link["ifname"] != "lo")
+        extra = ""
+        if name in topo.nodes:
+            mounted = bool(ns_id(mount_ns_path(name)))
+            up &= mounted
+            extra = (f"  pods: {len(pod_netns_ids(name))}" if mounted else "  NO mount namespace")
+        print(f"  {name:10} {ns:20} {cidrs}{extra}")
+    pid = echo_pid(topo) if ns_id(netns_path(topo.ns("internet"))) else None
+    up &= pid is not None
+    print(f"  echo server on {topo.internet_ip}:80: " + (f"pid {pid}" if pid else "not running"))
+    print("lab is up" if up else "lab is NOT (fully) up")
+    return 0 if up else 1
+
+
+def exec_in(topo, node, cmd):
+    if not cmd:
+        raise LabError("exec: no command given (exec NODE -- CMD...)")
+    if node not in topo.nodes and node not in INFRA:
+        raise LabError(f"unknown lab host {node!r}: nodes are {', '.join(topo.nodes)}; "
+                       f"also {', '.join(INFRA)}")
+    argv = nsenter_argv(topo, node)
+    if not ns_id(netns_path(topo.ns(node))) or (node in topo.nodes and not ns_id(mount_ns_path(node))):
+        raise LabError(f"{node} does not exist: run `make lab` first")
+    sys.stdout.flush()
+    os.execvp(argv[0], argv + cmd)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The podnet lab: namespaces on this machine as nodes.")
+    parser.add_argument("--inventory", default=str(DEFAULT_INVENTORY),
+                        help="Ansible inventory directory of the lab (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("create", help="build the lab (no-op if it is up)")
+    sub.add_parser("destroy", help="remove the lab and everything it started")
+    sub.add_parser("status", help="show what exists")
+    p = sub.add_parser("reboot", help="simulate a node reboot, then run its podnet-restore")
+    p.add_argument("node")
+    p = sub.add_parser("exec", help="run a command in a node (or client/router/internet/switch)")
+    p.add_argument("node")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("shell", help="an interactive shell in a node")
+    p.add_argument("node")
+    args = parser.parse_args(argv)
+
+    try:
+        topo = load_topology(Path(args.inventory).resolve())
+        if args.command == "create":
+            return create(topo)
+        if args.command == "destroy":
+            return destroy(topo)
+        if args.command == "status":
+            return status(topo)
+        if args.command == "reboot":
+            return reboot(topo, args.node)
+        if args.command == "exec":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            return exec_in(topo, args.node, cmd)
+        if args.command == "shell":
+            os.environ["debian_chroot"] = topo.ns(args.node)  # Debian's bashrc shows it in the prompt
+            return exec_in(topo, args.node, [os.environ.get("SHELL", "/bin/bash")])
+    except LabError as e:
+        print(f"podnet-lab: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

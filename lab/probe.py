@@ -1,0 +1,110 @@
+"""Real packets through the lab: who answers, and whom did they see.
+
+Used by `make demo` (lab/matrix.py) and by the molecule verify tests. Every
+probe runs a real client (curl, socat, ping) inside a lab namespace or a pod
+namespace and reads podnet-echo's JSON answer, which names the pod that
+answered and the source address it saw. Every probe has a time limit.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from podnet_lab import node_exec_argv  # noqa: E402
+
+PODS_STATE_DIR = "/var/lib/podnet/pods"
+INTERNET_IP = "203.0.113.10"
+
+
+class Source:
+    """Where a probe starts: a lab namespace (node, client, ...) or a pod on a node."""
+
+    def __init__(self, node, pod=None):
+        self.node = node
+        self.pod = pod  # pod dict from pods(), or None for the node itself
+
+    @property
+    def label(self):
+        return "%s (%s)" % (self.pod["name"], self.node) if self.pod else self.node
+
+    def argv(self, command):
+        prefix = node_exec_argv(self.node)
+        if self.pod:
+            prefix = prefix + ["ip", "netns", "exec", self.pod["netns"]]
+        return prefix + command
+
+    def run(self, command, timeout=10):
+        try:
+            return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(command, 124, "", "timeout")
+
+
+def decode_all(text):
+    """Every JSON object in a concatenation of JSON documents."""
+    decoder, objects, index = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while index < len(text):
+        obj, end = decoder.raw_decode(text, index)
+        objects.append(obj)
+        index = end
+        while index < len(text) and text[index].isspace():
+            index += 1
+    return objects
+
+
+def pods(nodes):
+    """The test pods each node runs, as the node itself recorded them."""
+    found = []
+    for node in nodes:
+        proc = Source(node).run(["sh", "-c", "cat %s/*.json 2>/dev/null; true" % PODS_STATE_DIR])
+        for pod in decode_all(proc.stdout):
+            pod["node"] = node
+            found.append(pod)
+    return sorted(found, key=lambda p: (p["namespace"], p["name"]))
+
+
+def http(source, ip, port=80, timeout=3):
+    """GET http://ip:port/ from source; the echo's JSON answer, or None."""
+    proc = source.run(["curl", "-s", "--max-time", str(timeout), "http://%s:%s/" % (ip, port)],
+                      timeout=timeout + 5)
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def udp(source, ip, port, timeout=2):
+    """One UDP datagram to ip:port from source; the echo's JSON answer, or None."""
+    proc = source.run(["socat", "-T%d" % timeout, "-", "UDP:%s:%s" % (ip, port)], timeout=timeout + 5)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[0]) if proc.stdout.strip() else None
+    except ValueError:
+        return None
+
+
+def ping(source, ip, timeout=2):
+    return source.run(["ping", "-c", "1", "-W", str(timeout), ip], timeout=timeout + 5).returncode == 0
+
+
+def first_tcp_port(pod):
+    for port in pod.get("ports", []):
+        if port.get("protocol", "TCP").upper() == "TCP":
+            return port["containerPort"]
+    return None
+
+
+def matrix(nodes, sources, targets):
+    """Probe every target from every source, in parallel.
+
+    targets: list of (label, ip, port). Returns {(source.label, target label): answer or None}.
+    """
+    jobs = [(s, t) for s in sources for t in targets]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda job: http(job[0], job[1][1], job[1][2]), jobs))
+    return {(s.label, t[0]): answer for (s, t), answer in zip(jobs, answers, strict=True)}

@@ -1,0 +1,168 @@
+"""The pod network, proven with real packets in the lab (molecule verify).
+
+Each row of a table is one packet's road: from where, to where, who must
+answer and which source address the answering pod must see. The same table
+runs again after one node's simulated reboot.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+
+import probe  # noqa: E402
+from netns_backend import get_lab_host  # noqa: E402
+from podnet_lab import load_topology  # noqa: E402
+
+TOPOLOGY = load_topology()
+NODES = sorted(TOPOLOGY.nodes)
+NODE_IP = TOPOLOGY.nodes
+REBOOTED = "node2"
+ROUTE_PROTO = "158"
+
+
+def lab(*args):
+    return subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120)
+
+
+def pods_by_name():
+    return {p["name"]: p for p in probe.pods(NODES)}
+
+
+def host(node):
+    return get_lab_host(node)
+
+
+def expectations(pods):
+    """(description, source, target ip, port, expected pod or None, expected client ip)."""
+    client = pods["client"]
+    rows = []
+    for name in ("web-0", "web-1", "web-2"):
+        web = pods[name]
+        where = "same node" if web["node"] == client["node"] else "across nodes"
+        rows.append(("pod to pod, %s (%s)" % (where, name), probe.Source(client["node"], client),
+                     web["ip"], 8080, name, client["ip"]))
+    for node in NODES:
+        web = next(p for p in pods.values() if p["name"].startswith("web-") and p["node"] != node)
+        rows.append(("node %s to a remote pod %s" % (node, web["name"]), probe.Source(node),
+                     web["ip"], 8080, web["name"], NODE_IP[node]))
+    for pod in pods.values():
+        rows.append(("pod %s to the internet host" % pod["name"], probe.Source(pod["node"], pod),
+                     probe.INTERNET_IP, 80, "internet", NODE_IP[pod["node"]]))
+    return rows
+
+
+def check_matrix():
+    pods = pods_by_name()
+    assert {"web-0", "web-1", "web-2", "client"} <= set(pods), pods
+    failures = []
+    for description, source, ip, port, expected_pod, expected_client in expectations(pods):
+        answer = probe.http(source, ip, port)
+        if answer is None:
+            failures.append("%s: no answer from %s:%s" % (description, ip, port))
+        elif answer["pod"] != expected_pod or answer["client"] != expected_client:
+            failures.append("%s: answered by %s seeing %s, expected %s seeing %s" % (
+                description, answer["pod"], answer["client"], expected_pod, expected_client))
+    for pod in pods.values():
+        for node in NODES:
+            if not probe.ping(probe.Source(pod["node"], pod), NODE_IP[node]):
+                failures.append("pod %s cannot ping node %s" % (pod["name"], node))
+    assert not failures, "\n".join(failures)
+
+
+# --- node preparation -------------------------------------------------------
+
+@pytest.mark.parametrize("node", NODES)
+def test_node_forwards_and_persists_sysctls(node):
+    h = host(node)
+    assert h.run("cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert h.run("cat /proc/sys/net/bridge/bridge-nf-call-iptables").stdout.strip() == "1"
+    persisted = h.file("/etc/sysctl.d/90-podnet.conf")
+    assert persisted.contains("^net.ipv4.ip_forward = 1$")
+    assert persisted.contains("^net.bridge.bridge-nf-call-iptables = 1$")
+    assert h.file("/etc/modules-load.d/podnet.conf").contains("^br_netfilter$")
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_node_has_its_own_pod_cidr_and_conflist(node):
+    h = host(node)
+    state = json.loads(h.file("/etc/podnet/node.json").content_string)
+    conflist = json.loads(h.file("/etc/cni/net.d/10-podnet.conflist").content_string)
+    bridge = conflist["plugins"][0]
+    assert conflist["cniVersion"] == "1.0.0"
+    assert bridge["ipam"]["ranges"][0][0]["subnet"] == state["pod_cidr"]
+    assert bridge["ipMasq"] is False
+    assert h.run("ip -4 -o addr show cbr0").stdout.split()[3].startswith(
+        state["pod_cidr"].rsplit(".", 1)[0])
+
+
+def test_pod_cidrs_are_distinct_across_nodes():
+    cidrs = [json.loads(host(n).file("/etc/podnet/node.json").content_string)["pod_cidr"] for n in NODES]
+    assert len(set(cidrs)) == len(NODES), cidrs
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_routes_to_every_other_node_pod_cidr(node):
+    h = host(node)
+    routes = json.loads(h.run("ip -j route show proto %s" % ROUTE_PROTO).stdout)
+    got = {(r["dst"], r["gateway"]) for r in routes}
+    want = set()
+    for other in NODES:
+        if other != node:
+            cidr = json.loads(host(other).file("/etc/podnet/node.json").content_string)["pod_cidr"]
+            want.add((cidr, NODE_IP[other]))
+    assert got == want
+
+
+def test_egress_masquerade_is_in_podnets_own_table():
+    out = host(NODES[0]).run("nft list table ip podnet").stdout
+    assert "masquerade" in out
+    assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16" in out
+
+
+# --- real packets -------------------------------------------------------------
+
+def test_reachability_matrix():
+    check_matrix()
+
+
+def test_stale_podnet_route_removed_and_foreign_route_kept():
+    h = host(NODES[0])
+    h.run_test("ip route add 10.244.250.0/24 via %s proto %s" % (NODE_IP[NODES[1]], ROUTE_PROTO))
+    h.run_test("ip route add 10.99.0.0/16 via %s proto static" % NODE_IP[NODES[1]])
+    try:
+        run = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/plan.yml", "playbooks/pod_network.yml"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:]
+        routes = h.run("ip route show").stdout
+        assert "10.244.250.0/24" not in routes, "a stale podnet route must be removed"
+        assert "10.99.0.0/16" in routes, "a foreign route must be kept"
+    finally:
+        h.run("ip route del 10.99.0.0/16")
+
+
+def test_reachability_after_a_node_reboot():
+    before = pods_by_name()
+    netns_before = host(REBOOTED).run("stat -L -c %i /proc/self/ns/net").stdout
+    result = lab("reboot", REBOOTED)
+    assert result.returncode == 0, result.stdout
+    h = host(REBOOTED)
+    assert h.run("stat -L -c %i /proc/self/ns/net").stdout != netns_before, "the node netns was recreated"
+    assert h.run("cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    after = pods_by_name()
+    for name, pod in before.items():
+        assert after[name]["ip"] == pod["ip"], "%s came back with another IP" % name
+    # Only leases of live pods remain on the rebooted node.
+    leases = h.run("ls /var/lib/cni/networks/podnet").stdout.split()
+    ips = sorted(p["ip"] for p in after.values() if p["node"] == REBOOTED)
+    assert sorted(x for x in leases if x[0].isdigit()) == ips
+    check_matrix()

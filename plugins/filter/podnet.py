@@ -1,0 +1,83 @@
+"""Jinja2 filters that expose podnet's pure core (plugins/module_utils) to playbooks.
+
+DOCUMENTATION lives here, not in per-filter files: these filters are podnet's
+own plumbing, not a public API.
+
+- ``podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size)``:
+  the podCIDR of every node (see podnet_cidr.allocate_pod_cidrs).
+- ``podnet_cni_conflist(pod_cidr, mtu, bridge)``: the node's conflist dict.
+- ``podnet_egress_table(cluster_cidr)``: the text of podnet's nftables table.
+- ``podnet_expand_pods(pods, nodes)``: the inventory's test pods, replicas
+  spread across nodes, validated.
+- ``podnet_node_routes(hosts, hostvars, this_node)``: routes to the other
+  nodes' podCIDRs via their node IPs.
+"""
+
+import pathlib
+
+import ansible.module_utils
+from ansible.errors import AnsibleFilterError
+
+# Custom module_utils are shipped to nodes inside modules; on the controller a
+# filter must find them itself, under the same names the modules use.
+_MODULE_UTILS = str(pathlib.Path(__file__).resolve().parents[1] / "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
+from ansible.module_utils.podnet_cidr import PodCIDRError, allocate_pod_cidrs  # noqa: E402
+from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
+from ansible.module_utils.podnet_netconf import (  # noqa: E402
+    render_conflist,
+    render_egress_table,
+    routes_to_other_nodes,
+)
+
+
+def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
+    nodes = []
+    for host in hosts:
+        hv = hostvars[host]
+        node_info = hv.get("podnet_node") or {}
+        nodes.append({
+            "name": host,
+            "pod_cidr": hv.get("pod_cidr"),
+            "persisted": node_info.get("persisted_pod_cidr"),
+        })
+    try:
+        return allocate_pod_cidrs(cluster_cidr, node_cidr_mask_size, nodes)
+    except PodCIDRError as exc:
+        raise AnsibleFilterError("podCIDR allocation: %s" % exc) from None
+
+
+def podnet_node_routes(hosts, hostvars, this_node):
+    nodes = {
+        host: {"node_ip": hostvars[host]["podnet_node_ip"], "pod_cidr": hostvars[host]["podnet_pod_cidr"]}
+        for host in hosts
+    }
+    return routes_to_other_nodes(nodes, this_node)
+
+
+def podnet_expand_pods(pods, nodes):
+    try:
+        return expand_pods(pods or [], sorted(nodes))
+    except PodSpecError as exc:
+        raise AnsibleFilterError("podnet_test_pods: %s" % exc) from None
+
+
+def podnet_cni_conflist(pod_cidr, mtu, bridge="cbr0", network_name="podnet"):
+    return render_conflist(pod_cidr, mtu, bridge=bridge, network_name=network_name)
+
+
+def podnet_egress_table(cluster_cidr, table="podnet"):
+    return render_egress_table(cluster_cidr, table=table)
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "podnet_pod_cidrs": podnet_pod_cidrs,
+            "podnet_cni_conflist": podnet_cni_conflist,
+            "podnet_egress_table": podnet_egress_table,
+            "podnet_node_routes": podnet_node_routes,
+            "podnet_expand_pods": podnet_expand_pods,
+        }

@@ -1,0 +1,263 @@
+#!/usr/bin/python
+"""Ansible module: own one nftables table and replace it atomically."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_nftables
+short_description: Own exactly one nftables table and load it atomically
+description:
+  - Loads O(content), the full definition of one table, with a single C(nft -f) transaction
+    that first deletes the table, so the result is exactly O(content), with rules added by hand
+    removed, and other tables untouched. If nft refuses the content the previous table stays.
+  - Refuses content with any top-level statement that names another table (or the whole
+    ruleset, such as C(flush ruleset)), and C(include) anywhere.
+  - The content is checked with C(nft -c -f) before it is loaded, in check mode too.
+  - Idempotent by hash. The run is unchanged when the script, the live table (as listed by
+    C(nft -s list table)) and O(path) all match what the previous run recorded in O(state_dir).
+options:
+  family:
+    description: Address family of the table.
+    type: str
+    default: ip
+    choices: [ip, ip6, inet, arp, bridge, netdev]
+  table:
+    description: Name of the table this task owns.
+    type: str
+    required: true
+  content:
+    description:
+      - Full nft definition of the table, for example C(table ip podnet { chain postrouting { ... } }).
+      - Required when O(state=present).
+    type: str
+  path:
+    description:
+      - Where to persist the self-replacing script, so boot can restore it with C(nft -f PATH).
+      - Written atomically with mode 0644; its directory is created if missing. Removed when
+        O(state=absent).
+    type: path
+  state:
+    description: Whether the table should exist.
+    type: str
+    default: present
+    choices: [present, absent]
+  state_dir:
+    description: Directory for the record of what was applied (C(nft-FAMILY-TABLE.json)).
+    type: path
+    default: /var/lib/podnet
+notes:
+  - Supports check mode and diff mode. The diff shows the live table as nft lists it
+    (without counters) before, and O(content) after.
+  - Stateful values (counters, quotas) are left out of the hash so traffic does not make the
+    task report changes; elements a rule adds to a set at run time (C(update @set)) are not,
+    and would make every run reload the table.
+requirements:
+  - nft (nftables)
+"""
+
+EXAMPLES = r"""
+- name: Masquerade pod traffic that leaves the cluster
+  podnet_nftables:
+    family: ip
+    table: podnet
+    path: /etc/podnet/podnet.nft
+    content: |
+      table ip podnet {
+        chain postrouting {
+          type nat hook postrouting priority srcnat; policy accept;
+          ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade
+        }
+      }
+
+- name: Remove the table and its boot script
+  podnet_nftables:
+    table: podnet
+    path: /etc/podnet/podnet.nft
+    state: absent
+"""
+
+RETURN = r"""
+table:
+  description: The table this task owns, as C(family name).
+  returned: always
+  type: str
+  sample: ip podnet
+actions:
+  description: What was done (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["load table ip podnet", "write /etc/podnet/podnet.nft"]
+"""
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_nft import (
+    FAMILIES,
+    NftContentError,
+    build_script,
+    explain_nft_error,
+    parse_state,
+    scope_errors,
+    state_record,
+    table_is_current,
+    validate_table_name,
+)
+
+
+def list_table(module, nft, family, table):
+    """The live table without counters, or None when it does not exist."""
+    rc, out, err = module.run_command([nft, "-s", "list", "table", family, table])
+    if rc == 0:
+        return out
+    if "No such file or directory" in err:
+        return None
+    module.fail_json(msg=f"nft list table {family} {table} failed: {err.strip()}")
+
+
+def read_file(module, path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        module.fail_json(msg=f"cannot read {path}: {exc}")
+
+
+def write_file(module, path, text):
+    """Atomic replace: boot must never find a half-written script."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}")
+    module.atomic_move(tmp, path)
+    module.set_mode_if_different(path, "0644", False)
+
+
+def remove_file(module, path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        module.fail_json(msg=f"cannot remove {path}: {exc}")
+
+
+def run_nft_script(module, nft, script, family, table, check):
+    """Run `nft [-c] -f` on the script; fail with nft's message on refusal."""
+    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix=f"podnet-{family}-{table}.", suffix=".nft")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(script)
+    try:
+        args = [nft, "-c", "-f", tmp] if check else [nft, "-f", tmp]
+        rc, _, err = module.run_command(args)
+    finally:
+        os.unlink(tmp)
+    if rc != 0:
+        what = "check of" if check else "loading"
+        module.fail_json(
+            msg=f"nft refused the {what} table {family} {table}; the live table is unchanged: "
+            + explain_nft_error(err, tmp),
+            table=f"{family} {table}",
+        )
+
+
+def ensure_absent(module, nft, family, table, path, state_file):
+    live = list_table(module, nft, family, table)
+    actions = []
+    if live is not None:
+        actions.append(f"delete table {family} {table}")
+        if not module.check_mode:
+            rc, _, err = module.run_command([nft, "delete", "table", family, table])
+            if rc != 0:
+                module.fail_json(msg=f"nft delete table {family} {table} failed: {err.strip()}")
+    for leftover in (path, state_file):
+        if leftover and os.path.lexists(leftover):
+            actions.append(f"remove {leftover}")
+            if not module.check_mode:
+                remove_file(module, leftover)
+    return live, actions
+
+
+def ensure_present(module, nft, family, table, content, path, state_file):
+    errors = scope_errors(family, table, content)
+    if errors:
+        module.fail_json(msg="content refused, nothing changed: " + "; ".join(errors))
+    script = build_script(family, table, content)
+    live = list_table(module, nft, family, table)
+    record = parse_state(read_file(module, state_file))
+    actions = []
+
+    if not table_is_current(record, script, live):
+        run_nft_script(module, nft, script, family, table, check=True)
+        actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
+        if not module.check_mode:
+            run_nft_script(module, nft, script, family, table, check=False)
+            loaded = list_table(module, nft, family, table)
+            if loaded is None:
+                module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
+            write_file(module, state_file, state_record(family, table, script, loaded))
+
+    if path and read_file(module, path) != script:
+        actions.append(f"write {path}")
+        if not module.check_mode:
+            write_file(module, path, script)
+    return live, actions
+
+
+def run_module():
+    module = AnsibleModule(
+        argument_spec={
+            "family": {"type": "str", "default": "ip", "choices": list(FAMILIES)},
+            "table": {"type": "str", "required": True},
+            "content": {"type": "str"},
+            "path": {"type": "path"},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "state_dir": {"type": "path", "default": "/var/lib/podnet"},
+        },
+        required_if=[("state", "present", ["content"])],
+        supports_check_mode=True,
+    )
+    family = module.params["family"]
+    table = module.params["table"]
+    path = module.params["path"]
+    try:
+        validate_table_name(family, table)
+    except NftContentError as exc:
+        module.fail_json(msg=str(exc))
+    nft = module.get_bin_path("nft", required=True)
+    state_file = os.path.join(module.params["state_dir"], f"nft-{family}-{table}.json")
+
+    if module.params["state"] == "absent":
+        live, actions = ensure_absent(module, nft, family, table, path, state_file)
+        after, after_header = "", f"table {family} {table} (absent)"
+    else:
+        content = module.params["content"]
+        live, actions = ensure_present(module, nft, family, table, content, path, state_file)
+        after = content if content.endswith("\n") else content + "\n"
+        after_header = f"table {family} {table} (content)"
+
+    result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions}
+    if module._diff and actions:
+        result["diff"] = {
+            "before": live or "",
+            "after": after,
+            "before_header": f"nft list table {family} {table} (live)",
+            "after_header": after_header,
+        }
+    module.exit_json(**result)
+
+
+def main():
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

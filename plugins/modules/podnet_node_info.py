@@ -1,0 +1,124 @@
+#!/usr/bin/python
+"""Ansible module: the facts podnet needs about a node, in one fast call."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_node_info
+short_description: Facts podnet needs about a node
+description:
+  - Reports the operating system, the node IP and the interface that carries it
+    (with its MTU), whether bridge netfilter is available, the service manager,
+    and what podnet persisted on the node at earlier runs (its podCIDR).
+  - Reads only; never changes the node. Much cheaper than C(setup), which is
+    why podnet's plays use it instead of gathering facts.
+options:
+  node_ip:
+    description:
+      - The node's address as the inventory states it. When omitted, the source
+        address of the default route is the node IP.
+    type: str
+  state_file:
+    description: Where podnet persists the node's allocation.
+    type: path
+    default: /etc/podnet/node.json
+author: podnet
+"""
+
+EXAMPLES = r"""
+- name: Learn the node
+  podnet_node_info:
+    node_ip: "{{ node_ip | default(omit) }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
+    interface, mtu, bridge_netfilter, service_mgr and persisted_pod_cidr.
+  returned: always
+  type: dict
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def read_os_release():
+    info = {}
+    try:
+        with open("/etc/os-release") as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                if sep:
+                    info[key] = value.strip('"')
+    except OSError:
+        pass
+    return info
+
+
+def ip_json(module, *args):
+    rc, out, err = module.run_command(["ip", "-j"] + list(args))
+    if rc != 0:
+        module.fail_json(msg="ip %s failed: %s" % (" ".join(args), err.strip()))
+    return json.loads(out or "[]")
+
+
+def find_node_address(module, node_ip):
+    """Return (ip, interface) for the node IP, given or from the default route."""
+    if not node_ip:
+        for route in ip_json(module, "-4", "route", "show", "default"):
+            dev = route.get("dev")
+            if not dev:
+                continue
+            for link in ip_json(module, "-4", "addr", "show", "dev", dev):
+                for addr in link.get("addr_info", []):
+                    if addr.get("scope") == "global":
+                        return addr["local"], dev
+        module.fail_json(msg="node_ip is not set in the inventory and this node has no default "
+                             "route with a global IPv4 address to take it from")
+    for link in ip_json(module, "-4", "addr", "show"):
+        for addr in link.get("addr_info", []):
+            if addr.get("local") == node_ip:
+                return node_ip, link["ifname"]
+    module.fail_json(msg="node_ip %s (inventory) is not an address of this node" % node_ip)
+
+
+def read_persisted(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            node_ip=dict(type="str"),
+            state_file=dict(type="path", default="/etc/podnet/node.json"),
+        ),
+        supports_check_mode=True,
+    )
+    os_release = read_os_release()
+    node_ip, interface = find_node_address(module, module.params["node_ip"])
+    with open("/sys/class/net/%s/mtu" % interface) as handle:
+        mtu = int(handle.read().strip())
+    persisted = read_persisted(module.params["state_file"])
+    facts = {
+        "os_id": os_release.get("ID", ""),
+        "os_id_like": os_release.get("ID_LIKE", ""),
+        "os_version_id": os_release.get("VERSION_ID", ""),
+        "os_pretty_name": os_release.get("PRETTY_NAME", ""),
+        "node_ip": node_ip,
+        "interface": interface,
+        "mtu": mtu,
+        "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+        "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
+        "persisted_pod_cidr": persisted.get("pod_cidr"),
+    }
+    module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
+
+
+if __name__ == "__main__":
+    main()

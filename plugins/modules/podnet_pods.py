@@ -1,0 +1,256 @@
+#!/usr/bin/python
+"""Ansible module: run this node's podnet test pods."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_pods
+short_description: Reconcile the test pods of one node (netns + CNI + echo server)
+description:
+  - Each test pod is a network namespace wired by the node's CNI conflist (the real
+    plugins, called by hand in chain order as a container runtime would) with a
+    podnet-echo server inside answering on TCP and UDP on every declared port.
+  - A pod whose recorded spec, netns and server are all intact is left alone. Any
+    other declared pod is (re)created, asking host-local for its previous IP.
+    Recorded pods no longer declared are torn down (server stopped, CNI DEL, netns
+    deleted, state removed).
+  - Label or port-name changes only rewrite the pod's state (reported as updated);
+    they do not restart the pod.
+  - Must run in the node's own mount namespace. Under C(ip netns exec) the new pod
+    netns mounts would vanish with that command's private mount namespace.
+options:
+  pods:
+    description:
+      - Concrete pods, as podnet_pods.expand_pods returns them (name, namespace,
+        labels, ports; node optional). Give only this node's, or all of them plus I(node).
+    type: list
+    elements: dict
+    required: true
+  node:
+    description: When set, only pods whose C(node) equals it are kept from I(pods).
+    type: str
+  conflist:
+    description: The node's CNI conflist.
+    type: path
+    default: /etc/cni/net.d/10-podnet.conflist
+  cni_bin_dir:
+    description: Where the CNI plugins live (CNI_PATH); Debian puts them in /usr/lib/cni.
+    type: path
+    default: /usr/lib/cni
+  state_dir:
+    description: One JSON state file (and server log) per pod.
+    type: path
+    default: /var/lib/podnet/pods
+  echo_server:
+    description: The podnet-echo script run in every pod.
+    type: path
+    default: /usr/local/lib/podnet/podnet-echo.py
+  netns_prefix:
+    description: Pod netns names are C(<prefix><namespace>-<name>).
+    type: str
+    default: podnet-
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author: podnet
+"""
+
+EXAMPLES = r"""
+- name: Run this node's test pods
+  podnet_pods:
+    pods: "{{ podnet_concrete_pods }}"  # expand_pods() output for the whole cluster
+    node: "{{ inventory_hostname }}"
+  register: podnet_pods_result
+
+- name: Use another CNI config and state directory
+  podnet_pods:
+    pods:
+      - {name: web-0, namespace: default, labels: {app: web}, ports: [{containerPort: 8080}]}
+    conflist: /tmp/podnet/10-podnet.conflist
+    state_dir: /tmp/podnet/pods
+"""
+
+RETURN = r"""
+created:
+  description: Pods (namespace/name) created or re-created.
+  returned: always
+  type: list
+  elements: str
+  sample: [default/web-0]
+updated:
+  description: Pods whose labels or port names were rewritten in place.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Recorded pods torn down because they are no longer declared.
+  returned: always
+  type: list
+  elements: str
+pods:
+  description: This node's pods after the run, keyed namespace/name. ip is null for a
+    pod only planned in check mode.
+  returned: always
+  type: dict
+  sample:
+    default/web-0:
+      name: web-0
+      namespace: default
+      labels: {app: web}
+      ports: [{containerPort: 8080, protocol: TCP, name: http}]
+      ip: 10.244.1.2
+      netns: podnet-default-web-0
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_cni import (
+    PodError,
+    conflist_digest,
+    load_conflist,
+    pod_health,
+    read_states,
+    recreate_pod,
+    teardown_pod,
+    write_state,
+)
+from ansible.module_utils.podnet_pods import (
+    PodSpecError,
+    check_concrete_pods,
+    container_id,
+    describe,
+    netns_name,
+    pod_key,
+    spec_hash,
+)
+
+
+def plan(desired, states, network_digest, netns_prefix):
+    """Decide per pod: ok, update (metadata only), create; and which recorded pods go."""
+    actions = []
+    for pod in desired:
+        key = pod_key(pod)
+        spec = dict(pod, netns=netns_name(pod, netns_prefix), container_id=container_id(pod),
+                    spec_hash=spec_hash(pod, network_digest))
+        state = states.get(key)
+        if state is None:
+            actions.append(("create", key, spec, None, "not recorded"))
+            continue
+        if network_digest is None:
+            reason = "CNI conflist not readable yet"
+        elif state.get("spec_hash") != spec["spec_hash"]:
+            reason = "spec or network config changed"
+        elif state.get("netns") != spec["netns"] or state.get("container_id") != spec["container_id"]:
+            reason = "netns name changed"
+        else:
+            healthy, reason = pod_health(state)
+            if healthy:
+                same = state.get("labels") == spec["labels"] and state.get("ports") == spec["ports"]
+                actions.append(("ok" if same else "update", key, spec, state, "running"))
+                continue
+        actions.append(("create", key, spec, state, reason))
+    wanted = {pod_key(p) for p in desired}
+    removals = [(key, state) for key, state in states.items() if key not in wanted]
+    return actions, removals
+
+
+def summary(spec, ip):
+    out = {k: spec[k] for k in ("name", "namespace", "labels", "ports", "netns")}
+    out["ip"] = ip
+    if spec.get("node") is not None:
+        out["node"] = spec["node"]
+    return out
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            pods=dict(type="list", elements="dict", required=True),
+            node=dict(type="str"),
+            conflist=dict(type="path", default="/etc/cni/net.d/10-podnet.conflist"),
+            cni_bin_dir=dict(type="path", default="/usr/lib/cni"),
+            state_dir=dict(type="path", default="/var/lib/podnet/pods"),
+            echo_server=dict(type="path", default="/usr/local/lib/podnet/podnet-echo.py"),
+            netns_prefix=dict(type="str", default="podnet-"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    # `ip` lives in /usr/sbin or /sbin, which a non-login PATH may lack.
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
+
+    try:
+        pods = p["pods"]
+        if p["node"] is not None:
+            pods = [pod for pod in pods if isinstance(pod, dict) and pod.get("node") == p["node"]]
+        desired = check_concrete_pods(pods)
+    except PodSpecError as e:
+        module.fail_json(msg="podnet_pods: invalid pods: %s" % e)
+
+    conflist = None
+    network_digest = None
+    if os.path.exists(p["conflist"]) or not module.check_mode:
+        try:
+            conflist = load_conflist(p["conflist"])
+        except PodError as e:
+            module.fail_json(msg=str(e))
+        network_digest = conflist_digest(conflist)
+    else:
+        module.warn("CNI conflist %s does not exist yet; every pod is planned for (re)creation"
+                    % p["conflist"])
+
+    try:
+        states = read_states(p["state_dir"])
+    except PodError as e:
+        module.fail_json(msg=str(e))
+    actions, removals = plan(desired, states, network_digest, p["netns_prefix"])
+
+    created, updated, removed = [], [], []
+    results = {}
+    try:
+        if not module.check_mode:
+            needs_server = any(a[0] == "create" and a[2]["ports"] for a in actions)
+            if needs_server and not os.path.isfile(p["echo_server"]):
+                module.fail_json(msg="echo server %s does not exist on this node" % p["echo_server"])
+            # Removals first: their addresses go back to host-local before new pods ask.
+            for key, state in removals:
+                teardown_pod(state, p["cni_bin_dir"], p["state_dir"])
+                removed.append(key)
+        else:
+            removed = [key for key, _ in removals]
+        for action, key, spec, state, _reason in actions:
+            ip = state.get("ip") if state else None
+            if action == "update":
+                if not module.check_mode:
+                    write_state(p["state_dir"], dict(state, labels=spec["labels"], ports=spec["ports"]))
+                updated.append(key)
+            elif action == "create":
+                if not module.check_mode:
+                    # Always through a teardown: CNI DEL is idempotent, and a lease or netns
+                    # from a run that died before writing state would make ADD fail.
+                    new = recreate_pod(spec, conflist, p["state_dir"], state, p["cni_bin_dir"],
+                                       p["echo_server"])
+                    ip = new["ip"]
+                created.append(key)
+            results[key] = summary(spec, ip)
+    except (PodError, OSError) as e:
+        module.fail_json(msg="podnet_pods: %s" % e, created=created, updated=updated, removed=removed,
+                         changed=bool(created or updated or removed))
+
+    result = dict(changed=bool(created or updated or removed), created=created, updated=updated,
+                  removed=removed, pods=results)
+    if module._diff:
+        before = sorted(describe(s, s.get("ip")) for s in states.values())
+        after = sorted(describe(r, r["ip"], "<new>") for r in results.values())
+        result["diff"] = dict(before="\n".join(before) + "\n" if before else "",
+                              after="\n".join(after) + "\n" if after else "",
+                              before_header="%s (pods)" % p["state_dir"],
+                              after_header="%s (pods)" % p["state_dir"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The node's CNI conflist and egress table, rendered from values."""
+
+import json
+
+from ansible.module_utils.podnet_netconf import (
+    render_conflist,
+    render_egress_table,
+    render_loopback,
+    routes_to_other_nodes,
+)
+
+
+def test_conflist_is_a_cni_1_0_bridge_on_the_node_pod_cidr():
+    conflist = render_conflist("10.244.2.0/24", 1450)
+    json.dumps(conflist)  # must be plain JSON
+    assert conflist["cniVersion"] == "1.0.0"  # CNI plugins 1.1.1 refuse 1.1.0
+    bridge, portmap = conflist["plugins"]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == "cbr0"
+    assert bridge["isGateway"] is True and bridge["hairpinMode"] is True
+    assert bridge["ipMasq"] is False, "masquerade is the node's egress rule, not the plugin's"
+    assert "isDefaultGateway" not in bridge, "with an IPAM default route ADD fails with 'file exists'"
+    assert bridge["mtu"] == 1450
+    assert bridge["ipam"]["type"] == "host-local"
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.2.0/24", "gateway": "10.244.2.1"}]]
+    assert bridge["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
+    assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+
+
+def test_loopback_config():
+    assert render_loopback() == {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
+
+
+def test_egress_masquerades_only_traffic_leaving_the_cluster_cidr():
+    table = render_egress_table("10.244.0.0/16")
+    assert table.startswith("table ip podnet {")
+    assert "type nat hook postrouting priority srcnat;" in table
+    assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in table
+
+
+def test_routes_go_to_every_other_node_via_its_node_ip():
+    nodes = {
+        "node1": {"node_ip": "192.168.56.11", "pod_cidr": "10.244.0.0/24"},
+        "node2": {"node_ip": "192.168.56.12", "pod_cidr": "10.244.1.0/24"},
+        "node3": {"node_ip": "192.168.56.13", "pod_cidr": "10.244.2.0/24"},
+    }
+    assert routes_to_other_nodes(nodes, "node2") == [
+        {"dest": "10.244.0.0/24", "gateway": "192.168.56.11"},
+        {"dest": "10.244.2.0/24", "gateway": "192.168.56.13"},
+    ]
