@@ -270,7 +270,10 @@ def lab_is_up(topo):
 def attach_to_switch(topo, name, ip, prefixlen, gateway):
     """Plug namespace `name` into br0 as eth0 with `ip`, default route via `gateway`."""
     port = topo.switch_port(name)
-    ip_batch([f"link add {port} type veth peer name eth0 netns {topo.ns(name)}",
+    # A fixed MAC per address, as a real NIC has: after a simulated reboot the
+    # other nodes' neighbour entries for this node are still right.
+    mac = "02:00:" + ":".join("%02x" % int(octet) for octet in ip.split("."))
+    ip_batch([f"link add {port} type veth peer name eth0 address {mac} netns {topo.ns(name)}",
               f"link set {port} master br0",
               f"link set {port} up"], netns=topo.ns("switch"))
     lines = ["link set lo up", f"addr add {ip}/{prefixlen} dev eth0", "link set eth0 up"]
