@@ -15,7 +15,7 @@ APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 VENV_STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
 LAB := $(PY) lab/podnet_lab.py
 
-.PHONY: help deps lab lab-destroy site demo lint unit molecule test bench clean
+.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule test bench clean
 
 help:
 	@echo "make demo         install, build the lab, run site.yml, show the network working"
@@ -71,7 +71,15 @@ unit: deps
 molecule: deps
 	molecule test
 
-test: lint unit molecule
+# The root namespace is snapshotted before and compared after everything:
+# nothing the lab or the tests do may leave a trace there.
+test: deps
+	@mkdir -p .cache && $(PY) lab/rootns.py snapshot .cache/rootns-before.json
+	$(MAKE) lint unit lab-tests molecule
+	$(PY) lab/rootns.py compare .cache/rootns-before.json
+
+lab-tests: deps
+	pytest -q tests/lab
 
 bench: deps
 	$(PY) bench/bench.py

@@ -29,7 +29,8 @@ def build(nodes):
 def render(sources, targets, results):
     width0 = max(len(s.label) for s in sources) + 2
     widths = [max(len(t[0]), 18) + 2 for t in targets]
-    lines = ["from \\ to".ljust(width0) + "".join(t[0].ljust(w) for t, w in zip(targets, widths, strict=True))]
+    header = "".join(t[0].ljust(w) for t, w in zip(targets, widths, strict=True))
+    lines = ["from \\ to".ljust(width0) + header]
     failures = 0
     for source in sources:
         cells = []
@@ -52,7 +53,8 @@ def main(argv=None):
     table, failures = render(sources, targets, probe.matrix(nodes, sources, targets))
     print("Reachability (cell: ok <source address the server saw>, -- no answer):\n")
     print(table)
-    print("\n%d of %d probes answered." % (len(sources) * len(targets) - failures, len(sources) * len(targets)))
+    total = len(sources) * len(targets)
+    print("\n%d of %d probes answered." % (total - failures, total))
     return 0 if failures == 0 else 1
 
 

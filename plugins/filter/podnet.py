@@ -25,12 +25,12 @@ if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 from ansible.module_utils.podnet_cidr import PodCIDRError, allocate_pod_cidrs  # noqa: E402
-from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
 from ansible.module_utils.podnet_netconf import (  # noqa: E402
     render_conflist,
     render_egress_table,
     routes_to_other_nodes,
 )
+from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
 
 
 def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
@@ -51,7 +51,8 @@ def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
 
 def podnet_node_routes(hosts, hostvars, this_node):
     nodes = {
-        host: {"node_ip": hostvars[host]["podnet_node_ip"], "pod_cidr": hostvars[host]["podnet_pod_cidr"]}
+        host: {"node_ip": hostvars[host]["podnet_plan_node_ip"],
+               "pod_cidr": hostvars[host]["podnet_plan_pod_cidr"]}
         for host in hosts
     }
     return routes_to_other_nodes(nodes, this_node)

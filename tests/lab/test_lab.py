@@ -8,7 +8,6 @@ existed before the session, so running them never disturbs someone's lab.
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from netns_backend import get_lab_host, podnet_lab  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
+import rootns  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, str(REPO / "lab" / "podnet_lab.py")]
@@ -35,28 +37,7 @@ def lab_present():
 
 
 def root_snapshot():
-    """The root namespace's network state, minus what changes on its own."""
-    def ip_json(*args):
-        data = json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True,
-                                         check=True).stdout or "[]")
-        for obj in data:
-            obj.pop("expires", None)
-            for addr in obj.get("addr_info", []):
-                addr.pop("valid_life_time", None)
-                addr.pop("preferred_life_time", None)
-        return data
-
-    sysctls = subprocess.run(["sysctl", "-a"], capture_output=True, text=True).stdout.splitlines()
-    volatile = ("net.netfilter.nf_conntrack_count",)
-    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
-    return {
-        "addr": ip_json("addr"),
-        "route": ip_json("route", "show", "table", "all"),
-        "route6": ip_json("-6", "route", "show", "table", "all"),
-        "rule": ip_json("rule"),
-        "sysctl": sorted(s for s in sysctls if s.startswith("net.") and not s.startswith(volatile)),
-        "nft": re.sub(r"packets \d+ bytes \d+", "", nft),
-    }
+    return rootns.snapshot()
 
 
 @pytest.fixture(scope="session")

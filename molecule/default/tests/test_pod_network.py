@@ -140,7 +140,8 @@ def test_stale_podnet_route_removed_and_foreign_route_kept():
     h.run_test("ip route add 10.99.0.0/16 via %s proto static" % NODE_IP[NODES[1]])
     try:
         run = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/plan.yml", "playbooks/pod_network.yml"],
+            [str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
+             "playbooks/plan.yml", "playbooks/pod_network.yml"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
         assert run.returncode == 0, run.stdout[-3000:]
         routes = h.run("ip route show").stdout
