@@ -167,3 +167,43 @@ def test_reachability_after_a_node_reboot():
     ips = sorted(p["ip"] for p in after.values() if p["node"] == REBOOTED)
     assert sorted(x for x in leases if x[0].isdigit()) == ips
     check_matrix()
+
+
+def ansible_playbook(*args, timeout=300):
+    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+
+
+def node_state():
+    """What a failed run must leave alone: podCIDR records, routes, NAT, conflists."""
+    state = {}
+    for node in NODES:
+        h = host(node)
+        state[node] = (h.file("/etc/podnet/node.json").content_string,
+                       h.file("/etc/cni/net.d/10-podnet.conflist").content_string,
+                       h.run("ip route show proto %s" % ROUTE_PROTO).stdout,
+                       h.run("nft -s list table ip podnet").stdout)
+    return state
+
+
+def test_overlapping_pod_cidr_fails_in_the_plan_and_changes_nothing(tmp_path):
+    inventory = tmp_path / "inventory"
+    subprocess.run(["cp", "-r", str(REPO / "inventory" / "lab"), str(inventory)], check=True)
+    (inventory / "host_vars").mkdir()
+    taken = json.loads(host(NODES[0]).file("/etc/podnet/node.json").content_string)["pod_cidr"]
+    (inventory / "host_vars" / ("%s.yml" % NODES[1])).write_text("pod_cidr: %s\n" % taken)
+    before = node_state()
+    run = ansible_playbook("-i", str(inventory), "site.yml")
+    assert run.returncode != 0
+    # node1 holds the slice already (persisted), so the inventory cannot give it away.
+    assert ("node %s: persisted podCIDR %s overlaps node %s's podCIDR %s (inventory)"
+            % (NODES[0], taken, NODES[1], taken)) in run.stdout
+    assert node_state() == before
+
+
+def test_check_mode_on_a_converged_cluster_reports_no_change():
+    run = ansible_playbook("site.yml", "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:]
+    recap = [line for line in run.stdout.splitlines() if line.startswith("node")]
+    assert recap and all("changed=0" in line and "failed=0" in line for line in recap), recap
