@@ -6,6 +6,7 @@ runs again after one node's simulated reboot.
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -139,10 +140,7 @@ def test_stale_podnet_route_removed_and_foreign_route_kept():
     h.run_test("ip route add 10.244.250.0/24 via %s proto %s" % (NODE_IP[NODES[1]], ROUTE_PROTO))
     h.run_test("ip route add 10.99.0.0/16 via %s proto static" % NODE_IP[NODES[1]])
     try:
-        run = subprocess.run(
-            [str(pathlib.Path(sys.executable).parent / "ansible-playbook"),
-             "playbooks/plan.yml", "playbooks/pod_network.yml"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        run = ansible_playbook("playbooks/plan.yml", "playbooks/pod_network.yml")
         assert run.returncode == 0, run.stdout[-3000:]
         routes = h.run("ip route show").stdout
         assert "10.244.250.0/24" not in routes, "a stale podnet route must be removed"
@@ -170,9 +168,11 @@ def test_reachability_after_a_node_reboot():
 
 
 def ansible_playbook(*args, timeout=300):
+    # Molecule forces colour on; the assertions read plain text.
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def node_state():
