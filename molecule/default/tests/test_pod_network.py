@@ -207,3 +207,23 @@ def test_check_mode_on_a_converged_cluster_reports_no_change():
     assert run.returncode == 0, run.stdout[-3000:]
     recap = [line for line in run.stdout.splitlines() if line.startswith("node")]
     assert recap and all("changed=0" in line and "failed=0" in line for line in recap), recap
+
+
+def test_routes_module_agrees_under_pypi_pyroute2():
+    """The lab runs Debian's pyroute2 0.7; the same module under the venv's PyPI
+    pyroute2 0.9 must read the node's routes identically (check mode: no change)."""
+    routes = json.loads(host(NODES[0]).file("/etc/podnet/routes.json").content_string)
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
+    run = subprocess.run(
+        [str(pathlib.Path(sys.executable).parent / "ansible"), NODES[0], "--check", "-m", "podnet_routes",
+         "-a", json.dumps({"routes": routes["routes"], "protocol": routes["protocol"]}),
+         "-e", "ansible_python_interpreter=%s" % sys.executable],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout[-3000:]
+    import pyroute2
+    import yaml
+    assert not pyroute2.__version__.startswith("0.7"), "this test must run the PyPI pyroute2"
+    # The result after "=>" is JSON or YAML, by callback_result_format; YAML reads both.
+    result = yaml.safe_load(run.stdout[run.stdout.index(NODES[0] + " | "):].split(" => ", 1)[1])
+    assert result["changed"] is False
+    assert sorted(r["dest"] for r in result["routes"]) == sorted(r["dest"] for r in routes["routes"])
