@@ -105,6 +105,9 @@ class Topology:
     internet_prefixlen: int
     router_internet_ip: str
     internet_ip: str
+    # (destination CIDR, via node IP): how the external client reaches Service
+    # addresses, as a homelab router would send a service CIDR to a node.
+    client_routes: tuple = ()
 
     def ns(self, name):
         return self.prefix + name
@@ -151,6 +154,8 @@ def load_topology(inventory=DEFAULT_INVENTORY):
     inventory = Path(inventory)
     hosts = {}
     for path in _yaml_files(inventory):
+        if path.stem == "services":
+            continue  # the services inventory file: Kubernetes manifests, not hosts
         data = yaml.safe_load(path.read_text()) or {}
         group = _find_group(data, "nodes")
         if group is not None:
@@ -185,7 +190,16 @@ def load_topology(inventory=DEFAULT_INVENTORY):
         internet_prefixlen=internet_subnet.prefixlen,
         router_internet_ip=lab["router_internet_ip"],
         internet_ip=lab["internet_ip"],
+        client_routes=tuple(_client_routes(inventory, lab, nodes)),
     )
+
+
+def _client_routes(inventory, lab, nodes):
+    for cidr, node in (lab.get("client_routes") or {}).items():
+        if node not in nodes:
+            raise LabError(
+                f"{inventory}/group_vars/all: podnet_lab.client_routes[{cidr}]: {node!r} is not a node")
+        yield str(ipaddress.ip_network(cidr)), nodes[node]
 
 
 # ---------------------------------------------------------------- helpers
@@ -287,6 +301,8 @@ def build_infra(topo):
     ip_batch(["link set lo up", "link add br0 type bridge", "link set br0 up"], netns=topo.ns("switch"))
     attach_to_switch(topo, "router", topo.router_ip, topo.node_prefixlen, None)
     attach_to_switch(topo, "client", topo.client_ip, topo.node_prefixlen, topo.router_ip)
+    if topo.client_routes:
+        ip_batch([f"route add {cidr} via {via}" for cidr, via in topo.client_routes], netns=topo.ns("client"))
     # The internet is a separate segment: a direct veth from the router.
     ip_batch([f"link add eth1 type veth peer name eth0 netns {topo.ns('internet')}",
               f"addr add {topo.router_internet_ip}/{topo.internet_prefixlen} dev eth1",

@@ -36,9 +36,10 @@ class Source:
             prefix = prefix + ["ip", "netns", "exec", self.pod["netns"]]
         return prefix + command
 
-    def run(self, command, timeout=10):
+    def run(self, command, timeout=10, input=""):
         try:
-            return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(self.argv(command), input=input, capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 124, "", "timeout")
 
@@ -81,7 +82,8 @@ def http(source, ip, port=80, timeout=3):
 
 def udp(source, ip, port, timeout=2):
     """One UDP datagram to ip:port from source; the echo's JSON answer, or None."""
-    proc = source.run(["socat", "-T%d" % timeout, "-", "UDP:%s:%s" % (ip, port)], timeout=timeout + 5)
+    proc = source.run(["socat", "-T%d" % timeout, "-", "UDP:%s:%s" % (ip, port)], timeout=timeout + 5,
+                      input="podnet\n")
     try:
         return json.loads(proc.stdout.strip().splitlines()[0]) if proc.stdout.strip() else None
     except ValueError:

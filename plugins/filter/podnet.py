@@ -11,6 +11,14 @@ own plumbing, not a public API.
   spread across nodes, validated.
 - ``podnet_node_routes(hosts, hostvars, this_node)``: routes to the other
   nodes' podCIDRs via their node IPs.
+- ``podnet_services_model(text, filename, pods, previous, service_cidr,
+  node_port_range, cluster_cidr)``: the services file parsed, validated, its
+  endpoints resolved and addresses allocated (see docs/services.md).
+- ``podnet_node_pods(hosts, hostvars)``: the test pods every node reported
+  running, each with its node, as Services select them.
+- ``podnet_service_allocations(model)``: the clusterIPs and nodePorts to keep.
+- ``podnet_merge_allocations(hosts, hostvars)``: the allocations the nodes
+  persisted, merged (the first node that knows a Service wins).
 """
 
 import pathlib
@@ -31,6 +39,7 @@ from ansible.module_utils.podnet_netconf import (  # noqa: E402
     routes_to_other_nodes,
 )
 from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
+from ansible.module_utils.podnet_services import ServiceSpecError, allocations, load_services  # noqa: E402
 
 
 def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
@@ -73,6 +82,37 @@ def podnet_egress_table(cluster_cidr, table="podnet"):
     return render_egress_table(cluster_cidr, table=table)
 
 
+def podnet_services_model(text, filename, pods, previous=None, service_cidr="10.96.0.0/12",
+                          node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+    try:
+        return load_services(text or "", filename, pods or [], previous=previous or {},
+                             service_cidr=service_cidr, node_port_range=node_port_range,
+                             cluster_cidr=cluster_cidr)
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def podnet_node_pods(hosts, hostvars):
+    pods = []
+    for host in hosts:
+        for pod in (hostvars[host].get("podnet_test_pods_node_pods") or {}).values():
+            pods.append(dict(pod, node=host))
+    return pods
+
+
+def podnet_service_allocations(model):
+    return allocations(model)
+
+
+def podnet_merge_allocations(hosts, hostvars):
+    merged = {}
+    for host in hosts:
+        persisted = (hostvars[host].get("podnet_node") or {}).get("persisted_service_allocations") or {}
+        for service, allocation in persisted.items():
+            merged.setdefault(service, allocation)
+    return merged
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -81,4 +121,8 @@ class FilterModule:
             "podnet_egress_table": podnet_egress_table,
             "podnet_node_routes": podnet_node_routes,
             "podnet_expand_pods": podnet_expand_pods,
+            "podnet_services_model": podnet_services_model,
+            "podnet_node_pods": podnet_node_pods,
+            "podnet_service_allocations": podnet_service_allocations,
+            "podnet_merge_allocations": podnet_merge_allocations,
         }

@@ -21,6 +21,10 @@ options:
     description: Where podnet persists the node's allocation.
     type: path
     default: /etc/podnet/node.json
+  services_state_file:
+    description: Where podnet persists the clusterIPs and nodePorts it allocated.
+    type: path
+    default: /etc/podnet/services/allocations.json
 author: podnet
 """
 
@@ -33,7 +37,8 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
-    interface, mtu, bridge_netfilter, service_mgr and persisted_pod_cidr.
+    interface, mtu, bridge_netfilter, service_mgr, persisted_pod_cidr and
+    persisted_service_allocations.
   returned: always
   type: dict
 """
@@ -97,6 +102,7 @@ def main():
         argument_spec=dict(
             node_ip=dict(type="str"),
             state_file=dict(type="path", default="/etc/podnet/node.json"),
+            services_state_file=dict(type="path", default="/etc/podnet/services/allocations.json"),
         ),
         supports_check_mode=True,
     )
@@ -116,6 +122,7 @@ def main():
         "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
+        "persisted_service_allocations": read_persisted(module.params["services_state_file"]),
     }
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 

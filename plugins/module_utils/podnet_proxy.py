@@ -1,0 +1,92 @@
+"""What both Service proxy backends share: a reviewer's view of the Services, its diff, and
+the conntrack entries to clear when endpoints go away.
+
+Pure: the modules record the view they applied, pass the old and new views in, and run
+the conntrack commands this returns.
+"""
+
+import json
+
+UDP = ("-D", "-p", "udp")
+
+
+def service_view(model):
+    """{"ns/name:port/PROTO": {...}}: each Service port's frontends and ready endpoints.
+
+    This is what a reviewer wants to see change in a diff, and what the conntrack cleanup
+    compares. Headless and ExternalName Services have no NAT, so no entry.
+    """
+    view = {}
+    for svc in model.get("services", []):
+        if not svc.get("cluster_ip") or svc.get("type") == "ExternalName":
+            continue
+        for port in svc["ports"]:
+            name = f"{svc['namespace']}/{svc['name']}:{port['name'] or port['port']}/{port['protocol']}"
+            view[name] = {
+                "protocol": port["protocol"],
+                "port": port["port"],
+                "addresses": [svc["cluster_ip"], *(svc.get("external_ips") or [])],
+                "node_port": port.get("node_port"),
+                "endpoints": [f"{ep['ip']}:{ep['port']}" for ep in port.get("endpoints") or []],
+            }
+    return view
+
+
+def _describe(name, entry):
+    frontends = [f"{address}:{entry['port']}" for address in entry["addresses"]]
+    if entry.get("node_port"):
+        frontends.append(f"nodePort {entry['node_port']}")
+    endpoints = ", ".join(entry["endpoints"]) or "no endpoints (REJECT)"
+    return f"{name} {' '.join(frontends)} -> {endpoints}\n"
+
+
+def view_diff(old, new):
+    """(before, after, changed names): only the Service ports that changed, one line each."""
+    old = old or {}
+    changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    before = "".join(_describe(name, old[name]) for name in changed if name in old)
+    after = "".join(_describe(name, new[name]) for name in changed if name in new)
+    return before, after, changed
+
+
+def udp_flows_to_clear(old, new):
+    """conntrack -D argument lists for UDP flows that would otherwise stick to the past.
+
+    UDP has no connection end, so a conntrack entry outlives its endpoint and the client
+    keeps sending into the void until the entry expires (kube-proxy clears them too):
+    - flows DNATed to an endpoint that no longer serves that Service port;
+    - flows to a Service port that had no endpoints (or did not exist): they were created
+      un-NATed, and would keep bypassing the DNAT now that endpoints exist.
+    """
+    old = old or {}
+    commands = []
+    for name, entry in sorted(old.items()):
+        if entry["protocol"] != "UDP":
+            continue
+        current = new.get(name)
+        still = set(current["endpoints"]) if current else set()
+        gone = [ep for ep in entry["endpoints"] if ep not in still]
+        for endpoint in gone:
+            nat = ["--dst-nat", endpoint.rsplit(":", 1)[0]]
+            for address in entry["addresses"]:
+                commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"]), *nat])
+            if entry.get("node_port"):
+                commands.append([*UDP, "--orig-port-dst", str(entry["node_port"]), *nat])
+    for name, entry in sorted(new.items()):
+        if entry["protocol"] != "UDP" or not entry["endpoints"]:
+            continue
+        if name not in old or not old[name]["endpoints"]:
+            for address in entry["addresses"]:
+                commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"])])
+    return commands
+
+
+def parse_record(text):
+    """A module's record of what it applied, or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,651 @@
+"""Services: from a file of Kubernetes manifests to the services model (docs/services.md).
+
+Pure logic, no I/O; runs on the Ansible controller. The file holds Service, Endpoints
+and EndpointSlice objects as `kubectl apply` would take them. Here they are validated,
+the endpoints resolved (from podnet's pods through the Service's selector, or from the
+Endpoints / EndpointSlice objects of a selector-less Service), clusterIPs and nodePorts
+allocated, and the result returned as the services model:
+
+    services.yml + pods (+ previous allocations)  ->  {"services": [...], ...}
+"""
+
+import difflib
+import ipaddress
+import itertools
+import re
+
+import yaml
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+# Kubernetes' name rules: rule -> (pattern, longest, what it means).
+NAME_RULES = {
+    "a DNS-1035 label": (re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), 63, "lower-case alphanumerics and '-', "
+                         "starting with a letter, ending alphanumeric, at most 63 characters"),
+    "a DNS-1123 label": (re.compile("^%s$" % _LABEL), 63, "lower-case alphanumerics and '-', "
+                         "starting and ending alphanumeric, at most 63 characters"),
+    "a DNS-1123 subdomain": (re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL)), 253,
+                             "DNS-1123 labels joined by '.', at most 253 characters"),
+    "an IANA service name": (re.compile(r"^(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$"), 15, "at most 15 lower-case "
+                             "alphanumerics, single '-' between them, at least one letter"),
+}
+DEFAULT_NAMESPACE = "default"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
+POLICIES = ("Cluster", "Local")
+AFFINITIES = ("None", "ClientIP")
+DEFAULT_AFFINITY_TIMEOUT = 10800
+MAX_AFFINITY_TIMEOUT = 86400
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+API_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1", "List": "v1",
+                "NetworkPolicy": "networking.k8s.io/v1", "Namespace": "v1"}
+# The same file holds these for a later stage; this one only skips them.
+SKIPPED_KINDS = ("NetworkPolicy", "Namespace")
+SPEC_FIELDS = (
+    "type", "clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "selector", "ports", "externalIPs",
+    "externalName", "externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity",
+    "sessionAffinityConfig", "publishNotReadyAddresses", "allocateLoadBalancerNodePorts",
+    # Real Service fields with nothing to do without a load balancer or health checks: accepted, ignored.
+    "healthCheckNodePort", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
+    "trafficDistribution",
+)
+PORT_FIELDS = ("name", "protocol", "port", "targetPort", "nodePort", "appProtocol")
+
+
+class ServiceSpecError(ValueError):
+    """A services file podnet cannot turn into rules; the message says where and why."""
+
+
+class _Where:
+    """Where an object sits in the file: every error names file, document, line, object and field."""
+
+    def __init__(self, filename, number, line, item=None):
+        self.filename = filename
+        self.doc = "document %d (line %d)" % (number, line) + ("" if item is None else ", items[%d]" % item)
+        self.what = ""  # "Service default/web" once known
+
+    def error(self, path, message, *args):
+        head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
+        return ServiceSpecError("%s: %s%s" % (head, path + ": " if path else "", message % args))
+
+
+# --- YAML -----------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML would keep the last, silently."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(None, None, "duplicate key %r (also on line %d)"
+                                                            % (key, lines[key]), key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _documents(text, filename):
+    """[(number, first line, data)] for every document; null ones count, so numbers match the file."""
+    docs = []
+    try:
+        loader = _Loader(text or "")  # the reader checks every character here
+        # Compose, then construct: the node still knows the line its document starts on.
+        while loader.check_node():
+            node = loader.get_node()
+            docs.append((len(docs) + 1, node.start_mark.line + 1, loader.construct_document(node)))
+    except yaml.YAMLError as exc:  # a MarkedYAMLError, mostly; a bad character's ReaderError has no mark
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        place = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc
+        raise ServiceSpecError("%s: %sYAML does not parse: %s" % (filename, place, problem)) from None
+    return docs
+
+
+def _objects(text, filename):
+    """Yield (where, kind, object) for every object in the file: Lists unpacked, null documents skipped."""
+    for number, line, data in _documents(text, filename):
+        if data is None:
+            continue
+        where = _Where(filename, number, line)
+        if _kind(where, data) != "List":
+            yield where, data["kind"], data
+            continue
+        for i, item in enumerate(_typed(where, "items", data.get("items"), list)):
+            inner = _Where(filename, number, line, i)
+            if _kind(inner, item) == "List":
+                raise inner.error("kind", "a List inside a List is not supported")
+            yield inner, item["kind"], item
+
+
+def _kind(where, data):
+    if not isinstance(data, dict):
+        raise where.error("", "a document must be a mapping (a Kubernetes object), got a %s",
+                          type(data).__name__)
+    for field in ("apiVersion", "kind"):
+        if not isinstance(data.get(field), str) or not data[field]:
+            raise where.error(field, "is required: every Kubernetes object names its apiVersion and kind")
+    kind = data["kind"]
+    if kind not in API_VERSIONS:
+        raise where.error("kind", "kind %s is not supported here; the file holds Service, Endpoints and "
+                                  "EndpointSlice objects", kind)
+    where.what = kind
+    if data["apiVersion"] != API_VERSIONS[kind]:
+        raise where.error("apiVersion", "%s is not the apiVersion of kind %s: use %s",
+                          data["apiVersion"], kind, API_VERSIONS[kind])
+    return kind
+
+
+# --- field checks ---------------------------------------------------------------------
+
+def _check_name(where, path, value, rule):
+    pattern, longest, meaning = NAME_RULES[rule]
+    if value is None or value == "":
+        raise where.error(path, "is required")
+    if not isinstance(value, str) or len(value) > longest or not pattern.match(value):
+        raise where.error(path, "%r is not %s (%s)", value, rule, meaning)
+    return value
+
+
+def _int(where, path, value, low, high):
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    # bool is an int in Python; `port: true` is a typo, not port 1.
+    if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high:
+        raise where.error(path, "must be an integer %d-%d, got %r", low, high, value)
+    return number
+
+
+def _choice(where, path, value, choices, default):
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise where.error(path, "must be one of %s, got %r", "|".join(choices), value)
+    return value
+
+
+def _typed(where, path, value, kind, default=None):
+    """`value` if it is a `kind` (list, dict, str or bool); unset gives `default`, or an empty one."""
+    if value is None:
+        return kind() if default is None else default
+    if not isinstance(value, kind):
+        what = {list: "a list", dict: "a mapping", str: "a string"}.get(kind, "true or false")
+        raise where.error(path, "must be %s, got %r", what, value)
+    return value
+
+
+def _string_map(where, path, value):
+    pairs = _typed(where, path, value, dict).items()
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+        raise where.error(path, "must be a map of strings to strings, got %r", value)
+    return value or {}
+
+
+def _ipv4(where, path, value):
+    try:
+        if isinstance(value, str):
+            return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        pass
+    raise where.error(path, "%r is not an IPv4 address (podnet's Services are IPv4 only)", value)
+
+
+def _metadata(where, obj, name_rule):
+    """(namespace, name, labels), validated; from here on errors name the object."""
+    meta = _typed(where, "metadata", obj.get("metadata"), dict)
+    name = _check_name(where, "metadata.name", meta.get("name"), name_rule)
+    namespace = DEFAULT_NAMESPACE if meta.get("namespace") is None else meta["namespace"]
+    _check_name(where, "metadata.namespace", namespace, "a DNS-1123 label")
+    where.what = "%s %s/%s" % (where.what, namespace, name)
+    return namespace, name, _string_map(where, "metadata.labels", meta.get("labels"))
+
+
+# --- Service --------------------------------------------------------------------------
+
+def _parse_service(where, obj, net, port_range):
+    namespace, name, _ = _metadata(where, obj, "a DNS-1035 label")
+    spec = _typed(where, "spec", obj.get("spec"), dict)
+    for field in spec:
+        if field not in SPEC_FIELDS:
+            hint = difflib.get_close_matches(str(field), SPEC_FIELDS, 1)
+            raise where.error("spec.%s" % field, "unknown field%s",
+                              " (did you mean %s?)" % hint[0] if hint else "")
+    kind = _choice(where, "spec.type", spec.get("type"), TYPES, "ClusterIP")
+    if kind == "ExternalName":
+        external = spec.get("externalName")
+        if isinstance(external, str):
+            external = external.rstrip(".")  # a fully qualified name is fine, as in Kubernetes
+        _check_name(where, "spec.externalName", external, "a DNS-1123 subdomain")
+    cluster_ip, ip_path, allocate = _cluster_ip(where, spec, kind, net)
+    _ip_families(where, spec)
+    external_ips = []
+    for i, value in enumerate(_typed(where, "spec.externalIPs", spec.get("externalIPs"), list)):
+        address = _ipv4(where, "spec.externalIPs[%d]" % i, value)
+        external_ips += [] if address in external_ips else [address]
+    etp = spec.get("externalTrafficPolicy")
+    # As Kubernetes: the policy is for traffic from outside, which only these Services receive.
+    if etp is not None and kind not in NODE_PORT_TYPES and not external_ips:
+        raise where.error("spec.externalTrafficPolicy", "may only be set on a NodePort or LoadBalancer "
+                          "Service, or one with externalIPs; this one is %s", kind)
+    # With allocateLoadBalancerNodePorts: false a LoadBalancer keeps only the nodePorts it asks for.
+    field = "allocateLoadBalancerNodePorts"
+    allocate_lb = _typed(where, "spec." + field, spec.get(field), bool, True)
+    return {
+        "where": where, "key": (namespace, name), "namespace": namespace, "name": name, "type": kind,
+        "cluster_ip": cluster_ip, "ip_path": ip_path, "allocate": allocate,
+        # Kubernetes reads an empty selector as no selector: the user supplies the endpoints
+        # (Endpoints / EndpointSlice objects). So does podnet: {} never selects every pod.
+        "selector": _string_map(where, "spec.selector", spec.get("selector")),
+        "external_ips": external_ips,
+        "external_traffic_policy": _choice(where, "spec.externalTrafficPolicy", etp, POLICIES, "Cluster"),
+        "internal_traffic_policy": _choice(where, "spec.internalTrafficPolicy",
+                                           spec.get("internalTrafficPolicy"), POLICIES, "Cluster"),
+        "session_affinity_timeout": _affinity_timeout(where, spec),
+        "publish_not_ready": _typed(where, "spec.publishNotReadyAddresses",
+                                    spec.get("publishNotReadyAddresses"), bool, False),
+        "ports": _service_ports(where, spec, kind, cluster_ip is None and not allocate, port_range),
+        "wants_node_ports": kind == "NodePort" or kind == "LoadBalancer" and allocate_lb,
+        "manual": {},
+    }
+
+
+def _cluster_ip(where, spec, kind, net):
+    """(address, field, allocate): an explicit address; None for headless and ExternalName Services,
+    or with allocate=True for one that needs an address and did not ask for one."""
+    value, path = spec.get("clusterIP"), "spec.clusterIP"
+    ips = _typed(where, "spec.clusterIPs", spec.get("clusterIPs"), list)
+    if len(ips) > 1:
+        raise where.error("spec.clusterIPs", "podnet is IPv4 single-stack: one address at most, got %r", ips)
+    if ips:
+        if value not in (None, "") and value != ips[0]:
+            raise where.error("spec.clusterIPs[0]", "%r must equal spec.clusterIP %r", ips[0], value)
+        value, path = ips[0], "spec.clusterIPs[0]"
+    if value is None or value == "":
+        return None, path, kind != "ExternalName"
+    if kind == "ExternalName":
+        raise where.error(path, "must not be set on an ExternalName Service, a DNS alias with no address")
+    if value == "None":
+        if kind in NODE_PORT_TYPES:
+            raise where.error(path, "a %s Service cannot be headless: its nodePorts lead to its clusterIP",
+                              kind)
+        return None, path, False
+    address = ipaddress.IPv4Address(_ipv4(where, path, value))
+    if address not in net:
+        raise where.error(path, "%s is not inside service_cidr %s", address, net)
+    if address in (net.network_address, net.broadcast_address):
+        raise where.error(path, "%s is the network or broadcast address of service_cidr %s", address, net)
+    return str(address), path, False
+
+
+def _ip_families(where, spec):
+    """podnet is IPv4 single-stack. Kubernetes on such a cluster gives PreferDualStack a single
+    family and rejects RequireDualStack; so does podnet."""
+    families = _typed(where, "spec.ipFamilies", spec.get("ipFamilies"), list)
+    if families not in ([], ["IPv4"]):
+        raise where.error("spec.ipFamilies", "podnet is IPv4 single-stack: only [IPv4], got %r", families)
+    if spec.get("ipFamilyPolicy") not in (None, "SingleStack", "PreferDualStack"):
+        raise where.error("spec.ipFamilyPolicy", "podnet is IPv4 single-stack: SingleStack (or "
+                          "PreferDualStack, single here too), got %r", spec["ipFamilyPolicy"])
+
+
+def _affinity_timeout(where, spec):
+    """Seconds a client keeps its endpoint with sessionAffinity: ClientIP; None without affinity."""
+    affinity = _choice(where, "spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES, "None")
+    config = _typed(where, "spec.sessionAffinityConfig", spec.get("sessionAffinityConfig"), dict)
+    if affinity == "None":
+        if config:
+            raise where.error("spec.sessionAffinityConfig", "is only allowed with sessionAffinity: ClientIP")
+        return None
+    path = "spec.sessionAffinityConfig.clientIP"
+    timeout = _typed(where, path, config.get("clientIP"), dict).get("timeoutSeconds")
+    if timeout is None:
+        return DEFAULT_AFFINITY_TIMEOUT
+    return _int(where, path + ".timeoutSeconds", timeout, 1, MAX_AFFINITY_TIMEOUT)
+
+
+def _service_ports(where, spec, kind, headless, port_range):
+    ports = _typed(where, "spec.ports", spec.get("ports"), list)
+    if not ports and kind != "ExternalName" and not headless:
+        raise where.error("spec.ports", "a %s Service needs at least one port", kind)
+    result, names, numbers = [], {}, {}
+    for i, port in enumerate(ports):
+        path = "spec.ports[%d]" % i
+        if not isinstance(port, dict):
+            raise where.error(path, "must be a mapping with at least port, got %r", port)
+        for field in port:
+            if field not in PORT_FIELDS:
+                raise where.error("%s.%s" % (path, field), "unknown field (a port has %s)",
+                                  ", ".join(PORT_FIELDS))
+        name = port.get("name")
+        if name is not None and name != "":
+            _check_name(where, path + ".name", name, "a DNS-1123 label")
+        elif len(ports) > 1:
+            raise where.error(path + ".name", "is required when a Service has more than one port")
+        name = name or ""
+        if name in names:
+            raise where.error(path + ".name", "duplicate port name %r (also spec.ports[%d])",
+                              name, names[name])
+        names[name] = i
+        protocol = _choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
+        number = _int(where, path + ".port", port.get("port"), 1, 65535)
+        if (number, protocol) in numbers:
+            raise where.error(path, "duplicate port %d/%s (also spec.ports[%d])",
+                              number, protocol, numbers[number, protocol])
+        numbers[number, protocol] = i
+        result.append({
+            "name": name, "protocol": protocol, "port": number,
+            "target_port": _target_port(where, path + ".targetPort", port.get("targetPort"), number),
+            "node_port": _node_port(where, path + ".nodePort", port.get("nodePort"), kind, port_range)})
+    return result
+
+
+def _target_port(where, path, value, port):
+    if value is None or value == "":
+        return port  # Kubernetes' default: the same number as the Service port
+    if isinstance(value, str) and not value.isdigit():
+        return _check_name(where, path, value, "an IANA service name")
+    return _int(where, path, value, 1, 65535)
+
+
+def _node_port(where, path, value, kind, port_range):
+    if value is None or value == 0 and not isinstance(value, bool):
+        return None  # Kubernetes allocates one, if the type has nodePorts
+    if kind not in NODE_PORT_TYPES:
+        raise where.error(path, "only a NodePort or LoadBalancer Service has nodePorts; this one is %s", kind)
+    number = _int(where, path, value, 1, 65535)
+    if not port_range[0] <= number <= port_range[1]:
+        raise where.error(path, "%d is outside the NodePort range %d-%d", number, *port_range)
+    return number
+
+
+# --- Endpoints and EndpointSlice ------------------------------------------------------
+
+def _endpoint_ports(where, path, ports):
+    """[(name, protocol, port)]: kube-proxy matches them to Service ports by name and protocol."""
+    result = []
+    for i, port in enumerate(_typed(where, path, ports, list)):
+        here = "%s[%d]" % (path, i)
+        port = _typed(where, here, port, dict)
+        if port.get("name"):
+            _check_name(where, here + ".name", port["name"], "a DNS-1123 label")
+        result.append((port.get("name") or "",
+                       _choice(where, here + ".protocol", port.get("protocol"), PROTOCOLS, "TCP"),
+                       _int(where, here + ".port", port.get("port"), 1, 65535)))
+    return result
+
+
+def _entries(ports, ip, node, ready):
+    return [(name, protocol, {"ip": ip, "port": number, "node": node or None, "pod": None}, ready)
+            for name, protocol, number in ports]
+
+
+def _parse_endpoints(where, obj):
+    namespace, name, _ = _metadata(where, obj, "a DNS-1123 subdomain")
+    entries = []
+    for s, subset in enumerate(_typed(where, "subsets", obj.get("subsets"), list)):
+        path = "subsets[%d]" % s
+        subset = _typed(where, path, subset, dict)
+        ports = _endpoint_ports(where, path + ".ports", subset.get("ports"))
+        for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for a, address in enumerate(_typed(where, "%s.%s" % (path, field), subset.get(field), list)):
+                here = "%s.%s[%d]" % (path, field, a)
+                address = _typed(where, here, address, dict)
+                entries += _entries(ports, _ipv4(where, here + ".ip", address.get("ip")),
+                                    _typed(where, here + ".nodeName", address.get("nodeName"), str), ready)
+    return {"where": where, "key": (namespace, name), "service": (namespace, name), "path": "metadata.name",
+            "these": "these Endpoints", "entries": entries}
+
+
+def _parse_slice(where, obj):
+    namespace, name, labels = _metadata(where, obj, "a DNS-1123 subdomain")
+    label_path = 'metadata.labels["%s"]' % SERVICE_NAME_LABEL
+    if not labels.get(SERVICE_NAME_LABEL):
+        raise where.error(label_path, "is required: it names the Service these endpoints belong to")
+    if obj.get("addressType") != "IPv4":
+        raise where.error("addressType", "must be IPv4 (podnet's Services are IPv4 only), got %r",
+                          obj.get("addressType"))
+    ports = _endpoint_ports(where, "ports", obj.get("ports"))
+    entries = []
+    for e, endpoint in enumerate(_typed(where, "endpoints", obj.get("endpoints"), list)):
+        here = "endpoints[%d]" % e
+        endpoint = _typed(where, here, endpoint, dict)
+        addresses = [_ipv4(where, "%s.addresses[%d]" % (here, a), address) for a, address
+                     in enumerate(_typed(where, here + ".addresses", endpoint.get("addresses"), list))]
+        if not addresses:
+            raise where.error(here + ".addresses", "needs at least one address")
+        conditions = _typed(where, here + ".conditions", endpoint.get("conditions"), dict)
+        # Kubernetes: an unset `ready` means ready.
+        ready = _typed(where, here + ".conditions.ready", conditions.get("ready"), bool, True)
+        # An endpoint's addresses are one backend; kube-proxy uses the first.
+        node = _typed(where, here + ".nodeName", endpoint.get("nodeName"), str)
+        entries += _entries(ports, addresses[0], node, ready)
+    return {"where": where, "key": (namespace, name), "service": (namespace, labels[SERVICE_NAME_LABEL]),
+            "path": label_path, "these": "this EndpointSlice", "entries": entries}
+
+
+def _attach_endpoints(services, sources):
+    """Hand each selector-less Service the endpoints its Endpoints / EndpointSlice objects list."""
+    for source in sources:
+        where, key, path = source["where"], source["service"], source["path"]
+        svc = services.get(key)
+        if svc is None:
+            raise where.error(path, "no Service %s/%s for %s", *key, source["these"])
+        if svc["selector"]:
+            raise where.error(path, "Service %s/%s has a selector; podnet computes its endpoints "
+                                    "(remove the selector or this object)", *key)
+        if svc["type"] == "ExternalName":
+            raise where.error(path, "Service %s/%s is type ExternalName, a DNS alias with no endpoints", *key)
+        for name, protocol, endpoint, ready in source["entries"]:
+            # publishNotReadyAddresses: the Service wants its endpoints before they are ready
+            # (peers of a StatefulSet finding each other, say).
+            if ready or svc["publish_not_ready"]:
+                svc["manual"].setdefault((name, protocol), []).append(endpoint)
+
+
+def _pod_endpoints(svc, index, port, pods):
+    """Endpoints of one port of a Service with a selector, from the pods it selects.
+
+    A numbered targetPort is that port on every pod, declared or not (as in Kubernetes); a
+    named one is the pod's port of that name and protocol, and a pod without one is skipped."""
+    target, endpoints, declared = port["target_port"], [], False
+    for pod in pods:
+        number = target
+        if not isinstance(target, int):
+            number = next((p["containerPort"] for p in pod.get("ports") or []
+                           if p.get("name") == target and p.get("protocol", "TCP") == port["protocol"]), None)
+            if number is None:
+                continue
+        declared = True
+        if pod.get("ip"):  # a pod not started yet validates, but has no endpoint
+            endpoints.append({"ip": pod["ip"], "port": number, "node": pod.get("node"),
+                              "pod": "%s/%s" % (pod["namespace"], pod["name"])})
+    if pods and not declared:
+        raise svc["where"].error("spec.ports[%d].targetPort" % index,
+                                 "no pod the selector matches (%s) declares a %s port named %r",
+                                 ", ".join("%s/%s" % (p["namespace"], p["name"]) for p in pods),
+                                 port["protocol"], target)
+    return endpoints
+
+
+def _sorted_endpoints(endpoints):
+    """Sorted by (address, port); of two for the same address and port, the first listed stays."""
+    unique = {}
+    for endpoint in sorted(endpoints, key=lambda e: (ipaddress.ip_address(e["ip"]), e["port"])):
+        unique.setdefault((endpoint["ip"], endpoint["port"]), endpoint)
+    return list(unique.values())
+
+
+# --- allocation -----------------------------------------------------------------------
+
+def _previous(previous, svc, field):
+    entry = previous.get("%s/%s" % svc["key"]) if isinstance(previous, dict) else None
+    return entry.get(field) if isinstance(entry, dict) else None
+
+
+def _free(candidates, taken):
+    return (c for c in candidates if c not in taken)
+
+
+def _allocate_cluster_ips(in_file_order, ordered, net, previous):
+    """Explicit addresses first, then each Service's previous one if still free, then the lowest free.
+
+    Kubernetes gives network+1 (10.96.0.1) to the API server, and network+10 (10.96.0.10) is
+    cluster DNS by convention: automatic allocation skips both (a manifest may still ask for
+    them), starting at network+11 and wrapping round to network+2."""
+    owners = {}
+    for svc in in_file_order:
+        ip = svc["cluster_ip"]
+        if ip in owners:
+            other = owners[ip]["where"]
+            raise svc["where"].error(svc["ip_path"], "%s is already the clusterIP of %s (%s)",
+                                     ip, other.what, other.doc)
+        if ip is not None:
+            owners[ip] = svc
+    base, last = int(net.network_address), int(net.broadcast_address) - 1
+    automatic = (range(base + 11, last + 1), range(base + 2, min(base + 10, last + 1)))
+    pending = []
+    for svc in ordered:
+        if not svc["allocate"]:
+            continue
+        try:
+            kept = ipaddress.IPv4Address(_previous(previous, svc, "cluster_ip"))
+        except ValueError:
+            kept = None
+        if kept is not None and any(int(kept) in r for r in automatic) and str(kept) not in owners:
+            svc["cluster_ip"] = str(kept)
+            owners[svc["cluster_ip"]] = svc
+        else:
+            pending.append(svc)
+    free = _free((str(ipaddress.IPv4Address(a)) for a in itertools.chain(*automatic)), owners)
+    for svc in pending:
+        svc["cluster_ip"] = next(free, None)
+        if svc["cluster_ip"] is None:
+            raise svc["where"].error("spec.clusterIP", "no free address left in service_cidr %s", net)
+        owners[svc["cluster_ip"]] = svc
+
+
+def _allocate_node_ports(in_file_order, ordered, port_range, previous):
+    """As for clusterIPs: explicit nodePorts, then previous ones, then the lowest free. A nodePort is
+    unique per protocol cluster-wide, as in Kubernetes: TCP 30053 and UDP 30053 may coexist."""
+    low, high = port_range
+    owners = {protocol: {} for protocol in PROTOCOLS}
+    for svc in in_file_order:
+        for i, port in enumerate(svc["ports"]):
+            taken, number = owners[port["protocol"]], port["node_port"]
+            if number in taken:
+                other, j = taken[number]
+                raise svc["where"].error("spec.ports[%d].nodePort" % i,
+                                         "%d/%s is already the nodePort of %s, spec.ports[%d] (%s)",
+                                         number, port["protocol"], other["where"].what, j, other["where"].doc)
+            if number is not None:
+                taken[number] = (svc, i)
+    pending = []
+    for svc in ordered:
+        kept = _previous(previous, svc, "node_ports")
+        kept = kept if isinstance(kept, dict) else {}
+        for i, port in enumerate(svc["ports"]):
+            if port["node_port"] is not None or not svc["wants_node_ports"]:
+                continue
+            number, taken = kept.get("%s/%d" % (port["protocol"], port["port"])), owners[port["protocol"]]
+            if isinstance(number, int) and not isinstance(number, bool) and low <= number <= high \
+                    and number not in taken:
+                port["node_port"], taken[number] = number, (svc, i)
+            else:
+                pending.append((svc, i, port))
+    free = {protocol: _free(range(low, high + 1), owners[protocol]) for protocol in PROTOCOLS}
+    for svc, i, port in pending:
+        port["node_port"] = next(free[port["protocol"]], None)
+        if port["node_port"] is None:
+            raise svc["where"].error("spec.ports[%d].nodePort" % i, "no free %s NodePort left in %d-%d",
+                                     port["protocol"], low, high)
+        owners[port["protocol"]][port["node_port"]] = (svc, i)
+
+
+# --- entry points ---------------------------------------------------------------------
+
+def _network(name, value):
+    try:
+        if isinstance(value, str):
+            return ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        pass
+    raise ServiceSpecError("%s: %r is not an IPv4 network such as 10.96.0.0/12" % (name, value))
+
+
+def _port_range(value):
+    """"30000-32767" or [30000, 32767] -> (30000, 32767)."""
+    try:
+        low, high = (int(p) for p in (value.split("-") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        low = high = 0
+    if not 1 <= low <= high <= 65535:
+        raise ServiceSpecError("node_port_range: %r is not a port range such as 30000-32767" % (value,))
+    return low, high
+
+
+def _service_model(svc, pods):
+    selector = svc["selector"]
+    selected = [p for p in pods if selector and p.get("namespace", DEFAULT_NAMESPACE) == svc["namespace"]
+                and all((p.get("labels") or {}).get(k) == v for k, v in selector.items())]
+    ports = []
+    for index, port in enumerate(svc["ports"]):
+        if svc["type"] == "ExternalName":
+            endpoints = []
+        elif selector:
+            endpoints = _pod_endpoints(svc, index, port, selected)
+        else:
+            endpoints = svc["manual"].get((port["name"], port["protocol"]), [])
+        ports.append({"name": port["name"], "protocol": port["protocol"], "port": port["port"],
+                      "node_port": port["node_port"], "target_port": port["target_port"],
+                      "endpoints": _sorted_endpoints(endpoints)})
+    model = {key: svc[key] for key in ("namespace", "name", "type", "cluster_ip", "external_ips",
+                                       "external_traffic_policy", "internal_traffic_policy",
+                                       "session_affinity_timeout")}
+    model["ports"] = ports
+    return model
+
+
+def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/12",
+                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+    """Parse, validate, resolve and allocate the services file `text`; return the services model.
+
+    `filename` names the file in errors. `pods` are podnet's pods ({namespace, name, labels,
+    ports, ip, node}); a pod with ip None validates named targetPorts but gives no endpoint.
+    `previous` is allocations() of an earlier model: a Service keeps its clusterIP and
+    nodePorts while they stay free and valid. Raises ServiceSpecError.
+    """
+    net = _network("service_cidr", service_cidr)
+    cluster = _network("cluster_cidr", cluster_cidr)
+    port_range = _port_range(node_port_range)
+    services, sources, seen = {}, [], {}
+    for where, kind, obj in _objects(text, filename):
+        if kind in SKIPPED_KINDS:
+            continue
+        if kind == "Service":
+            item = _parse_service(where, obj, net, port_range)
+        else:
+            item = (_parse_endpoints if kind == "Endpoints" else _parse_slice)(where, obj)
+        key = (kind,) + item["key"]
+        if key in seen:
+            raise where.error("metadata.name", "duplicate %s %s/%s; the first is %s", *key, seen[key])
+        seen[key] = where.doc
+        if kind == "Service":
+            services[item["key"]] = item
+        else:
+            sources.append(item)
+    _attach_endpoints(services, sources)
+    in_file_order, ordered = list(services.values()), [services[key] for key in sorted(services)]
+    _allocate_cluster_ips(in_file_order, ordered, net, previous)
+    _allocate_node_ports(in_file_order, ordered, port_range, previous)
+    return {"cluster_cidr": str(cluster), "service_cidr": str(net), "node_port_range": list(port_range),
+            "services": [_service_model(svc, list(pods or [])) for svc in ordered]}
+
+
+def allocations(model):
+    """{"ns/name": {"cluster_ip": ..., "node_ports": {"TCP/80": 31380}}}: what load_services keeps
+    stable across runs when given back as `previous`."""
+    return {"%s/%s" % (svc["namespace"], svc["name"]): {
+        "cluster_ip": svc["cluster_ip"],
+        "node_ports": {"%s/%d" % (p["protocol"], p["port"]): p["node_port"]
+                       for p in svc["ports"] if p["node_port"] is not None},
+    } for svc in model["services"]}

@@ -1,0 +1,335 @@
+#!/usr/bin/python
+"""Ansible module: a node's Service NAT (kube-proxy's job) as kube-proxy's iptables chains."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_proxy_iptables
+short_description: Apply Kubernetes Service NAT for one node in kube-proxy's iptables layout
+description:
+  - Renders the services model (see docs/services.md) for O(node) into kube-proxy's chains
+    (C(KUBE-SERVICES), C(KUBE-SVC-*), C(KUBE-SEP-*), C(KUBE-NODEPORTS), C(KUBE-MARK-MASQ),
+    C(KUBE-POSTROUTING), ...) and applies them with C(iptables-restore --noflush), which
+    rewrites only the chains that changed and leaves every other chain alone.
+  - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) are inserted
+    once with C(iptables -C) / C(-I).
+  - The restore input is first tested with C(iptables-restore --test); if it is refused,
+    nothing changes.
+  - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
+    entries that would keep clients on the old path are deleted.
+options:
+  model:
+    description: The services model (docs/services.md). Required when O(state=present).
+    type: dict
+  node:
+    description: The inventory name of this node, as endpoints name it. Required when O(state=present).
+    type: str
+  path:
+    description: Where to persist the full restore file for boot (C(iptables-restore --noflush PATH)).
+    type: path
+  state:
+    description: Whether podnet's chains should exist.
+    type: str
+    default: present
+    choices: [present, absent]
+  state_dir:
+    description: Directory for the record of what was applied (C(proxy-iptables.json)).
+    type: path
+    default: /var/lib/podnet
+  verify_live:
+    description:
+      - Check the live chains (C(iptables-save)) against the record of the last apply, and
+        rewrite any chain whose rules were changed by hand.
+    type: bool
+    default: true
+  flush_conntrack:
+    description: Delete the UDP conntrack entries of endpoints that went away.
+    type: bool
+    default: true
+notes:
+  - Supports check mode and diff mode (the Service ports whose frontends or endpoints change).
+  - podnet owns the C(KUBE-*) chains of the nat and filter tables on the node, as kube-proxy
+    would: do not run it beside a real kube-proxy in iptables mode.
+requirements:
+  - iptables, iptables-restore, conntrack
+"""
+
+EXAMPLES = r"""
+- name: Service NAT for this node, iptables mode
+  podnet_proxy_iptables:
+    model: "{{ podnet_services_model }}"
+    node: "{{ inventory_hostname }}"
+    path: /etc/podnet/iptables/podnet-services.rules
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["rewrite 3 chains, delete 1 (nat, filter)"]
+services_changed:
+  description: The Service ports (C(ns/name:port/PROTOCOL)) whose frontends or endpoints changed.
+  returned: always
+  type: list
+  elements: str
+conntrack_cleared:
+  description: The conntrack deletions run (their arguments).
+  returned: always
+  type: list
+  elements: list
+"""
+
+import json
+import os
+import shlex
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_proxy import parse_record, service_view, udp_flows_to_clear, view_diff
+from ansible.module_utils.podnet_proxy_iptables import TABLES, removal_text, render_iptables, restore_text
+
+RECORD = "proxy-iptables.json"
+
+
+def read_file(module, path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        module.fail_json(msg=f"cannot read {path}: {exc}")
+
+
+def write_file(module, path, text):
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}")
+    module.atomic_move(tmp, path)
+
+
+def remove_file(module, path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        module.fail_json(msg=f"cannot remove {path}: {exc}")
+
+
+def live_chains(module, iptables_save):
+    """{table: {chain: [rule text]}} of the live KUBE-* chains, from iptables-save."""
+    live = {}
+    for table in TABLES:
+        rc, out, err = module.run_command([iptables_save, "-t", table])
+        if rc != 0:
+            module.fail_json(msg=f"iptables-save -t {table} failed: {err.strip()}")
+        chains = {}
+        for line in out.splitlines():
+            if line.startswith(":KUBE-"):
+                chains.setdefault(line[1:].split()[0], [])
+            elif line.startswith("-A KUBE-"):
+                chain = line.split()[1]
+                chains.setdefault(chain, []).append(line)
+        live[table] = chains
+    return live
+
+
+def drifted(previous, live):
+    """`previous` with every chain whose live rule count differs marked, so it is rewritten.
+
+    iptables-save prints rules in its own canonical order, not as rendered, so rules are
+    compared by count: a rule added or deleted by hand shows; a chain deleted by hand too.
+    """
+    result = {}
+    marks = []
+    for table in TABLES:
+        chains = {}
+        for chain, rules in (previous.get(table) or {}).items():
+            if len(live[table].get(chain, [None] * (len(rules) + 1))) != len(rules):
+                chains[chain] = ["(changed outside podnet)"]
+                marks.append(f"{table} {chain}")
+            else:
+                chains[chain] = rules
+        result[table] = chains
+    return result, marks
+
+
+def restore(module, restore_bin, text, test):
+    args = [restore_bin, "--noflush", "-w"] + (["--test"] if test else [])
+    rc, _, err = module.run_command(args, data=text, binary_data=True)
+    if rc != 0:
+        what = "refused" if test else "failed on"
+        module.fail_json(msg=f"iptables-restore {what} podnet's chains; the live rules are unchanged: "
+                         f"{err.strip()}", restore_input=text)
+
+
+def jump_present(module, iptables, table, chain, rule):
+    rc, _, _ = module.run_command([iptables, "-w", "-t", table, "-C", chain, *shlex.split(rule)])
+    return rc == 0
+
+
+def ensure_jumps(module, iptables, jumps):
+    actions = []
+    # Inserted at the top, in reverse, so they end up in the order given.
+    for table, chain, rule in reversed(jumps):
+        if not jump_present(module, iptables, table, chain, rule):
+            actions.append(f"insert {table} {chain} {rule}")
+            if not module.check_mode:
+                insert = [iptables, "-w", "-t", table, "-I", chain, "1", *shlex.split(rule)]
+                rc, _, err = module.run_command(insert)
+                if rc != 0:
+                    module.fail_json(msg=f"iptables -t {table} -I {chain} {rule} failed: {err.strip()}")
+    return list(reversed(actions))
+
+
+def remove_jumps(module, iptables, jumps):
+    actions = []
+    for table, chain, rule in jumps:
+        while jump_present(module, iptables, table, chain, rule):
+            actions.append(f"delete {table} {chain} {rule}")
+            if module.check_mode:
+                break
+            rc, _, err = module.run_command([iptables, "-w", "-t", table, "-D", chain, *shlex.split(rule)])
+            if rc != 0:
+                module.fail_json(msg=f"iptables -t {table} -D {chain} {rule} failed: {err.strip()}")
+    return actions
+
+
+def boot_file(ruleset):
+    """The full restore input plus the jumps, for a boot where every chain is empty."""
+    text = restore_text(ruleset, None)
+    for table, chain, rule in ruleset["jumps"]:
+        marker = f"*{table}\n"
+        head, sep, tail = text.partition(marker)
+        before_commit = tail.index("COMMIT\n")
+        text = head + sep + tail[:before_commit] + f"-A {chain} {rule}\n" + tail[before_commit:]
+    return "# Managed by podnet (podnet_proxy_iptables): iptables-restore --noflush at boot.\n" + text
+
+
+def clear_conntrack(module, commands):
+    conntrack = module.get_bin_path("conntrack")
+    done = []
+    for args in commands if conntrack else []:
+        # conntrack exits 1 when nothing matched, which is the common case.
+        rc, _, err = module.run_command([conntrack, *args])
+        if rc not in (0, 1):
+            module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
+        done.append(args)
+    return done
+
+
+def _jumps(ruleset):
+    return [tuple(jump) for jump in (ruleset or {}).get("jumps") or []]
+
+
+def ensure_present(module, bins, state_file, path):
+    params = module.params
+    if not params["model"] or not params["node"]:
+        module.fail_json(msg="model and node are required when state=present")
+    try:
+        ruleset = render_iptables(params["model"], params["node"])
+    except (KeyError, TypeError, ValueError) as exc:
+        module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
+    ruleset["jumps"] = _jumps(ruleset)
+    record = parse_record(read_file(module, state_file))
+    previous = record.get("ruleset") if record else None
+    view = service_view(params["model"])
+    actions = []
+
+    if previous is not None and params["verify_live"]:
+        previous, marks = drifted(previous, live_chains(module, bins["iptables-save"]))
+        if marks:
+            actions.append(f"rewrite chains changed outside podnet: {', '.join(marks)}")
+    text = restore_text(ruleset, previous)
+    if text:
+        declared = sum(1 for line in text.splitlines() if line.startswith(":"))
+        deleted = sum(1 for line in text.splitlines() if line.startswith("-X "))
+        actions.append(f"rewrite {declared - deleted} chains, delete {deleted}")
+        restore(module, bins["iptables-restore"], text, test=True)
+        if not module.check_mode:
+            restore(module, bins["iptables-restore"], text, test=False)
+    actions += ensure_jumps(module, bins["iptables"], ruleset["jumps"])
+
+    old_view = record.get("view") if record else None
+    cleared = []
+    if actions and not module.check_mode and params["flush_conntrack"]:
+        cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
+    full = boot_file(ruleset)
+    if path and read_file(module, path) != full:
+        actions.append(f"write {path}")
+        if not module.check_mode:
+            write_file(module, path, full)
+    new_record = {"node": params["node"], "ruleset": ruleset, "view": view}
+    if not module.check_mode and json.loads(json.dumps(new_record)) != record:
+        write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+    return actions, old_view, view, cleared
+
+
+def ensure_absent(module, bins, state_file, path):
+    record = parse_record(read_file(module, state_file))
+    previous = (record or {}).get("ruleset")
+    actions = []
+    if previous:
+        actions += remove_jumps(module, bins["iptables"], _jumps(previous))
+        live = live_chains(module, bins["iptables-save"])
+        present = {table: {c: r for c, r in previous.get(table, {}).items() if c in live[table]}
+                   for table in TABLES}
+        text = removal_text(present)
+        if text:
+            actions.append("delete podnet's KUBE-* chains")
+            restore(module, bins["iptables-restore"], text, test=True)
+            if not module.check_mode:
+                restore(module, bins["iptables-restore"], text, test=False)
+    for leftover in (path, state_file):
+        if leftover and os.path.lexists(leftover):
+            actions.append(f"remove {leftover}")
+            if not module.check_mode:
+                remove_file(module, leftover)
+    return actions, (record or {}).get("view"), {}, []
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "model": {"type": "dict"},
+            "node": {"type": "str"},
+            "path": {"type": "path"},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "state_dir": {"type": "path", "default": "/var/lib/podnet"},
+            "verify_live": {"type": "bool", "default": True},
+            "flush_conntrack": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    bins = {name: module.get_bin_path(name, required=True)
+            for name in ("iptables", "iptables-save", "iptables-restore")}
+    state_file = os.path.join(module.params["state_dir"], RECORD)
+    ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
+    actions, old_view, view, cleared = ensure(module, bins, state_file, module.params["path"])
+    before, after, changed_services = view_diff(old_view, view)
+    result = {
+        "changed": bool(actions),
+        "actions": actions,
+        "services_changed": changed_services,
+        "conntrack_cleared": cleared,
+    }
+    if module._diff and actions:
+        result["diff"] = {
+            "before": before,
+            "after": after,
+            "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
+            "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

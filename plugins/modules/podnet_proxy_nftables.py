@@ -1,0 +1,318 @@
+#!/usr/bin/python
+"""Ansible module: a node's Service NAT (kube-proxy's job) in podnet's own nftables table."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_proxy_nftables
+short_description: Apply Kubernetes Service NAT for one node as one nftables table
+description:
+  - Renders the services model (see docs/services.md) for O(node) into podnet's own table
+    (O(table)), a fixed set of chains whose per-Service content is all set and map elements.
+  - A first load, or a table whose chains or sets were changed by hand, is loaded whole in
+    one transaction that replaces the table. Otherwise only the elements that differ are
+    added and deleted, again in one transaction. Either way, if nft refuses, nothing changes.
+  - Other tables are never touched.
+  - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
+    entries that would keep clients on the old path are deleted.
+options:
+  model:
+    description: The services model (docs/services.md). Required when O(state=present).
+    type: dict
+  node:
+    description: The inventory name of this node, as endpoints name it. Required when O(state=present).
+    type: str
+  table:
+    description: Name of the C(ip) table this module owns.
+    type: str
+    default: podnet-services
+  path:
+    description: Where to persist the full self-replacing script for boot (C(nft -f PATH)).
+    type: path
+  state:
+    description: Whether the table should exist.
+    type: str
+    default: present
+    choices: [present, absent]
+  state_dir:
+    description: Directory for the record of what was applied (C(proxy-nftables-TABLE.json)).
+    type: path
+    default: /var/lib/podnet
+  verify_live:
+    description:
+      - Compare with the live table (C(nft -j list table)) rather than with the record of the
+        last apply. Catches hand edits; costs about 2 s at 10,000 Services x 5 endpoints.
+    type: bool
+    default: true
+  flush_conntrack:
+    description: Delete the UDP conntrack entries of endpoints that went away.
+    type: bool
+    default: true
+notes:
+  - Supports check mode (the change is checked with C(nft -c)) and diff mode (the Service
+    ports whose frontends or endpoints change, before and after).
+requirements:
+  - nft (nftables), conntrack
+"""
+
+EXAMPLES = r"""
+- name: Service NAT for this node
+  podnet_proxy_nftables:
+    model: "{{ podnet_services_model }}"
+    node: "{{ inventory_hostname }}"
+    path: /etc/podnet/nftables/podnet-services.nft
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: ["update table ip podnet-services: 3 elements deleted, 2 added"]
+services_changed:
+  description: The Service ports (C(ns/name:port/PROTOCOL)) whose frontends or endpoints changed.
+  returned: always
+  type: list
+  elements: str
+conntrack_cleared:
+  description: The conntrack deletions run (their arguments).
+  returned: always
+  type: list
+  elements: list
+"""
+
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_nft import build_script, explain_nft_error, sha256
+from ansible.module_utils.podnet_proxy import parse_record, service_view, udp_flows_to_clear, view_diff
+from ansible.module_utils.podnet_proxy_nft import (
+    AFFINITY_MAP,
+    FAMILY,
+    NftProxyError,
+    changes,
+    full_content,
+    has_changes,
+    parse_listing,
+    render_nftables,
+    shape,
+    stale_affinity,
+    update_script,
+)
+
+
+def read_file(module, path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        module.fail_json(msg=f"cannot read {path}: {exc}")
+
+
+def write_file(module, path, text):
+    """Atomic replace: boot must never find a half-written script."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}")
+    module.atomic_move(tmp, path)
+
+
+def remove_file(module, path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        module.fail_json(msg=f"cannot remove {path}: {exc}")
+
+
+def table_exists(module, nft, table):
+    rc, out, err = module.run_command([nft, "list", "tables", FAMILY])
+    if rc != 0:
+        module.fail_json(msg=f"nft list tables failed: {err.strip()}")
+    return f"table {FAMILY} {table}" in out.splitlines()
+
+
+def list_live(module, nft, table):
+    rc, out, err = module.run_command([nft, "-j", "list", "table", FAMILY, table])
+    if rc != 0:
+        module.fail_json(msg=f"nft list table {FAMILY} {table} failed: {err.strip()}")
+    try:
+        return parse_listing(json.loads(out))
+    except (ValueError, NftProxyError) as exc:
+        module.fail_json(msg=f"cannot read nft's listing of table {FAMILY} {table}: {exc}")
+
+
+def list_affinity(module, nft, table):
+    rc, out, err = module.run_command([nft, "-j", "list", "map", FAMILY, table, AFFINITY_MAP])
+    if rc != 0:
+        module.fail_json(msg=f"nft list map {AFFINITY_MAP} failed: {err.strip()}")
+    return parse_listing(json.loads(out))["elements"].get(AFFINITY_MAP, set())
+
+
+def run_nft(module, nft, script, what, check):
+    """`nft [-c] -f` the script in one transaction; on refusal fail, with nothing changed."""
+    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-proxy.", suffix=".nft")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(script)
+    try:
+        rc, _, err = module.run_command([nft, "-c", "-f", tmp] if check else [nft, "-f", tmp])
+    finally:
+        os.unlink(tmp)
+    if rc != 0:
+        module.fail_json(
+            msg=f"nft refused to {what}; the live table is unchanged: {explain_nft_error(err, tmp)}")
+
+
+def clear_conntrack(module, commands):
+    conntrack = module.get_bin_path("conntrack")
+    if not commands or conntrack is None:
+        return []
+    done = []
+    for args in commands:
+        # conntrack exits 1 when nothing matched, which is the common case.
+        rc, _, err = module.run_command([conntrack, *args])
+        if rc not in (0, 1):
+            module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
+        done.append(args)
+    return done
+
+
+def ensure_present(module, nft, table, state_file, path):
+    params = module.params
+    if not params["model"] or not params["node"]:
+        module.fail_json(msg="model and node are required when state=present")
+    try:
+        ruleset = render_nftables(params["model"], params["node"], table)
+    except (NftProxyError, KeyError, TypeError, ValueError) as exc:
+        module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
+    record = parse_record(read_file(module, state_file))
+    view = service_view(params["model"])
+    full = build_script(FAMILY, table, full_content(ruleset))
+    actions = []
+
+    exists = table_exists(module, nft, table)
+    if exists and (params["verify_live"] or record is None):
+        live = list_live(module, nft, table)
+    elif exists:
+        live = {"elements": record.get("elements", {}), "chains": record.get("chains", {})}
+    diff = changes(ruleset, live) if exists else None
+    if diff is not None and not diff["reload"] and record and record.get("skeleton_sha256") != sha256(
+            ruleset["skeleton"]):
+        diff["reload"] = "its skeleton changed (cluster CIDR or affinity timeouts)"
+
+    if diff is None or diff["reload"]:
+        why = "it does not exist" if diff is None else diff["reload"]
+        actions.append(f"load table {FAMILY} {table} whole: {why}")
+        run_nft(module, nft, full, f"load table {FAMILY} {table}", check=True)
+        if not module.check_mode:
+            run_nft(module, nft, full, f"load table {FAMILY} {table}", check=False)
+    else:
+        script = ""
+        if has_changes(diff):
+            script = update_script(ruleset, diff)
+            deleted = sum(len(d) for d, _ in diff["elements"].values())
+            added = sum(len(a) for _, a in diff["elements"].values())
+            actions.append(f"update table {FAMILY} {table}: {deleted} elements deleted, {added} added, "
+                           f"{len(diff['add_chains'])} pick chains added, "
+                           f"{len(diff['delete_chains'])} deleted")
+        # A client pinned to an endpoint that no longer serves the Service moves on now.
+        endpoint_changes = {"service_endpoints", "nodeport_endpoints"} & set(diff["elements"])
+        if endpoint_changes or (params["verify_live"] and live["elements"].get(AFFINITY_MAP)):
+            entries = live["elements"].get(AFFINITY_MAP) if params["verify_live"] else list_affinity(
+                module, nft, table)
+            stale = stale_affinity(entries or (), ruleset)
+            if stale:
+                actions.append(f"forget {len(stale)} session affinity entries")
+                script += f"delete element {FAMILY} {table} {AFFINITY_MAP} {{ {', '.join(stale)} }}\n"
+        if script:
+            run_nft(module, nft, script, f"update table {FAMILY} {table}", check=True)
+            if not module.check_mode:
+                run_nft(module, nft, script, f"update table {FAMILY} {table}", check=False)
+
+    old_view = record.get("view") if record else None
+    cleared = []
+    if actions and not module.check_mode and params["flush_conntrack"]:
+        cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
+    if path and read_file(module, path) != full:
+        actions.append(f"write {path}")
+        if not module.check_mode:
+            write_file(module, path, full)
+    new_record = {
+        "table": table,
+        "node": params["node"],
+        "skeleton_sha256": sha256(ruleset["skeleton"]),
+        "chains": shape(ruleset)["chains"],
+        "elements": ruleset["elements"],
+        "view": view,
+    }
+    if not module.check_mode and new_record != record:
+        write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+    return actions, old_view, view, cleared
+
+
+def ensure_absent(module, nft, table, state_file, path):
+    record = parse_record(read_file(module, state_file))
+    actions = []
+    if table_exists(module, nft, table):
+        actions.append(f"delete table {FAMILY} {table}")
+        if not module.check_mode:
+            rc, _, err = module.run_command([nft, "delete", "table", FAMILY, table])
+            if rc != 0:
+                module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
+    for leftover in (path, state_file):
+        if leftover and os.path.lexists(leftover):
+            actions.append(f"remove {leftover}")
+            if not module.check_mode:
+                remove_file(module, leftover)
+    return actions, (record or {}).get("view"), {}, []
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "model": {"type": "dict"},
+            "node": {"type": "str"},
+            "table": {"type": "str", "default": "podnet-services"},
+            "path": {"type": "path"},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "state_dir": {"type": "path", "default": "/var/lib/podnet"},
+            "verify_live": {"type": "bool", "default": True},
+            "flush_conntrack": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    nft = module.get_bin_path("nft", required=True)
+    table = module.params["table"]
+    state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
+    ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
+    actions, old_view, view, cleared = ensure(module, nft, table, state_file, module.params["path"])
+    before, after, changed_services = view_diff(old_view, view)
+    result = {
+        "changed": bool(actions),
+        "actions": actions,
+        "services_changed": changed_services,
+        "conntrack_cleared": cleared,
+    }
+    if module._diff and actions:
+        result["diff"] = {
+            "before": before,
+            "after": after,
+            "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
+            "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
