@@ -27,7 +27,9 @@ import ipaddress
 DEFAULT_TABLE = "podnet-services"
 FAMILY = "ip"
 # Pick chains for 1..PICK_CHAINS endpoints always exist, so a Service gaining or losing an
-# endpoint only changes elements; larger counts get their chain when first needed.
+# endpoint only changes elements. A larger count gets its chain when first needed, through a
+# full reload: nft 1.0.6 refuses to add a `dnat ... map @m` rule to a loaded table whose map
+# data is `ip daddr . th dport` ("conflicting protocols specified: tcp vs. th").
 PICK_CHAINS = 16
 MASQ_MARK = 0x4000
 L4 = "{ tcp, udp, sctp }"
@@ -374,17 +376,20 @@ def changes(ruleset, live):
         reload = "its sets differ from podnet's"
     elif any(count != 1 for name, count in live["chains"].items() if "_pick_" in name):
         reload = "a pick chain was edited"
+    live_picks = {name for name in live["chains"] if "_pick_" in name}
+    add_chains = sorted(set(ruleset["pick_chains"]) - live_picks)
+    if reload is None and add_chains:
+        reload = f"a new endpoint count needs pick chains {', '.join(add_chains)}"
     element_changes = {}
     for name, wanted in ruleset["elements"].items():
         have = set(live["elements"].get(name, ()))
         wanted = set(wanted)
         if have != wanted:
             element_changes[name] = (sorted(have - wanted), sorted(wanted - have))
-    live_picks = {name for name in live["chains"] if "_pick_" in name}
     return {
         "reload": reload,
         "elements": element_changes,
-        "add_chains": sorted(set(ruleset["pick_chains"]) - live_picks),
+        "add_chains": add_chains,
         "delete_chains": sorted(live_picks - set(ruleset["pick_chains"])),
     }
 

@@ -46,11 +46,11 @@ def expectations(pods):
     """(description, source, target ip, port, expected pod or None, expected client ip)."""
     client = pods["client"]
     rows = []
-    for name in ("web-0", "web-1", "web-2"):
+    for name in ("web-0", "web-1", "frontend-2"):
         web = pods[name]
         where = "same node" if web["node"] == client["node"] else "across nodes"
         rows.append(("pod to pod, %s (%s)" % (where, name), probe.Source(client["node"], client),
-                     web["ip"], 8080, name, client["ip"]))
+                     web["ip"], web["ports"][0]["containerPort"], name, client["ip"]))
     for node in NODES:
         web = next(p for p in pods.values() if p["name"].startswith("web-") and p["node"] != node)
         rows.append(("node %s to a remote pod %s" % (node, web["name"]), probe.Source(node),
@@ -63,7 +63,7 @@ def expectations(pods):
 
 def check_matrix():
     pods = pods_by_name()
-    assert {"web-0", "web-1", "web-2", "client"} <= set(pods), pods
+    assert {"web-0", "web-1", "frontend-2", "client"} <= set(pods), pods
     failures = []
     for description, source, ip, port, expected_pod, expected_client in expectations(pods):
         answer = probe.http(source, ip, port)
@@ -176,14 +176,17 @@ def ansible_playbook(*args, timeout=300):
 
 
 def node_state():
-    """What a failed run must leave alone: podCIDR records, routes, NAT, conflists."""
+    """What a failed run must leave alone: podCIDR records, routes, NAT, conflists, Services."""
     state = {}
     for node in NODES:
         h = host(node)
         state[node] = (h.file("/etc/podnet/node.json").content_string,
                        h.file("/etc/cni/net.d/10-podnet.conflist").content_string,
                        h.run("ip route show proto %s" % ROUTE_PROTO).stdout,
-                       h.run("nft -s list table ip podnet").stdout)
+                       h.run("nft -s list table ip podnet").stdout,
+                       h.run("nft -s list table ip podnet-services").stdout,
+                       h.run("iptables-save -t nat").stdout.split("\n", 1)[1].rsplit("# Completed", 1)[0],
+                       h.file("/etc/podnet/services/allocations.json").content_string)
     return state
 
 

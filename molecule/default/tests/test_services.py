@@ -1,0 +1,284 @@
+"""Services, proven with real packets in the lab (molecule verify), on both backends.
+
+The packet table is tests/service_packets.py, the same rows the unit tests trace through
+the rendered rules. Here each row is sent for real (curl, socat) from a pod, a node or the
+external client, and the echo server's answer says which pod answered and which source
+address it saw. The whole table runs once with the nftables backend and once with the
+iptables one; switching backend must leave no trace of the other.
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
+import probe  # noqa: E402
+from ansible.module_utils.podnet_services import load_services  # noqa: E402
+from netns_backend import get_lab_host  # noqa: E402
+from podnet_lab import load_topology  # noqa: E402
+
+from tests import service_packets  # noqa: E402
+
+TOPOLOGY = load_topology()
+NODES = sorted(TOPOLOGY.nodes)
+SERVICES_FILE = REPO / "inventory" / "lab" / "services.yml"
+# Tries per row: with 2 endpoints, 16 tries all hitting one has odds 2^-15.
+TRIES = 16
+# Plays that re-resolve and re-apply Services (the node and pod network plays are not needed).
+SERVICE_PLAYS = ("playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/services.yml")
+
+
+def ansible_playbook(*args, timeout=300):
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, env=env)
+
+
+def apply_services(*extra):
+    run = ansible_playbook(*SERVICE_PLAYS, *extra)
+    assert run.returncode == 0, run.stdout[-4000:]
+    return run
+
+
+def host(node):
+    return get_lab_host(node)
+
+
+def live_model(text=None):
+    """The services model as the play computed it: the file, the pods' real IPs, the
+    allocations the nodes persisted."""
+    pods = probe.pods(NODES)
+    previous = json.loads(host(NODES[0]).file("/etc/podnet/services/allocations.json").content_string)
+    model = load_services(text or SERVICES_FILE.read_text(), "services.yml", pods, previous=previous)
+    return model, pods
+
+
+def uses_nftables(node):
+    return host(node).run("nft list table ip podnet-services").rc == 0
+
+
+def kube_chains(node):
+    return [line for line in host(node).run("iptables-save").stdout.splitlines() if line.startswith(":KUBE-")]
+
+
+@pytest.fixture(scope="module", params=["nftables", "iptables"])
+def backend(request):
+    if request.param == "iptables":
+        apply_services("-e", "podnet_proxy_backend=iptables")
+        for node in NODES:
+            assert not uses_nftables(node), f"{node} kept the nftables table after switching"
+            assert ":KUBE-SERVICES - [0:0]" in kube_chains(node)
+    else:
+        for node in NODES:
+            assert uses_nftables(node)
+            assert kube_chains(node) == [], f"{node} has KUBE-* chains in nftables mode"
+    model, pods = live_model()
+    packets = service_packets.packets(model, pods, TOPOLOGY.nodes, client_ip=TOPOLOGY.client_ip)
+    yield {"name": request.param, "packets": {p.label: p for p in packets}}
+    if request.param == "iptables":
+        apply_services()
+        for node in NODES:
+            assert uses_nftables(node)
+            assert kube_chains(node) == [], f"{node} kept KUBE-* chains after switching back"
+
+
+def source_of(packet, pods):
+    kind, _, name = packet.source.partition(":")
+    if kind == "pod":
+        pod = next(p for p in pods if p["name"] == name)
+        return probe.Source(pod["node"], pod)
+    return probe.Source(name if kind == "node" else "client")
+
+
+def send(source, packet, timeout=2):
+    """("answer", echo JSON) | ("REJECT", why) | ("DROP", why)."""
+    if packet.protocol == "TCP":
+        proc = source.run(["curl", "-sS", "--max-time", str(timeout),
+                           f"http://{packet.daddr}:{packet.dport}/"], timeout=timeout + 5)
+        if proc.returncode == 0:
+            return "answer", json.loads(proc.stdout)
+        # 7: refused (a TCP RST or ICMP unreachable came back); 28: nothing came back.
+        return ("REJECT" if proc.returncode == 7 else "DROP"), proc.stderr.strip()
+    proc = source.run(["socat", f"-T{timeout}", "-", f"UDP:{packet.daddr}:{packet.dport}"],
+                      timeout=timeout + 5, input="podnet\n")
+    if proc.stdout.strip():
+        return "answer", json.loads(proc.stdout.strip().splitlines()[0])
+    return ("REJECT" if "refused" in proc.stderr else "DROP"), proc.stderr.strip()
+
+
+def test_packet_table_covers_the_lab():
+    assert len(service_packets.ROWS) >= 20
+
+
+ROW_IDS = [f"{r[0]} -> {r[1]}/{r[2]}" for r in service_packets.ROWS]
+
+
+@pytest.mark.parametrize("row", service_packets.ROWS, ids=ROW_IDS)
+def test_service_packet(backend, row):
+    label = f"{row[0]} -> {row[1]}/{row[2]}"
+    packet = backend["packets"][label]
+    source = source_of(packet, probe.pods(NODES))
+    if isinstance(packet.expected, str):
+        # No Service rule matches 127.0.0.1, and nothing listens there: the kernel refuses.
+        want = "REJECT" if packet.expected == "NONE" else packet.expected
+        started = time.monotonic()
+        outcome, detail = send(source, packet)
+        assert outcome == want, f"{label}: {outcome} ({detail}), expected {want}"
+        if want == "REJECT":
+            assert time.monotonic() - started < 1.5, f"{label}: the refusal took a timeout"
+        return
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(lambda _: send(source, packet), range(TRIES)))
+    failures = [detail for outcome, detail in outcomes if outcome != "answer"]
+    assert not failures, f"{label}: {failures[:3]}"
+    answers = [detail for _, detail in outcomes]
+    expected = set(packet.expected.values())
+    seen = {answer["pod"] for answer in answers}
+    assert seen <= expected, f"{label}: answered by {seen}, expected only {expected}"
+    sticky = row[1].split(":")[0] in service_packets.STICKY
+    if sticky:
+        assert len(seen) == 1, f"{label}: sessionAffinity ClientIP, yet {seen} answered"
+    elif len(expected) > 1:
+        assert len(seen) > 1, f"{label}: {TRIES} connections all went to {seen}"
+    if packet.masq is None or packet.source.startswith("node:"):
+        # A node masqueraded to its own address is indistinguishable from not masqueraded;
+        # that it answered at all shows the reply found its way back.
+        return
+    for answer in answers:
+        masqueraded = answer["client"] != packet.saddr
+        want = answer["ip"] == packet.saddr if packet.masq == "hairpin" else packet.masq
+        assert masqueraded == want, (
+            f"{label}: {answer['pod']} saw {answer['client']}, expected "
+            f"{'a masqueraded address' if want else packet.saddr}")
+
+
+FLIP = """
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: udp-flip
+spec:
+  ports:
+    - port: 5353
+      protocol: UDP
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: udp-flip
+subsets:
+  - addresses:
+{addresses}
+    ports:
+      - port: 9053
+        protocol: UDP
+"""
+
+
+def flip_file(tmp_path, pods):
+    text = SERVICES_FILE.read_text() + FLIP.format(
+        addresses="\n".join(f"      - ip: {p['ip']}" for p in pods))
+    path = tmp_path / f"services-{len(pods)}.yml"
+    path.write_text(text)
+    return path
+
+
+def udp_from(source, vip, source_port):
+    proc = source.run(["socat", "-T2", "-", f"UDP:{vip}:5353,sourceport={source_port}"],
+                      timeout=10, input="podnet\n")
+    return json.loads(proc.stdout.strip().splitlines()[0]) if proc.stdout.strip() else None
+
+
+def test_udp_flows_move_when_their_endpoint_goes(backend, tmp_path):
+    """A UDP client keeps its source port; once its endpoint leaves the Service, the
+    conntrack entry that pinned it there is deleted and the next datagram goes elsewhere.
+    Then the Service leaves the file, and the nodes."""
+    pods = {p["name"]: p for p in probe.pods(NODES)}
+    backends = [pods["backend-0"], pods["backend-1"]]
+    extra = ["-e", f"podnet_proxy_backend={backend['name']}"]
+    run = apply_services("-e", f"podnet_services_file={flip_file(tmp_path, backends)}", "--diff", *extra)
+    assert "default/udp-flip:5353/UDP" in run.stdout, "diff mode names the Service that changed"
+    model, _ = live_model(flip_file(tmp_path, backends).read_text())
+    vip = next(s["cluster_ip"] for s in model["services"] if s["name"] == "udp-flip")
+    client = probe.Source("node1", pods["client"])
+    first = udp_from(client, vip, 40404)
+    assert first is not None, "udp-flip does not answer"
+    again = udp_from(client, vip, 40404)
+    assert again["pod"] == first["pod"], "the same flow stays on its endpoint"
+    remaining = [p for p in backends if p["name"] != first["pod"]]
+    apply_services("-e", f"podnet_services_file={flip_file(tmp_path, remaining)}", *extra)
+    moved = udp_from(client, vip, 40404)
+    assert moved is not None and moved["pod"] == remaining[0]["name"], (first, moved)
+    # The Service leaves the file: its rules leave every node.
+    apply_services(*extra)
+    gone = udp_from(client, vip, 40405)
+    assert gone is None, f"udp-flip still answers after leaving the file: {gone}"
+    for node in NODES:
+        listing = host(node).run("nft list ruleset; iptables-save").stdout
+        assert vip not in listing, f"{node} still has rules for {vip}"
+
+
+BAD_FILES = [
+    ("duplicate clusterIP", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n"
+     "  clusterIP: 10.96.5.5\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: Service\n"
+     "metadata: {name: b}\nspec:\n  clusterIP: 10.96.5.5\n  ports: [{port: 80}]\n",
+     ["document 2", "Service default/b", "clusterIP", "10.96.5.5"]),
+    ("nodePort out of range", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n"
+     "  type: NodePort\n  ports: [{port: 80, nodePort: 40000}]\n",
+     ["document 1", "Service default/a", "spec.ports[0].nodePort", "40000"]),
+    ("YAML that does not parse", "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
+     ["line", "YAML does not parse"]),
+]
+
+
+def node_rules():
+    # Session affinity entries count down ("expires 9m58s"): time, not a change.
+    return {node: (re.sub(r" expires \S+", "", host(node).run("nft -s list ruleset").stdout),
+                   host(node).run("iptables-save").stdout.split("\n", 1)[1].replace("# Completed", "")
+                   .split("\n# Generated")[0],
+                   host(node).file("/etc/podnet/services/allocations.json").content_string)
+            for node in NODES}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_bad_services_file_fails_in_the_plan_and_changes_nothing(tmp_path, case):
+    _, text, words = case
+    path = tmp_path / "services.yml"
+    path.write_text(text)
+    before = node_rules()
+    run = ansible_playbook("site.yml", "-e", f"podnet_services_file={path}")
+    assert run.returncode != 0
+    for word in [str(path), *words]:
+        assert word in run.stdout, f"{word!r} missing from the error:\n{run.stdout[-2000:]}"
+    assert node_rules() == before
+
+
+def test_services_come_back_after_a_node_reboot():
+    node = "node3"
+    result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", node],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout
+    assert uses_nftables(node)
+    model, pods = live_model()
+    by_label = {p.label: p for p in service_packets.packets(model, pods, TOPOLOGY.nodes)}
+    for label in ("client -> web:http@node3/TCP", "pod:frontend-2 -> backend:api/TCP",
+                  "pod:frontend-2 -> web-local:80/TCP"):
+        packet = by_label[label]
+        outcome, detail = send(source_of(packet, pods), packet)
+        want = packet.expected if isinstance(packet.expected, str) else "answer"
+        assert outcome == want, f"after reboot, {label}: {outcome} {detail}"
