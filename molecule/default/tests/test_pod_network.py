@@ -8,6 +8,7 @@ runs again after one node's simulated reboot.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -184,8 +185,9 @@ def node_state():
                        h.file("/etc/cni/net.d/10-podnet.conflist").content_string,
                        h.run("ip route show proto %s" % ROUTE_PROTO).stdout,
                        h.run("nft -s list table ip podnet").stdout,
-                       h.run("nft -s list table ip podnet-services").stdout,
-                       h.run("iptables-save -t nat").stdout.split("\n", 1)[1].rsplit("# Completed", 1)[0],
+                       # Session affinity entries count down: time, not a change.
+                       re.sub(r" expires \S+", "", h.run("nft -s list table ip podnet-services").stdout),
+                       [x for x in h.run("iptables-save").stdout.splitlines() if not x.startswith("#")],
                        h.file("/etc/podnet/services/allocations.json").content_string)
     return state
 

@@ -10,7 +10,6 @@ iptables one; switching backend must leave no trace of the other.
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import time
@@ -231,54 +230,3 @@ def test_udp_flows_move_when_their_endpoint_goes(backend, tmp_path):
     for node in NODES:
         listing = host(node).run("nft list ruleset; iptables-save").stdout
         assert vip not in listing, f"{node} still has rules for {vip}"
-
-
-BAD_FILES = [
-    ("duplicate clusterIP", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n"
-     "  clusterIP: 10.96.5.5\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: Service\n"
-     "metadata: {name: b}\nspec:\n  clusterIP: 10.96.5.5\n  ports: [{port: 80}]\n",
-     ["document 2", "Service default/b", "clusterIP", "10.96.5.5"]),
-    ("nodePort out of range", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n"
-     "  type: NodePort\n  ports: [{port: 80, nodePort: 40000}]\n",
-     ["document 1", "Service default/a", "spec.ports[0].nodePort", "40000"]),
-    ("YAML that does not parse", "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
-     ["line", "YAML does not parse"]),
-]
-
-
-def node_rules():
-    # Session affinity entries count down ("expires 9m58s"): time, not a change.
-    return {node: (re.sub(r" expires \S+", "", host(node).run("nft -s list ruleset").stdout),
-                   host(node).run("iptables-save").stdout.split("\n", 1)[1].replace("# Completed", "")
-                   .split("\n# Generated")[0],
-                   host(node).file("/etc/podnet/services/allocations.json").content_string)
-            for node in NODES}
-
-
-@pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
-def test_bad_services_file_fails_in_the_plan_and_changes_nothing(tmp_path, case):
-    _, text, words = case
-    path = tmp_path / "services.yml"
-    path.write_text(text)
-    before = node_rules()
-    run = ansible_playbook("site.yml", "-e", f"podnet_services_file={path}")
-    assert run.returncode != 0
-    for word in [str(path), *words]:
-        assert word in run.stdout, f"{word!r} missing from the error:\n{run.stdout[-2000:]}"
-    assert node_rules() == before
-
-
-def test_services_come_back_after_a_node_reboot():
-    node = "node3"
-    result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", node],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout
-    assert uses_nftables(node)
-    model, pods = live_model()
-    by_label = {p.label: p for p in service_packets.packets(model, pods, TOPOLOGY.nodes)}
-    for label in ("client -> web:http@node3/TCP", "pod:frontend-2 -> backend:api/TCP",
-                  "pod:frontend-2 -> web-local:80/TCP"):
-        packet = by_label[label]
-        outcome, detail = send(source_of(packet, pods), packet)
-        want = packet.expected if isinstance(packet.expected, str) else "answer"
-        assert outcome == want, f"after reboot, {label}: {outcome} {detail}"
