@@ -55,7 +55,9 @@ demo: lab
 	$(PY) lab/matrix.py
 	@echo
 	@echo "Look around:  ip netns exec podnet-node1 ip route        (node1's routes: proto podnet)"
-	@echo "              ip netns exec podnet-node1 nft list ruleset (podnet's NAT)"
+	@echo "              ip netns exec podnet-node1 nft list table ip podnet-services   (Service NAT: sets and maps)"
+	@echo "              ansible-playbook site.yml -e podnet_proxy_backend=iptables     (the same, as kube-proxy's chains)"
+	@echo "              ip netns exec podnet-node1 iptables-save -t nat                (... then KUBE-SERVICES & co.)"
 	@echo "              $(LAB) shell node1                          (a shell on node1: its files, its pods)"
 	@echo "              $(LAB) exec node1 -- ip netns list          (node1's pods)"
 	@echo "Tear down:    make lab-destroy"

@@ -1,27 +1,42 @@
-"""Print the lab's reachability matrix: from each pod and node to each pod
-and to the internet host.
+"""Print what the lab's network does, with real packets.
 
-A cell says which pod answered and the source address it saw:
-  "ok 10.244.0.3"   reached, and the server saw the client's own address;
-  "ok 192.168.56.11" reached, seen as that node (masqueraded);
-  "--"              no answer within the time limit.
+1. The pod network: from each pod and node to a pod on every node and to the
+   internet host. A cell says the source address the server saw:
+     "ok 10.244.0.3"    reached, and the server saw the client's own address;
+     "ok 192.168.56.11" reached, seen as that node (masqueraded);
+     "--"               no answer within the time limit.
+2. Services: the packet table of tests/service_packets.py (the same rows the
+   tests check), each sent a few times: who answered and which address they saw,
+   or DROP / REJECT, against what Kubernetes semantics expect.
 """
 
 import argparse
+import json
 import pathlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 import probe  # noqa: E402
 from podnet_lab import load_topology  # noqa: E402
+
+SERVICES_FILE = REPO / "inventory" / "lab" / "services.yml"
+TRIES = 6
 
 
 def build(nodes):
     pods = probe.pods(nodes)
     sources = [probe.Source(p["node"], p) for p in pods]
     sources += [probe.Source(n) for n in nodes]
-    targets = [("%s %s" % (p["name"], p["ip"]), p["ip"], probe.first_tcp_port(p)) for p in pods
-               if probe.first_tcp_port(p)]
+    # One pod per node (the first with a TCP port) as targets keeps the table readable.
+    by_node = {}
+    for p in pods:
+        if probe.first_tcp_port(p):
+            by_node.setdefault(p["node"], p)
+    targets = [("%s %s" % (p["name"], p["ip"]), p["ip"], probe.first_tcp_port(p)) for p in by_node.values()]
     targets.append(("internet %s" % probe.INTERNET_IP, probe.INTERNET_IP, 80))
     return sources, targets
 
@@ -45,16 +60,79 @@ def render(sources, targets, results):
     return "\n".join(lines), failures
 
 
+def services_table(topology):
+    """(text, failures): each packet-table row sent for real, against its expectation."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import conftest  # noqa: F401  (podnet's module_utils, as Ansible names them)
+    from ansible.module_utils.podnet_services import load_services
+
+    from tests import service_packets
+
+    nodes = sorted(topology.nodes)
+    pods = probe.pods(nodes)
+    allocations = probe.Source(nodes[0]).run(["cat", "/etc/podnet/services/allocations.json"]).stdout
+    model = load_services(SERVICES_FILE.read_text(), str(SERVICES_FILE), pods,
+                          previous=json.loads(allocations or "{}"))
+    packets = service_packets.packets(model, pods, topology.nodes, client_ip=topology.client_ip)
+
+    def source_of(packet):
+        kind, _, name = packet.source.partition(":")
+        if kind == "pod":
+            pod = next(p for p in pods if p["name"] == name)
+            return probe.Source(pod["node"], pod)
+        return probe.Source(name if kind == "node" else "client")
+
+    def observe(packet):
+        tries = 1 if isinstance(packet.expected, str) else TRIES
+        return [probe.connect(source_of(packet), packet.daddr, packet.dport, packet.protocol)
+                for _ in range(tries)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        observed = list(pool.map(observe, packets))
+    lines, failures = [], 0
+    width = max(len(p.label) for p in packets) + 2
+    lines.append("%s%-22s %-34s %s" % ("row".ljust(width), "sent to", "expected", "observed"))
+    for packet, outcomes in zip(packets, observed, strict=True):
+        if isinstance(packet.expected, str):
+            # NONE: no Service rule; nothing listens on 127.0.0.1 there, so the kernel refuses.
+            want = "REJECT" if packet.expected == "NONE" else packet.expected
+            seen = outcomes[0][0]
+            ok = seen == want
+            expected, observed_text = packet.expected, seen
+        else:
+            answers = [detail for outcome, detail in outcomes if outcome == "answer"]
+            who = sorted({a["pod"] for a in answers})
+            clients = sorted({a["client"] for a in answers})
+            ok = len(answers) == len(outcomes) and set(who) <= set(packet.expected.values())
+            expected = ",".join(sorted(set(packet.expected.values())))
+            observed_text = "%s seeing %s" % (",".join(who) or "no answer", ",".join(clients))
+        failures += 0 if ok else 1
+        sent_to = "%s:%s" % (packet.daddr, packet.dport)
+        lines.append("%s%-22s %-34s %s %s" % (packet.label.ljust(width), sent_to, expected,
+                                             "ok  " if ok else "FAIL", observed_text))
+    return "\n".join(lines), failures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
-    nodes = sorted(load_topology().nodes)
+    parser.add_argument("--no-services", action="store_true", help="only the pod network matrix")
+    options = parser.parse_args(argv)
+    topology = load_topology()
+    nodes = sorted(topology.nodes)
     sources, targets = build(nodes)
     table, failures = render(sources, targets, probe.matrix(nodes, sources, targets))
-    print("Reachability (cell: ok <source address the server saw>, -- no answer):\n")
+    print("Pod network (cell: ok <source address the server saw>, -- no answer):\n")
     print(table)
     total = len(sources) * len(targets)
     print("\n%d of %d probes answered." % (total - failures, total))
+    if not options.no_services:
+        services, service_failures = services_table(topology)
+        print("\nServices (inventory/lab/services.yml; each row sent %d times, or once when it "
+              "must fail):\n" % TRIES)
+        print(services)
+        print("\n%d of %d Service rows behave as Kubernetes specifies."
+              % (len(services.splitlines()) - 1 - service_failures, len(services.splitlines()) - 1))
+        failures += service_failures
     return 0 if failures == 0 else 1
 
 

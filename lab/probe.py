@@ -90,6 +90,23 @@ def udp(source, ip, port, timeout=2):
         return None
 
 
+def connect(source, ip, port, protocol="TCP", timeout=2):
+    """One connection (TCP) or datagram (UDP): ("answer", echo JSON), ("REJECT", why) when
+    refused at once, or ("DROP", why) when nothing came back in time."""
+    if protocol == "TCP":
+        proc = source.run(["curl", "-sS", "--max-time", str(timeout), "http://%s:%s/" % (ip, port)],
+                          timeout=timeout + 5)
+        if proc.returncode == 0:
+            return "answer", json.loads(proc.stdout)
+        # curl: 7 = refused (a TCP reset or ICMP unreachable came back), 28 = time limit.
+        return ("REJECT" if proc.returncode == 7 else "DROP"), proc.stderr.strip()
+    proc = source.run(["socat", "-T%d" % timeout, "-", "UDP:%s:%s" % (ip, port)], timeout=timeout + 5,
+                      input="podnet\n")
+    if proc.stdout.strip():
+        return "answer", json.loads(proc.stdout.strip().splitlines()[0])
+    return ("REJECT" if "refused" in proc.stderr else "DROP"), proc.stderr.strip()
+
+
 def ping(source, ip, timeout=2):
     return source.run(["ping", "-c", "1", "-W", str(timeout), ip], timeout=timeout + 5).returncode == 0
 

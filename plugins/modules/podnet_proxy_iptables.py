@@ -48,7 +48,7 @@ options:
 notes:
   - Supports check mode and diff mode (the Service ports whose frontends or endpoints change).
   - podnet owns the C(KUBE-*) chains of the nat and filter tables on the node, as kube-proxy
-    would: do not run it beside a real kube-proxy in iptables mode.
+    would; do not run it beside a real kube-proxy in iptables mode.
 requirements:
   - iptables, iptables-restore, conntrack
 """

@@ -214,9 +214,8 @@ def ensure_present(module, nft, table, state_file, path):
     if diff is None or diff["reload"]:
         why = "it does not exist" if diff is None else diff["reload"]
         actions.append(f"load table {FAMILY} {table} whole: {why}")
-        run_nft(module, nft, full, f"load table {FAMILY} {table}", check=True)
-        if not module.check_mode:
-            run_nft(module, nft, full, f"load table {FAMILY} {table}", check=False)
+        # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
+        run_nft(module, nft, full, f"load table {FAMILY} {table}", check=module.check_mode)
     else:
         script = ""
         if has_changes(diff):
@@ -236,9 +235,7 @@ def ensure_present(module, nft, table, state_file, path):
                 actions.append(f"forget {len(stale)} session affinity entries")
                 script += f"delete element {FAMILY} {table} {AFFINITY_MAP} {{ {', '.join(stale)} }}\n"
         if script:
-            run_nft(module, nft, script, f"update table {FAMILY} {table}", check=True)
-            if not module.check_mode:
-                run_nft(module, nft, script, f"update table {FAMILY} {table}", check=False)
+            run_nft(module, nft, script, f"update table {FAMILY} {table}", check=module.check_mode)
 
     old_view = record.get("view") if record else None
     cleared = []

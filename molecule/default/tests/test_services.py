@@ -105,18 +105,7 @@ def source_of(packet, pods):
 
 def send(source, packet, timeout=2):
     """("answer", echo JSON) | ("REJECT", why) | ("DROP", why)."""
-    if packet.protocol == "TCP":
-        proc = source.run(["curl", "-sS", "--max-time", str(timeout),
-                           f"http://{packet.daddr}:{packet.dport}/"], timeout=timeout + 5)
-        if proc.returncode == 0:
-            return "answer", json.loads(proc.stdout)
-        # 7: refused (a TCP RST or ICMP unreachable came back); 28: nothing came back.
-        return ("REJECT" if proc.returncode == 7 else "DROP"), proc.stderr.strip()
-    proc = source.run(["socat", f"-T{timeout}", "-", f"UDP:{packet.daddr}:{packet.dport}"],
-                      timeout=timeout + 5, input="podnet\n")
-    if proc.stdout.strip():
-        return "answer", json.loads(proc.stdout.strip().splitlines()[0])
-    return ("REJECT" if "refused" in proc.stderr else "DROP"), proc.stderr.strip()
+    return probe.connect(source, packet.daddr, packet.dport, packet.protocol, timeout)
 
 
 def test_packet_table_covers_the_lab():
