@@ -116,13 +116,14 @@ def module_apply_and_update(backend, model, tag):
     """(full apply, update with verify_live, update trusting the record)."""
     with tempfile.TemporaryDirectory() as tmp, Scratch(f"module-{tag}") as ns:
         base = {"node": "node1", "state_dir": tmp, "path": f"{tmp}/boot.rules", "flush_conntrack": False}
-        apply_seconds, result = module_run(ns, backend, dict(base, model=model), tmp)
+        apply_seconds, result = module_run(ns, backend, dict(base, model=json.dumps(model)), tmp)
         assert result["changed"], result
         updates = []
         for verify, drop in ((True, 0), (False, 1)):
             changed = json.loads(json.dumps(model))
             changed["services"][len(changed["services"]) // 2]["ports"][0]["endpoints"].pop(drop)
-            seconds, result = module_run(ns, backend, dict(base, model=changed, verify_live=verify), tmp)
+            args = dict(base, model=json.dumps(changed), verify_live=verify)
+            seconds, result = module_run(ns, backend, args, tmp)
             assert result["changed"] and result["services_changed"], result
             updates.append(seconds)
             model = changed

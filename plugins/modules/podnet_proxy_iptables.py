@@ -18,8 +18,11 @@ description:
     entries that would keep clients on the old path are deleted.
 options:
   model:
-    description: The services model (docs/services.md). Required when O(state=present).
-    type: dict
+    description:
+      - The services model (docs/services.md) as JSON text (C(to_json)). Required when O(state=present).
+      - Text rather than a dict, and not logged, because at 10,000 Services it is megabytes
+        that Ansible would otherwise validate, log and echo back element by element (seconds).
+    type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
     type: str
@@ -56,7 +59,7 @@ requirements:
 EXAMPLES = r"""
 - name: Service NAT for this node, iptables mode
   podnet_proxy_iptables:
-    model: "{{ podnet_services_model }}"
+    model: "{{ podnet_services_model | to_json }}"
     node: "{{ inventory_hostname }}"
     path: /etc/podnet/iptables/podnet-services.rules
 """
@@ -235,13 +238,17 @@ def ensure_present(module, bins, state_file, path):
     if not params["model"] or not params["node"]:
         module.fail_json(msg="model and node are required when state=present")
     try:
-        ruleset = render_iptables(params["model"], params["node"])
+        model = json.loads(params["model"])
+    except ValueError as exc:
+        module.fail_json(msg=f"model is not JSON: {exc}")
+    try:
+        ruleset = render_iptables(model, params["node"])
     except (KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
     ruleset["jumps"] = _jumps(ruleset)
     record = parse_record(read_file(module, state_file))
     previous = record.get("ruleset") if record else None
-    view = service_view(params["model"])
+    view = service_view(model)
     actions = []
 
     if previous is not None and params["verify_live"]:
@@ -299,7 +306,8 @@ def ensure_absent(module, bins, state_file, path):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "model": {"type": "dict"},
+            # Not a secret: no_log spares logging and echoing megabytes (see DOCUMENTATION).
+            "model": {"type": "str", "no_log": True},
             "node": {"type": "str"},
             "path": {"type": "path"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
@@ -328,6 +336,8 @@ def main():
             "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
             "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
         }
+    # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
+    result["invocation"] = {"module_args": {k: v for k, v in module.params.items() if k != "model"}}
     module.exit_json(**result)
 
 

@@ -16,8 +16,11 @@ description:
     entries that would keep clients on the old path are deleted.
 options:
   model:
-    description: The services model (docs/services.md). Required when O(state=present).
-    type: dict
+    description:
+      - The services model (docs/services.md) as JSON text (C(to_json)). Required when O(state=present).
+      - Text rather than a dict, and not logged, because at 10,000 Services it is megabytes
+        that Ansible would otherwise validate, log and echo back element by element (seconds).
+    type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
     type: str
@@ -57,7 +60,7 @@ requirements:
 EXAMPLES = r"""
 - name: Service NAT for this node
   podnet_proxy_nftables:
-    model: "{{ podnet_services_model }}"
+    model: "{{ podnet_services_model | to_json }}"
     node: "{{ inventory_hostname }}"
     path: /etc/podnet/nftables/podnet-services.nft
 """
@@ -136,15 +139,11 @@ def remove_file(module, path):
         module.fail_json(msg=f"cannot remove {path}: {exc}")
 
 
-def table_exists(module, nft, table):
-    rc, out, err = module.run_command([nft, "list", "tables", FAMILY])
-    if rc != 0:
-        module.fail_json(msg=f"nft list tables failed: {err.strip()}")
-    return f"table {FAMILY} {table}" in out.splitlines()
-
-
 def list_live(module, nft, table):
+    """The live table, parsed, or None when it does not exist."""
     rc, out, err = module.run_command([nft, "-j", "list", "table", FAMILY, table])
+    if rc != 0 and "No such file or directory" in err:
+        return None
     if rc != 0:
         module.fail_json(msg=f"nft list table {FAMILY} {table} failed: {err.strip()}")
     try:
@@ -160,8 +159,9 @@ def list_affinity(module, nft, table):
     return parse_listing(json.loads(out))["elements"].get(AFFINITY_MAP, set())
 
 
-def run_nft(module, nft, script, what, check):
-    """`nft [-c] -f` the script in one transaction; on refusal fail, with nothing changed."""
+def run_nft(module, nft, script, what, check, may_fail=False):
+    """`nft [-c] -f` the script in one transaction; refused, it changes nothing, and the
+    module fails with nft's reason (or, with may_fail, returns False)."""
     fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-proxy.", suffix=".nft")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(script)
@@ -169,9 +169,10 @@ def run_nft(module, nft, script, what, check):
         rc, _, err = module.run_command([nft, "-c", "-f", tmp] if check else [nft, "-f", tmp])
     finally:
         os.unlink(tmp)
-    if rc != 0:
+    if rc != 0 and not may_fail:
         module.fail_json(
             msg=f"nft refused to {what}; the live table is unchanged: {explain_nft_error(err, tmp)}")
+    return rc == 0
 
 
 def clear_conntrack(module, commands):
@@ -193,20 +194,26 @@ def ensure_present(module, nft, table, state_file, path):
     if not params["model"] or not params["node"]:
         module.fail_json(msg="model and node are required when state=present")
     try:
-        ruleset = render_nftables(params["model"], params["node"], table)
+        model = json.loads(params["model"])
+    except ValueError as exc:
+        module.fail_json(msg=f"model is not JSON: {exc}")
+    try:
+        ruleset = render_nftables(model, params["node"], table)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
     record = parse_record(read_file(module, state_file))
-    view = service_view(params["model"])
+    view = service_view(model)
     full = build_script(FAMILY, table, full_content(ruleset))
     actions = []
 
-    exists = table_exists(module, nft, table)
-    if exists and (params["verify_live"] or record is None):
-        live = list_live(module, nft, table)
-    elif exists:
+    trusting = not params["verify_live"] and record is not None
+    if trusting:
+        # Listing 10,000 Services costs seconds; trust the record, and reload whole should
+        # the update not fit the live table (below).
         live = {"elements": record.get("elements", {}), "chains": record.get("chains", {})}
-    diff = changes(ruleset, live) if exists else None
+    else:
+        live = list_live(module, nft, table)
+    diff = changes(ruleset, live) if live is not None else None
     if diff is not None and not diff["reload"] and record and record.get("skeleton_sha256") != sha256(
             ruleset["skeleton"]):
         diff["reload"] = "its skeleton changed (cluster CIDR or affinity timeouts)"
@@ -234,8 +241,10 @@ def ensure_present(module, nft, table, state_file, path):
             if stale:
                 actions.append(f"forget {len(stale)} session affinity entries")
                 script += f"delete element {FAMILY} {table} {AFFINITY_MAP} {{ {', '.join(stale)} }}\n"
-        if script:
-            run_nft(module, nft, script, f"update table {FAMILY} {table}", check=module.check_mode)
+        if script and not run_nft(module, nft, script, f"update table {FAMILY} {table}",
+                                  check=module.check_mode, may_fail=trusting):
+            actions.append(f"load table {FAMILY} {table} whole: the live table is not what was recorded")
+            run_nft(module, nft, full, f"load table {FAMILY} {table}", check=module.check_mode)
 
     old_view = record.get("view") if record else None
     cleared = []
@@ -261,12 +270,13 @@ def ensure_present(module, nft, table, state_file, path):
 def ensure_absent(module, nft, table, state_file, path):
     record = parse_record(read_file(module, state_file))
     actions = []
-    if table_exists(module, nft, table):
+    # In check mode only look (`nft -c delete` does not ask the kernel whether the table exists).
+    verb = ["-t", "list"] if module.check_mode else ["delete"]
+    rc, _, err = module.run_command([nft, *verb, "table", FAMILY, table])
+    if rc == 0:
         actions.append(f"delete table {FAMILY} {table}")
-        if not module.check_mode:
-            rc, _, err = module.run_command([nft, "delete", "table", FAMILY, table])
-            if rc != 0:
-                module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
+    elif "No such file or directory" not in err:
+        module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
     for leftover in (path, state_file):
         if leftover and os.path.lexists(leftover):
             actions.append(f"remove {leftover}")
@@ -278,7 +288,8 @@ def ensure_absent(module, nft, table, state_file, path):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "model": {"type": "dict"},
+            # Not a secret: no_log spares logging and echoing megabytes (see DOCUMENTATION).
+            "model": {"type": "str", "no_log": True},
             "node": {"type": "str"},
             "table": {"type": "str", "default": "podnet-services"},
             "path": {"type": "path"},
@@ -308,6 +319,8 @@ def main():
             "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
             "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
         }
+    # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
+    result["invocation"] = {"module_args": {k: v for k, v in module.params.items() if k != "model"}}
     module.exit_json(**result)
 
 
