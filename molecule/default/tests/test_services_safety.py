@@ -12,6 +12,7 @@ import pytest
 from test_services import (
     NODES,
     REPO,
+    SERVICE_PLAYS,
     TOPOLOGY,
     ansible_playbook,
     host,
@@ -71,3 +72,39 @@ def test_services_come_back_after_a_node_reboot():
         outcome, detail = send(source_of(packet, pods), packet)
         want = packet.expected if isinstance(packet.expected, str) else "answer"
         assert outcome == want, f"after reboot, {label}: {outcome} {detail}"
+
+
+FOREIGN_NFT = ("table inet someone-elses { chain input { type filter hook input priority 10; "
+               "policy accept; tcp dport 2222 counter accept; } }")
+FOREIGN_IPT = ["-t nat -N FOREIGN", "-t nat -A FOREIGN -p tcp --dport 2222 -j RETURN",
+               "-t nat -I PREROUTING -j FOREIGN", "-t filter -N FOREIGN-FW",
+               "-t filter -A FOREIGN-FW -j RETURN", "-t filter -A INPUT -j FOREIGN-FW"]
+
+
+def foreign_state(h):
+    nft = h.run("nft -s list table inet someone-elses").stdout
+    ipt = [line for line in h.run("iptables-save").stdout.splitlines()
+           if "FOREIGN" in line and not line.startswith("#")]
+    return nft, ipt
+
+
+def test_switching_backends_leaves_rules_podnet_does_not_own():
+    """A firewall's table and chains, and jumps to them from the built-in chains, come
+    through a switch to iptables and back unchanged."""
+    h = host(NODES[0])
+    assert h.run(f"nft '{FOREIGN_NFT}'").rc == 0
+    for rule in FOREIGN_IPT:
+        assert h.run(f"iptables {rule}").rc == 0, rule
+    try:
+        before = foreign_state(h)
+        assert before[0] and len(before[1]) == 6, before
+        for backend in ("iptables", "nftables"):
+            run = ansible_playbook(*SERVICE_PLAYS, "-e", f"podnet_proxy_backend={backend}")
+            assert run.returncode == 0, run.stdout[-3000:]
+            assert foreign_state(h) == before, f"switching to {backend} touched rules podnet does not own"
+    finally:
+        h.run("nft delete table inet someone-elses")
+        h.run("iptables -t nat -D PREROUTING -j FOREIGN; iptables -t nat -F FOREIGN; "
+              "iptables -t nat -X FOREIGN")
+        h.run("iptables -D INPUT -j FOREIGN-FW; iptables -F FOREIGN-FW; iptables -X FOREIGN-FW")
+    assert uses_nftables(NODES[0])
