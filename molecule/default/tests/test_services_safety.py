@@ -58,20 +58,32 @@ def test_bad_services_file_fails_in_the_plan_and_changes_nothing(tmp_path, case)
     assert node_rules() == before
 
 
-def test_services_come_back_after_a_node_reboot():
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_services_come_back_after_a_node_reboot(backend):
     node = "node3"
-    result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", node],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout
-    assert uses_nftables(node)
-    model, pods = live_model()
-    by_label = {p.label: p for p in service_packets.packets(model, pods, TOPOLOGY.nodes)}
-    for label in ("client -> web:http@node3/TCP", "pod:frontend-2 -> backend:api/TCP",
-                  "pod:frontend-2 -> web-local:80/TCP"):
-        packet = by_label[label]
-        outcome, detail = send(source_of(packet, pods), packet)
-        want = packet.expected if isinstance(packet.expected, str) else "answer"
-        assert outcome == want, f"after reboot, {label}: {outcome} {detail}"
+    if backend == "iptables":
+        run = ansible_playbook(*SERVICE_PLAYS, "-e", "podnet_proxy_backend=iptables")
+        assert run.returncode == 0, run.stdout[-3000:]
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", node],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout
+        if backend == "nftables":
+            assert uses_nftables(node)
+        else:
+            assert ":KUBE-SERVICES - [0:0]" in host(node).run("iptables-save -t nat").stdout
+        model, pods = live_model()
+        by_label = {p.label: p for p in service_packets.packets(model, pods, TOPOLOGY.nodes)}
+        for label in ("client -> web:http@node3/TCP", "pod:frontend-2 -> backend:api/TCP",
+                      "pod:frontend-2 -> web-local:80/TCP", "client -> frontend:http@external/TCP"):
+            packet = by_label[label]
+            outcome, detail = send(source_of(packet, pods), packet)
+            want = packet.expected if isinstance(packet.expected, str) else "answer"
+            assert outcome == want, f"after reboot ({backend}), {label}: {outcome} {detail}"
+    finally:
+        if backend == "iptables":
+            run = ansible_playbook(*SERVICE_PLAYS)
+            assert run.returncode == 0, run.stdout[-3000:]
 
 
 FOREIGN_NFT = ("table inet someone-elses { chain input { type filter hook input priority 10; "
