@@ -87,7 +87,7 @@ def test_services_come_back_after_a_node_reboot(backend):
 
 
 FOREIGN_NFT = ("table inet someone-elses { chain input { type filter hook input priority 10; "
-               "policy accept; tcp dport 2222 counter accept; } }")
+               "policy accept; tcp dport 2222 counter accept; }; }")
 FOREIGN_IPT = ["-t nat -N FOREIGN", "-t nat -A FOREIGN -p tcp --dport 2222 -j RETURN",
                "-t nat -I PREROUTING -j FOREIGN", "-t filter -N FOREIGN-FW",
                "-t filter -A FOREIGN-FW -j RETURN", "-t filter -A INPUT -j FOREIGN-FW"]
