@@ -211,6 +211,7 @@ def _parse_service(where, obj, net, port_range):
             raise where.error("spec.%s" % field, "unknown field%s",
                               " (did you mean %s?)" % hint[0] if hint else "")
     kind = _choice(where, "spec.type", spec.get("type"), TYPES, "ClusterIP")
+    external = None
     if kind == "ExternalName":
         external = spec.get("externalName")
         if isinstance(external, str):
@@ -233,6 +234,8 @@ def _parse_service(where, obj, net, port_range):
     return {
         "where": where, "key": (namespace, name), "namespace": namespace, "name": name, "type": kind,
         "cluster_ip": cluster_ip, "ip_path": ip_path, "allocate": allocate,
+        # DNS answers an ExternalName Service with a CNAME to this name.
+        "external_name": external,
         # Kubernetes reads an empty selector as no selector: the user supplies the endpoints
         # (Endpoints / EndpointSlice objects). So does podnet: {} never selects every pod.
         "selector": _string_map(where, "spec.selector", spec.get("selector")),
@@ -598,8 +601,8 @@ def _service_model(svc, pods):
         ports.append({"name": port["name"], "protocol": port["protocol"], "port": port["port"],
                       "node_port": port["node_port"], "target_port": port["target_port"],
                       "endpoints": _sorted_endpoints(endpoints)})
-    model = {key: svc[key] for key in ("namespace", "name", "type", "cluster_ip", "external_ips",
-                                       "external_traffic_policy", "internal_traffic_policy",
+    model = {key: svc[key] for key in ("namespace", "name", "type", "cluster_ip", "external_name",
+                                       "external_ips", "external_traffic_policy", "internal_traffic_policy",
                                        "session_affinity_timeout")}
     model["ports"] = ports
     return model

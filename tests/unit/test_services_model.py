@@ -69,7 +69,8 @@ def test_kubernetes_docs_clusterip_service_gives_the_whole_model():
         "node_port_range": [30000, 32767],
         "services": [{
             "namespace": "default", "name": "my-service", "type": "ClusterIP", "cluster_ip": "10.96.0.11",
-            "external_ips": [], "external_traffic_policy": "Cluster", "internal_traffic_policy": "Cluster",
+            "external_name": None, "external_ips": [], "external_traffic_policy": "Cluster",
+            "internal_traffic_policy": "Cluster",
             "session_affinity_timeout": None,
             "ports": [{"name": "", "protocol": "TCP", "port": 80, "node_port": None, "target_port": 9376,
                        "endpoints": [ep("10.244.1.5", 9376, "node1", "default/myapp-1"),
@@ -232,7 +233,8 @@ def test_kubernetes_docs_external_name_service():
         """)
     assert service(model, "my-service", "prod") == {
         "namespace": "prod", "name": "my-service", "type": "ExternalName", "cluster_ip": None,
-        "external_ips": [], "external_traffic_policy": "Cluster", "internal_traffic_policy": "Cluster",
+        "external_name": "my.database.example.com", "external_ips": [], "external_traffic_policy": "Cluster",
+        "internal_traffic_policy": "Cluster",
         "session_affinity_timeout": None, "ports": []}
 
 
@@ -517,6 +519,7 @@ subsets: [{notReadyAddresses: [{ip: 10.0.0.7}], ports: [{name: http, port: 8080}
 def test_external_name_service_has_no_endpoints_even_with_a_selector_and_ports():
     model = load(svc("{type: ExternalName, externalName: db.example.com., selector: {app: web}, "
                      "ports: [{port: 5432}]}"))
+    assert service(model, "web")["external_name"] == "db.example.com"  # the trailing dot dropped
     assert service(model, "web")["ports"] == [{"name": "", "protocol": "TCP", "port": 5432, "node_port": None,
                                                "target_port": 5432, "endpoints": []}]
 
