@@ -1,11 +1,9 @@
 """What both Service proxy backends share: a reviewer's view of the Services, its diff, and
 the conntrack entries to clear when endpoints go away.
 
-Pure: the modules record the view they applied, pass the old and new views in, and run
-the conntrack commands this returns.
+Pure: the modules record the view they applied (read back with podnet_nft.parse_state),
+pass the old and new views in, and run the conntrack commands this returns.
 """
-
-import json
 
 UDP = ("-D", "-p", "udp")
 
@@ -80,13 +78,3 @@ def udp_flows_to_clear(old, new):
                 commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"])])
     return commands
 
-
-def parse_record(text):
-    """A module's record of what it applied, or None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None

@@ -113,6 +113,30 @@ def _balance(elements, endpoint_map, key, endpoints):
     elements[PICKS[endpoint_map][1]].add(f"{key} : goto {pick_chain(endpoint_map, len(endpoints))}")
 
 
+# The sets an external destination (an externalIP port, or a NodePort) is entered in:
+# (all endpoints, eTP Local marker, local endpoints, no local endpoint, eTP Cluster marker).
+EXTERNAL_IP_SETS = ("service_endpoints", "external_ips_local", "external_local_endpoints",
+                    "no_local_endpoints", "external_ips_masq")
+NODEPORT_SETS = ("nodeport_endpoints", "nodeports_local", "nodeport_local_endpoints",
+                 "no_local_nodeports", "nodeports_masq")
+
+
+def _external(elements, sets, key, every, here, local_policy):
+    """An external destination: pods and the node reach every endpoint; from outside,
+    eTP Cluster masquerades, eTP Local keeps the client's address for this node's
+    endpoints, and drops when there are none here."""
+    every_endpoint, local_marker, local_endpoints, no_local, masq_marker = sets
+    _balance(elements, every_endpoint, key, every)
+    if not local_policy:
+        elements[masq_marker].add(key)
+        return
+    elements[local_marker].add(key)
+    if here:
+        _balance(elements, local_endpoints, key, here)
+    else:
+        elements[no_local].add(key)
+
+
 def _local(endpoints, node):
     return [ep for ep in endpoints if ep.get("node") is not None and ep.get("node") == node]
 
@@ -159,25 +183,9 @@ def _elements(model, node):
             else:
                 elements["no_endpoints"].add(f"{key} : drop")
             for k in externals:
-                _balance(elements, "service_endpoints", k, every)
-                if external_local:
-                    elements["external_ips_local"].add(k)
-                    if here:
-                        _balance(elements, "external_local_endpoints", k, here)
-                    else:
-                        elements["no_local_endpoints"].add(k)
-                else:
-                    elements["external_ips_masq"].add(k)
+                _external(elements, EXTERNAL_IP_SETS, k, every, here, external_local)
             if nodeport:
-                _balance(elements, "nodeport_endpoints", nodeport, every)
-                if external_local:
-                    elements["nodeports_local"].add(nodeport)
-                    if here:
-                        _balance(elements, "nodeport_local_endpoints", nodeport, here)
-                    else:
-                        elements["no_local_nodeports"].add(nodeport)
-                else:
-                    elements["nodeports_masq"].add(nodeport)
+                _external(elements, NODEPORT_SETS, nodeport, every, here, external_local)
             if timeout:
                 by_address, by_nodeport = affinity.setdefault(int(timeout), (set(), set()))
                 by_address.update([key, *externals])

@@ -93,6 +93,7 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_module_io import read_file, remove_files, write_file
 from ansible.module_utils.podnet_nft import (
     FAMILIES,
     NftContentError,
@@ -116,38 +117,7 @@ def list_table(module, nft, family, table):
     module.fail_json(msg=f"nft list table {family} {table} failed: {err.strip()}")
 
 
-def read_file(module, path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        module.fail_json(msg=f"cannot read {path}: {exc}")
 
-
-def write_file(module, path, text):
-    """Atomic replace: boot must never find a half-written script."""
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-    except OSError as exc:
-        module.fail_json(msg=f"cannot write {path}: {exc}")
-    module.atomic_move(tmp, path)
-    module.set_mode_if_different(path, "0644", False)
-
-
-def remove_file(module, path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        module.fail_json(msg=f"cannot remove {path}: {exc}")
 
 
 def run_nft_script(module, nft, script, family, table, check):
@@ -178,11 +148,7 @@ def ensure_absent(module, nft, family, table, path, state_file):
             rc, _, err = module.run_command([nft, "delete", "table", family, table])
             if rc != 0:
                 module.fail_json(msg=f"nft delete table {family} {table} failed: {err.strip()}")
-    for leftover in (path, state_file):
-        if leftover and os.path.lexists(leftover):
-            actions.append(f"remove {leftover}")
-            if not module.check_mode:
-                remove_file(module, leftover)
+    actions += remove_files(module, (path, state_file))
     return live, actions
 
 

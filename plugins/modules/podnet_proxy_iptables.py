@@ -86,45 +86,23 @@ conntrack_cleared:
 import json
 import os
 import shlex
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_proxy import parse_record, service_view, udp_flows_to_clear, view_diff
+from ansible.module_utils.podnet_module_io import (
+    clear_conntrack,
+    exit_proxy,
+    read_file,
+    remove_files,
+    write_file,
+)
+from ansible.module_utils.podnet_nft import parse_state
+from ansible.module_utils.podnet_proxy import service_view, udp_flows_to_clear, view_diff
 from ansible.module_utils.podnet_proxy_iptables import TABLES, removal_text, render_iptables, restore_text
 
 RECORD = "proxy-iptables.json"
 
 
-def read_file(module, path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        module.fail_json(msg=f"cannot read {path}: {exc}")
 
-
-def write_file(module, path, text):
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-    except OSError as exc:
-        module.fail_json(msg=f"cannot write {path}: {exc}")
-    module.atomic_move(tmp, path)
-
-
-def remove_file(module, path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        module.fail_json(msg=f"cannot remove {path}: {exc}")
 
 
 def live_chains(module, iptables_save):
@@ -217,17 +195,6 @@ def boot_file(ruleset):
     return "# Managed by podnet (podnet_proxy_iptables): iptables-restore --noflush at boot.\n" + text
 
 
-def clear_conntrack(module, commands):
-    conntrack = module.get_bin_path("conntrack")
-    done = []
-    for args in commands if conntrack else []:
-        # conntrack exits 1 when nothing matched, which is the common case.
-        rc, _, err = module.run_command([conntrack, *args])
-        if rc not in (0, 1):
-            module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
-        done.append(args)
-    return done
-
 
 def _jumps(ruleset):
     return [tuple(jump) for jump in (ruleset or {}).get("jumps") or []]
@@ -246,7 +213,7 @@ def ensure_present(module, bins, state_file, path):
     except (KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
     ruleset["jumps"] = _jumps(ruleset)
-    record = parse_record(read_file(module, state_file))
+    record = parse_state(read_file(module, state_file))
     previous = record.get("ruleset") if record else None
     view = service_view(model)
     actions = []
@@ -281,7 +248,7 @@ def ensure_present(module, bins, state_file, path):
 
 
 def ensure_absent(module, bins, state_file, path):
-    record = parse_record(read_file(module, state_file))
+    record = parse_state(read_file(module, state_file))
     previous = (record or {}).get("ruleset")
     actions = []
     if previous:
@@ -295,11 +262,7 @@ def ensure_absent(module, bins, state_file, path):
             restore(module, bins["iptables-restore"], text, test=True)
             if not module.check_mode:
                 restore(module, bins["iptables-restore"], text, test=False)
-    for leftover in (path, state_file):
-        if leftover and os.path.lexists(leftover):
-            actions.append(f"remove {leftover}")
-            if not module.check_mode:
-                remove_file(module, leftover)
+    actions += remove_files(module, (path, state_file))
     return actions, (record or {}).get("view"), {}, []
 
 
@@ -322,23 +285,7 @@ def main():
     state_file = os.path.join(module.params["state_dir"], RECORD)
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
     actions, old_view, view, cleared = ensure(module, bins, state_file, module.params["path"])
-    before, after, changed_services = view_diff(old_view, view)
-    result = {
-        "changed": bool(actions),
-        "actions": actions,
-        "services_changed": changed_services,
-        "conntrack_cleared": cleared,
-    }
-    if module._diff and actions:
-        result["diff"] = {
-            "before": before,
-            "after": after,
-            "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
-            "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
-        }
-    # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
-    result["invocation"] = {"module_args": {k: v for k, v in module.params.items() if k != "model"}}
-    module.exit_json(**result)
+    exit_proxy(module, actions, view_diff(old_view, view), cleared)
 
 
 if __name__ == "__main__":

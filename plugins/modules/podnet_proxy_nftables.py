@@ -89,8 +89,15 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_nft import build_script, explain_nft_error, sha256
-from ansible.module_utils.podnet_proxy import parse_record, service_view, udp_flows_to_clear, view_diff
+from ansible.module_utils.podnet_module_io import (
+    clear_conntrack,
+    exit_proxy,
+    read_file,
+    remove_files,
+    write_file,
+)
+from ansible.module_utils.podnet_nft import build_script, explain_nft_error, parse_state, sha256
+from ansible.module_utils.podnet_proxy import service_view, udp_flows_to_clear, view_diff
 from ansible.module_utils.podnet_proxy_nft import (
     AFFINITY_MAP,
     FAMILY,
@@ -104,39 +111,6 @@ from ansible.module_utils.podnet_proxy_nft import (
     stale_affinity,
     update_script,
 )
-
-
-def read_file(module, path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        module.fail_json(msg=f"cannot read {path}: {exc}")
-
-
-def write_file(module, path, text):
-    """Atomic replace: boot must never find a half-written script."""
-    directory = os.path.dirname(path) or "."
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-    except OSError as exc:
-        module.fail_json(msg=f"cannot write {path}: {exc}")
-    module.atomic_move(tmp, path)
-
-
-def remove_file(module, path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        module.fail_json(msg=f"cannot remove {path}: {exc}")
 
 
 def list_live(module, nft, table):
@@ -175,19 +149,6 @@ def run_nft(module, nft, script, what, check, may_fail=False):
     return rc == 0
 
 
-def clear_conntrack(module, commands):
-    conntrack = module.get_bin_path("conntrack")
-    if not commands or conntrack is None:
-        return []
-    done = []
-    for args in commands:
-        # conntrack exits 1 when nothing matched, which is the common case.
-        rc, _, err = module.run_command([conntrack, *args])
-        if rc not in (0, 1):
-            module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
-        done.append(args)
-    return done
-
 
 def ensure_present(module, nft, table, state_file, path):
     params = module.params
@@ -201,7 +162,7 @@ def ensure_present(module, nft, table, state_file, path):
         ruleset = render_nftables(model, params["node"], table)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
-    record = parse_record(read_file(module, state_file))
+    record = parse_state(read_file(module, state_file))
     view = service_view(model)
     full = build_script(FAMILY, table, full_content(ruleset))
     actions = []
@@ -268,7 +229,7 @@ def ensure_present(module, nft, table, state_file, path):
 
 
 def ensure_absent(module, nft, table, state_file, path):
-    record = parse_record(read_file(module, state_file))
+    record = parse_state(read_file(module, state_file))
     actions = []
     # In check mode only look (`nft -c delete` does not ask the kernel whether the table exists).
     verb = ["-t", "list"] if module.check_mode else ["delete"]
@@ -277,11 +238,7 @@ def ensure_absent(module, nft, table, state_file, path):
         actions.append(f"delete table {FAMILY} {table}")
     elif "No such file or directory" not in err:
         module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
-    for leftover in (path, state_file):
-        if leftover and os.path.lexists(leftover):
-            actions.append(f"remove {leftover}")
-            if not module.check_mode:
-                remove_file(module, leftover)
+    actions += remove_files(module, (path, state_file))
     return actions, (record or {}).get("view"), {}, []
 
 
@@ -305,23 +262,7 @@ def main():
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
     actions, old_view, view, cleared = ensure(module, nft, table, state_file, module.params["path"])
-    before, after, changed_services = view_diff(old_view, view)
-    result = {
-        "changed": bool(actions),
-        "actions": actions,
-        "services_changed": changed_services,
-        "conntrack_cleared": cleared,
-    }
-    if module._diff and actions:
-        result["diff"] = {
-            "before": before,
-            "after": after,
-            "before_header": f"Services on {module.params['node'] or 'this node'} (last applied)",
-            "after_header": f"Services on {module.params['node'] or 'this node'} (now)",
-        }
-    # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
-    result["invocation"] = {"module_args": {k: v for k, v in module.params.items() if k != "model"}}
-    module.exit_json(**result)
+    exit_proxy(module, actions, view_diff(old_view, view), cleared)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""What podnet's modules do alike on a node: files, conntrack, and the proxy modules' report.
+
+Unlike the rest of module_utils this is not pure core: every function takes the
+AnsibleModule and touches the node. It exists so the modules stay thin and say the same
+thing the same way.
+"""
+
+import os
+import tempfile
+
+
+def read_file(module, path):
+    """The file's text, or None when it does not exist; any other failure fails the module."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        module.fail_json(msg=f"cannot read {path}: {exc}")
+
+
+def write_file(module, path, text):
+    """Atomic replace, mode 0644: boot must never find a half-written script or record."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot write {path}: {exc}")
+    module.atomic_move(tmp, path)
+    module.set_mode_if_different(path, "0644", False)
+
+
+def remove_files(module, paths):
+    """Remove the files that exist (none in check mode); the actions, one per file."""
+    actions = []
+    for path in paths:
+        if not path or not os.path.lexists(path):
+            continue
+        actions.append(f"remove {path}")
+        if module.check_mode:
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            module.fail_json(msg=f"cannot remove {path}: {exc}")
+    return actions
+
+
+def clear_conntrack(module, commands):
+    """Run `conntrack ARGS` for each argument list; the ones run."""
+    conntrack = module.get_bin_path("conntrack")
+    done = []
+    for args in commands if conntrack else []:
+        # conntrack exits 1 when nothing matched, which is the common case.
+        rc, _, err = module.run_command([conntrack, *args])
+        if rc not in (0, 1):
+            module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
+        done.append(args)
+    return done
+
+
+def exit_proxy(module, actions, diff, cleared):
+    """The proxy modules' result. diff is view_diff(old, new): (before, after, changed names)."""
+    before, after, changed_services = diff
+    node = module.params["node"] or "this node"
+    result = {
+        "changed": bool(actions),
+        "actions": actions,
+        "services_changed": changed_services,
+        "conntrack_cleared": cleared,
+        # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
+        "invocation": {"module_args": {k: v for k, v in module.params.items() if k != "model"}},
+    }
+    if module._diff and actions:
+        result["diff"] = {
+            "before": before,
+            "after": after,
+            "before_header": f"Services on {node} (last applied)",
+            "after_header": f"Services on {node} (now)",
+        }
+    module.exit_json(**result)
