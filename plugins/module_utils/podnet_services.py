@@ -39,7 +39,7 @@ MAX_AFFINITY_TIMEOUT = 86400
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 API_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1", "List": "v1",
                 "NetworkPolicy": "networking.k8s.io/v1", "Namespace": "v1"}
-# The same file holds these for a later stage; this one only skips them.
+# The same file holds these for podnet_policy, which reuses this module's YAML and field checks.
 SKIPPED_KINDS = ("NetworkPolicy", "Namespace")
 SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "selector", "ports", "externalIPs",
@@ -129,7 +129,7 @@ def _kind(where, data):
     kind = data["kind"]
     if kind not in API_VERSIONS:
         raise where.error("kind", "kind %s is not supported here; the file holds Service, Endpoints and "
-                                  "EndpointSlice objects", kind)
+                                  "EndpointSlice objects, and NetworkPolicy and Namespace objects", kind)
     where.what = kind
     if data["apiVersion"] != API_VERSIONS[kind]:
         raise where.error("apiVersion", "%s is not the apiVersion of kind %s: use %s",

@@ -1,0 +1,633 @@
+"""NetworkPolicy: from Kubernetes manifests to one nftables table per node (docs/network-policy.md).
+
+Pure logic, no I/O; the model is built on the Ansible controller, the table rendered per node:
+
+    services.yml (+ policies.yml) + pods  --load_policies-->  policy model  --render_table(node)-->  nft text
+
+The files are the services file (its NetworkPolicy and Namespace documents; podnet_services
+reads the rest) and optionally a policies file beside it, in the same manifest format. The
+policy model is resolved far enough that rendering needs no YAML and no selector: per
+policy, the addresses of the pods it selects (with their node), and per rule the peer
+address ranges and the port match, named ports already turned into numbers.
+
+The table is built so that its size grows with the number of policy rules, never with pods
+x pods: a rule is one nft rule (two when it mixes numbered and named ports) whose operands
+are named sets (selected pods, peer ranges, ports), in two chains (`pod_ingress`,
+`pod_egress`) that the `forward` and `input` base chains enter for isolated local pods only.
+"""
+
+import difflib
+import ipaddress
+import re
+
+from ansible.module_utils.podnet_services import (
+    DEFAULT_NAMESPACE,
+    NAME_RULES,
+    PROTOCOLS,
+    ServiceSpecError,
+    _check_name,
+    _choice,
+    _int,
+    _metadata,
+    _objects,
+    _typed,
+)
+
+DEFAULT_TABLE = "podnet-policy"
+POLICY_TYPES = ("Ingress", "Egress")
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# The API server puts this label on every namespace, so any namespace can be selected by name.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+SPEC_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")
+SELECTOR_FIELDS = ("matchLabels", "matchExpressions")
+EXPRESSION_FIELDS = ("key", "operator", "values")
+PEER_FIELDS = ("podSelector", "namespaceSelector", "ipBlock")
+IP_BLOCK_FIELDS = ("cidr", "except")
+PORT_FIELDS = ("protocol", "port", "endPort")
+# direction -> (the rule's peer list, Kubernetes' policyType).
+DIRECTIONS = {"ingress": ("from", "Ingress"), "egress": ("to", "Egress")}
+# Kinds podnet_services reads from the same files; skipped here.
+SERVICE_KINDS = ("Service", "Endpoints", "EndpointSlice")
+
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+LABEL_NAME_MAX = 63
+
+L4 = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+ALL_PORTS = (0, 65535)
+# nft refuses a rule comment longer than this.
+COMMENT_MAX = 128
+# Elements per statement: nft refuses very large ones ("No buffer space available").
+ELEMENTS_PER_STATEMENT = 500
+INGRESS_CHAIN, EGRESS_CHAIN = "pod_ingress", "pod_egress"
+PORTS_KEY = "meta l4proto . th dport"
+NAMED_KEY = "ip daddr . meta l4proto . th dport"
+
+
+class PolicySpecError(ServiceSpecError):
+    """A NetworkPolicy or Namespace podnet cannot enforce; the message says file, object and field."""
+
+
+# --- field checks ---------------------------------------------------------------------
+
+def _fields(where, path, mapping, allowed):
+    """Refuse unknown fields: a misspelt `matchLabel` would otherwise select every pod."""
+    for field in mapping:
+        if field not in allowed:
+            hint = difflib.get_close_matches(str(field), allowed, 1)
+            raise where.error("%s.%s" % (path, field) if path else str(field), "unknown field%s",
+                              " (did you mean %s?)" % hint[0] if hint else "")
+
+
+def _label_key(where, path, key):
+    """A label key as Kubernetes checks it: [DNS-1123 subdomain prefix "/"] name."""
+    meaning = ("a label key: an optional DNS-1123 subdomain prefix and '/', then a name of at most 63 "
+               "characters, alphanumerics, '-', '_' or '.', starting and ending alphanumeric")
+    if not isinstance(key, str) or not key:
+        raise where.error(path, "%r is not %s", key, meaning)
+    prefix, slash, name = key.rpartition("/")
+    pattern, longest, _ = NAME_RULES["a DNS-1123 subdomain"]
+    if slash and (not prefix or len(prefix) > longest or not pattern.match(prefix)):
+        raise where.error(path, "%r is not %s (the prefix %r is not)", key, meaning, prefix)
+    if len(name) > LABEL_NAME_MAX or not _LABEL_NAME.match(name):
+        raise where.error(path, "%r is not %s", key, meaning)
+    return key
+
+
+def _label_value(where, path, value):
+    if not isinstance(value, str) or len(value) > LABEL_NAME_MAX or value and not _LABEL_NAME.match(value):
+        raise where.error(path, "%r is not a label value (a string of at most 63 characters, alphanumerics, "
+                                "'-', '_' or '.', starting and ending alphanumeric; may be empty)", value)
+    return value
+
+
+def _labels(where, path, labels):
+    labels = _typed(where, path, labels, dict)
+    for key, value in labels.items():
+        _label_key(where, "%s[%r]" % (path, key), key)
+        _label_value(where, "%s[%r]" % (path, key), value)
+    return dict(sorted(labels.items()))
+
+
+# --- LabelSelector --------------------------------------------------------------------
+
+def _selector(where, path, value):
+    """{"match_labels": {..}, "expressions": [[key, operator, [values]]]}; {} selects everything."""
+    selector = _typed(where, path, value, dict)
+    _fields(where, path, selector, SELECTOR_FIELDS)
+    expressions = []
+    for i, expression in enumerate(_typed(where, path + ".matchExpressions", selector.get("matchExpressions"),
+                                          list)):
+        here = "%s.matchExpressions[%d]" % (path, i)
+        expression = _typed(where, here, expression, dict)
+        _fields(where, here, expression, EXPRESSION_FIELDS)
+        key = _label_key(where, here + ".key", expression.get("key"))
+        operator = expression.get("operator")
+        if operator is None:
+            raise where.error(here + ".operator", "is required: one of %s", "|".join(OPERATORS))
+        operator = _choice(where, here + ".operator", operator, OPERATORS, None)
+        values = _typed(where, here + ".values", expression.get("values"), list)
+        if operator in ("In", "NotIn") and not values:
+            raise where.error(here + ".values", "must be non-empty when operator is %s", operator)
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise where.error(here + ".values", "must be empty when operator is %s", operator)
+        values = [_label_value(where, "%s.values[%d]" % (here, j), v) for j, v in enumerate(values)]
+        expressions.append([key, operator, sorted(set(values))])
+    return {"match_labels": _labels(where, path + ".matchLabels", selector.get("matchLabels")),
+            "expressions": expressions}
+
+
+def selects(selector, labels):
+    """Does a parsed LabelSelector match these labels? As in Kubernetes, NotIn matches a missing key."""
+    if any(labels.get(key) != value for key, value in selector["match_labels"].items()):
+        return False
+    for key, operator, values in selector["expressions"]:
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values) \
+                or operator == "NotIn" and present and labels[key] in values \
+                or operator == "Exists" and not present \
+                or operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# --- peers and ports ------------------------------------------------------------------
+
+def _network(where, path, value):
+    try:
+        if isinstance(value, str) and "/" in value:
+            return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        pass
+    raise where.error(path, "%r is not a CIDR such as 10.0.0.0/8", value)
+
+
+def _ip_block(where, path, value):
+    block = _typed(where, path, value, dict)
+    _fields(where, path, block, IP_BLOCK_FIELDS)
+    if block.get("cidr") is None:
+        raise where.error(path + ".cidr", "is required")
+    cidr = _network(where, path + ".cidr", block["cidr"])
+    excepts = []
+    for i, value in enumerate(_typed(where, path + ".except", block.get("except"), list)):
+        here = "%s.except[%d]" % (path, i)
+        net = _network(where, here, value)
+        # As Kubernetes: each except must be a strict part of the cidr.
+        if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:
+            raise where.error(here, "%s must be a strict subset of cidr %s", net, cidr)
+        excepts.append(net)
+    return {"cidr": cidr, "except": excepts}
+
+
+def _peer(where, path, value):
+    peer = _typed(where, path, value, dict)
+    _fields(where, path, peer, PEER_FIELDS)
+    given = [field for field in PEER_FIELDS if peer.get(field) is not None]
+    if not given:
+        raise where.error(path, "a peer needs podSelector, namespaceSelector (or both), or ipBlock")
+    if "ipBlock" in given and len(given) > 1:
+        raise where.error(path, "ipBlock may not be combined with %s in one peer: make them two peers",
+                          " or ".join(f for f in given if f != "ipBlock"))
+    if "ipBlock" in given:
+        return {"ip_block": _ip_block(where, path + ".ipBlock", peer["ipBlock"])}
+    return {field: None if peer.get(key) is None else _selector(where, "%s.%s" % (path, key), peer[key])
+            for field, key in (("pod_selector", "podSelector"), ("namespace_selector", "namespaceSelector"))}
+
+
+def _port(where, path, value):
+    """(protocol, first, last, name): a range of numbers, or a name to resolve per pod."""
+    port = _typed(where, path, value, dict)
+    _fields(where, path, port, PORT_FIELDS)
+    protocol = _choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
+    number, name, end = port.get("port"), None, port.get("endPort")
+    if number is None:
+        if end is not None:
+            raise where.error(path + ".endPort", "requires port (the first port of the range)")
+        return protocol, ALL_PORTS[0], ALL_PORTS[1], None
+    if isinstance(number, str):
+        if number.isdigit():
+            raise where.error(path + ".port", "%r is a string: write a port number without quotes", number)
+        name = _check_name(where, path + ".port", number, "an IANA service name")
+        if end is not None:
+            raise where.error(path + ".endPort", "may only be set with a numbered port, not the named "
+                                                 "port %r", name)
+        return protocol, None, None, name
+    number = _int(where, path + ".port", number, 1, 65535)
+    if end is None:
+        return protocol, number, number, None
+    end = _int(where, path + ".endPort", end, 1, 65535)
+    if end < number:
+        raise where.error(path + ".endPort", "%d must not be less than port %d", end, number)
+    return protocol, number, end, None
+
+
+def _rule(where, path, value, peer_field):
+    rule = _typed(where, path, value, dict)
+    _fields(where, path, rule, (peer_field, "ports"))
+    peer_path = "%s.%s" % (path, peer_field)
+    peers = [_peer(where, "%s[%d]" % (peer_path, i), peer)
+             for i, peer in enumerate(_typed(where, peer_path, rule.get(peer_field), list))]
+    ports = [_port(where, "%s.ports[%d]" % (path, i), port)
+             for i, port in enumerate(_typed(where, path + ".ports", rule.get("ports"), list))]
+    return {"peers": peers, "ports": ports}
+
+
+# --- objects --------------------------------------------------------------------------
+
+def _policy_types(where, spec):
+    """Kubernetes' defaulting: unset means Ingress, plus Egress when the policy has egress rules."""
+    types = _typed(where, "spec.policyTypes", spec.get("policyTypes"), list)
+    if len(types) > 2:
+        raise where.error("spec.policyTypes", "may hold at most two entries (Ingress, Egress), got %r", types)
+    for i, value in enumerate(types):
+        if value is None:
+            raise where.error("spec.policyTypes[%d]" % i, "must be one of Ingress|Egress, got None")
+        _choice(where, "spec.policyTypes[%d]" % i, value, POLICY_TYPES, None)
+    if not types:
+        types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    return [t for t in POLICY_TYPES if t in types]
+
+
+def _parse_policy(where, obj):
+    namespace, name, _ = _metadata(where, obj, "a DNS-1123 subdomain")
+    spec = _typed(where, "spec", obj.get("spec"), dict)
+    _fields(where, "spec", spec, SPEC_FIELDS)
+    if spec.get("podSelector") is None:
+        raise where.error("spec.podSelector", "is required ({} selects every pod in namespace %s)", namespace)
+    policy = {"where": where, "namespace": namespace, "name": name,
+              "pod_selector": _selector(where, "spec.podSelector", spec["podSelector"])}
+    # Both sections are checked; one whose type is not in policyTypes is then ignored, as in Kubernetes.
+    for direction, (peer_field, _) in DIRECTIONS.items():
+        policy[direction] = [_rule(where, "spec.%s[%d]" % (direction, i), rule, peer_field)
+                             for i, rule in enumerate(_typed(where, "spec." + direction, spec.get(direction),
+                                                             list))]
+    policy["policy_types"] = _policy_types(where, spec)
+    return policy
+
+
+def _parse_namespace(where, obj):
+    meta = _typed(where, "metadata", obj.get("metadata"), dict)
+    name = _check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
+    where.what = "Namespace %s" % name
+    labels = _labels(where, "metadata.labels", meta.get("labels"))
+    return name, labels
+
+
+def _read(sources):
+    """(policies in file order, {namespace: labels}) from every source; duplicates are errors."""
+    policies, namespaces, seen = [], {}, {}
+    for text, filename in sources:
+        for where, kind, obj in _objects(text, filename):
+            if kind in SERVICE_KINDS:
+                continue
+            if kind == "NetworkPolicy":
+                policy = _parse_policy(where, obj)
+                key = (kind, policy["namespace"], policy["name"])
+            else:
+                name, labels = _parse_namespace(where, obj)
+                key = (kind, name)
+            if key in seen:
+                raise where.error("metadata.name", "duplicate %s: the first is %s", where.what, seen[key])
+            seen[key] = "%s: %s" % (filename, where.doc)
+            if kind == "NetworkPolicy":
+                policies.append(policy)
+            else:
+                namespaces[name] = labels
+    return policies, namespaces
+
+
+# --- resolution -----------------------------------------------------------------------
+
+def _pods(pods):
+    """podnet's pods, normalised: namespace defaulted, labels and ports never None, the address parsed."""
+    result = []
+    for pod in pods or []:
+        namespace, ip = pod.get("namespace") or DEFAULT_NAMESPACE, pod.get("ip") or None
+        try:
+            address = ipaddress.IPv4Address(ip) if ip else None
+        except ValueError:
+            raise PolicySpecError("pod %s/%s: ip %r is not an IPv4 address"
+                                  % (namespace, pod.get("name"), ip)) from None
+        result.append({"namespace": namespace, "name": pod["name"], "labels": dict(pod.get("labels") or {}),
+                       "ports": list(pod.get("ports") or []), "ip": ip, "node": pod.get("node"),
+                       "address": address})
+    return result
+
+
+def _pod_name(pod):
+    return "%s/%s" % (pod["namespace"], pod["name"])
+
+
+def _address_key(address):
+    return int(ipaddress.ip_address(address))
+
+
+def _named_port(pod, name, protocol):
+    return next((p["containerPort"] for p in pod["ports"]
+                 if p.get("name") == name and (p.get("protocol") or "TCP") == protocol), None)
+
+
+def _peer_pods(peer, policy, pods, namespaces):
+    """The pods a selector peer chooses: podSelector alone stays in the policy's namespace."""
+    chosen = []
+    for pod in pods:
+        if peer["namespace_selector"] is None:
+            if pod["namespace"] != policy["namespace"]:
+                continue
+        elif not selects(peer["namespace_selector"], namespaces[pod["namespace"]]):
+            continue
+        if peer["pod_selector"] is None or selects(peer["pod_selector"], pod["labels"]):
+            chosen.append(pod)
+    return chosen
+
+
+def _block_ranges(block):
+    """An ipBlock as [(first, last)] address numbers: the cidr minus every except. IPv6 never matches here."""
+    cidr = block["cidr"]
+    if cidr.version != 4:
+        return []
+    ranges = [(int(cidr.network_address), int(cidr.broadcast_address))]
+    for excluded in block["except"]:
+        low, high = int(excluded.network_address), int(excluded.broadcast_address)
+        # What is left of each range below and above the excluded one.
+        parts = [((first, min(last, low - 1)), (max(first, high + 1), last)) for first, last in ranges]
+        ranges = [part for pair in parts for part in pair if part[0] <= part[1]]
+    return ranges
+
+
+def _cidrs(ranges):
+    """Address ranges merged and written as CIDRs: an nft interval set refuses overlapping elements."""
+    merged = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    cidrs = []
+    for first, last in merged:
+        if first == last:  # most of them: a pod
+            cidrs.append("%s/32" % ipaddress.IPv4Address(first))
+        else:
+            cidrs += [str(net) for net in ipaddress.summarize_address_range(ipaddress.IPv4Address(first),
+                                                                             ipaddress.IPv4Address(last))]
+    return cidrs
+
+
+def _resolve_peers(rule, policy, pods, namespaces):
+    """(CIDRs or None for "every address", the pods the selectors chose, the ipBlocks as written)."""
+    if not rule["peers"]:
+        return None, [], []
+    ranges, chosen, blocks = [], {}, []
+    for peer in rule["peers"]:
+        if "ip_block" in peer:
+            block = peer["ip_block"]
+            ranges += _block_ranges(block)
+            blocks.append(" except ".join([str(block["cidr"])] + [str(net) for net in block["except"]]))
+            continue
+        for pod in _peer_pods(peer, policy, pods, namespaces):
+            chosen[_pod_name(pod)] = pod
+            if pod["address"]:
+                ranges.append((int(pod["address"]), int(pod["address"])))
+    return _cidrs(ranges), sorted(chosen), blocks
+
+
+def _merge_ranges(ranges):
+    """[[protocol, first, last]] with overlapping or adjacent ranges of a protocol merged."""
+    merged = []
+    for protocol, first, last in sorted(ranges):
+        if merged and merged[-1][0] == protocol and first <= merged[-1][2] + 1:
+            merged[-1][2] = max(merged[-1][2], last)
+        else:
+            merged.append([protocol, first, last])
+    return merged
+
+
+def _resolve_ports(rule, direction, selected, pods, peers):
+    """None (every port, every protocol) or {"ranges", "named_ports", "named"}.
+
+    A named port is looked up on the pod receiving the traffic: for ingress the selected pod,
+    for egress the destination, which must be a known pod inside the rule's peers."""
+    if not rule["ports"]:
+        return None
+    ranges = [[protocol, first, last] for protocol, first, last, name in rule["ports"] if name is None]
+    wanted = sorted({(protocol, name) for protocol, _, _, name in rule["ports"] if name is not None})
+    if direction == "ingress" or not wanted:
+        targets = selected if wanted else []
+    else:
+        networks = None if peers is None else [ipaddress.IPv4Network(p) for p in peers]
+        targets = [pod for pod in pods if pod["address"] and (
+            networks is None or any(pod["address"] in net for net in networks))]
+    named = set()
+    for protocol, name in wanted:
+        for pod in targets:
+            number = _named_port(pod, name, protocol)
+            if number is not None and pod["ip"]:
+                named.add((pod["ip"], protocol, number))
+    return {"ranges": _merge_ranges(ranges),
+            "named_ports": ["%s/%s" % (protocol, name) for protocol, name in wanted],
+            "named": [list(entry) for entry in sorted(named, key=lambda e: (_address_key(e[0]), e[1], e[2]))]}
+
+
+def _policy_model(policy, pods, namespaces):
+    selected = [pod for pod in pods if pod["namespace"] == policy["namespace"]
+                and selects(policy["pod_selector"], pod["labels"])]
+    running = sorted((pod for pod in selected if pod["ip"]), key=lambda pod: _address_key(pod["ip"]))
+    model = {"namespace": policy["namespace"], "name": policy["name"],
+             "source": "%s: %s" % (policy["where"].filename, policy["where"].doc),
+             "policy_types": policy["policy_types"],
+             "pods": [{"pod": _pod_name(pod), "ip": pod["ip"], "node": pod["node"]} for pod in running],
+             "pending_pods": sorted(_pod_name(pod) for pod in selected if not pod["ip"])}
+    for direction, (_, policy_type) in DIRECTIONS.items():
+        rules = []
+        for index, rule in enumerate(policy[direction] if policy_type in policy["policy_types"] else []):
+            peers, peer_pods, peer_blocks = _resolve_peers(rule, policy, pods, namespaces)
+            rules.append({"name": "%s[%d]" % (direction, index), "peers": peers, "peer_pods": peer_pods,
+                          "peer_blocks": peer_blocks,
+                          "ports": _resolve_ports(rule, direction, selected, pods, peers)})
+        model[direction] = rules
+    return model
+
+
+def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
+    """Parse, validate and resolve the NetworkPolicies of `sources`; return the policy model.
+
+    `sources` is [(text, filename)]: the services file and optionally a policies file. `pods`
+    are podnet's pods ({namespace, name, labels, ports, ip, node}); one with ip None is
+    selected (describe() names it) but has no address to enforce yet. Raises PolicySpecError.
+    """
+    try:
+        cluster = ipaddress.IPv4Network(cluster_cidr, strict=False)
+    except (TypeError, ValueError):
+        raise PolicySpecError("cluster_cidr: %r is not an IPv4 network such as 10.244.0.0/16"
+                              % (cluster_cidr,)) from None
+    try:
+        policies, declared = _read(sources)
+    except PolicySpecError:
+        raise
+    except ServiceSpecError as exc:  # the shared YAML and field checks raise the services' error
+        raise PolicySpecError(str(exc)) from None
+    pods = _pods(pods)
+    namespaces = {}
+    for name in sorted(set(declared) | {pod["namespace"] for pod in pods}):
+        namespaces[name] = dict(sorted(dict(declared.get(name, {}), **{NAMESPACE_NAME_LABEL: name}).items()))
+    return {"cluster_cidr": str(cluster), "namespaces": namespaces,
+            "policies": [_policy_model(policy, pods, namespaces) for policy in policies]}
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def _element(text):
+    """An address as nft lists it: a /32 is the bare address."""
+    return text[:-3] if text.endswith("/32") else text
+
+
+def _comment(policy, rule_name):
+    text = "%s/%s %s" % (policy["namespace"], policy["name"], rule_name)
+    return text if len(text) <= COMMENT_MAX else text[:COMMENT_MAX - 3] + "..."
+
+
+class _Table:
+    """Sets and rules of one node's table, in the order they are added."""
+
+    def __init__(self):
+        self.sets = {}  # name -> (typeof, interval, elements)
+        self.rules = {INGRESS_CHAIN: [], EGRESS_CHAIN: []}
+
+    def add_set(self, name, typeof, elements, interval=False):
+        self.sets[name] = (typeof, interval, list(elements))
+        return "@" + name
+
+
+def _rule_lines(table, index, direction, number, policy, local):
+    """The nft rules of policy rule `number`: one, or two when it has numbered and named ports."""
+    rule, prefix = policy[direction][number], "p%d_%s%d" % (index, direction, number)
+    pods_set = "@p%d_pods" % index
+    own, other = ("daddr", "saddr") if direction == "ingress" else ("saddr", "daddr")
+    verdict = "accept" if direction == "ingress" else "return"
+    head = "ip %s %s" % (own, pods_set)
+    if rule["peers"] is not None:
+        peers = table.add_set(prefix + "_peers", "ip " + other, (_element(p) for p in rule["peers"]), True)
+        head += " ip %s %s" % (other, peers)
+    tail = '%s comment "%s"' % (verdict, _comment(policy, rule["name"]))
+    ports = rule["ports"]
+    if ports is None:
+        return ["%s %s" % (head, tail)]
+    lines = []
+    if ports["ranges"]:
+        elements = ("%s . %s" % (L4[proto], first if first == last else "%d-%d" % (first, last))
+                    for proto, first, last in ports["ranges"])
+        lines.append("%s %s %s %s" % (head, PORTS_KEY, table.add_set(prefix + "_ports", PORTS_KEY, elements,
+                                                                       True), tail))
+    if ports["named_ports"]:
+        # Ingress: the selected pod receives; only this node's are ever looked up here.
+        named = [entry for entry in ports["named"] if direction == "egress" or entry[0] in local]
+        elements = ("%s . %s . %d" % (ip, L4[proto], port) for ip, proto, port in named)
+        lines.append("%s %s %s %s" % (head, NAMED_KEY, table.add_set(prefix + "_named", NAMED_KEY, elements),
+                                      tail))
+    return lines
+
+
+def _build(model, node):
+    table, isolated = _Table(), {"ingress": set(), "egress": set()}
+    for index, policy in enumerate(model["policies"]):
+        local = [pod["ip"] for pod in policy["pods"] if pod["node"] == node]
+        directions = [d for d, (_, t) in DIRECTIONS.items() if t in policy["policy_types"]]
+        if not local or not directions:
+            continue  # it selects no pod here: another node enforces it
+        table.add_set("p%d_pods" % index, "ip daddr", local)
+        for direction in directions:
+            isolated[direction].update(local)
+            chain = INGRESS_CHAIN if direction == "ingress" else EGRESS_CHAIN
+            for number in range(len(policy[direction])):
+                table.rules[chain] += _rule_lines(table, index, direction, number, policy, set(local))
+    for direction in ("ingress", "egress"):
+        table.sets[direction + "_isolated"] = ("ip daddr", False,
+                                               sorted(isolated[direction], key=_address_key))
+    return table
+
+
+def _set_lines(name, typeof, interval, elements):
+    lines = ["\tset %s {" % name, "\t\ttypeof %s" % typeof]
+    if interval:
+        lines.append("\t\tflags interval")
+    if elements:
+        lines.append("\t\telements = { %s }" % ", ".join(elements[:ELEMENTS_PER_STATEMENT]))
+    return lines + ["\t}"]
+
+
+def render_table(model, node, table=DEFAULT_TABLE):
+    """The nft text of `table ip <table>` that enforces the policies for the pods on `node`.
+
+    Only the node's own pods are isolated here: it judges their egress and the ingress to
+    them, so a packet between two nodes is judged by both. Re-rendering the same model
+    gives the same bytes.
+    """
+    built = _build(model, node)
+    lines = ["table ip %s {" % table]
+    for name in ("ingress_isolated", "egress_isolated"):
+        lines += _set_lines(name, *built.sets[name])
+    for name, (typeof, interval, elements) in built.sets.items():
+        if not name.endswith("_isolated"):
+            lines += _set_lines(name, typeof, interval, elements)
+    established = "ct state established,related accept"
+    # Egress first: a packet between two local pods leaves one (egress) and reaches the other (ingress).
+    to_egress = "ip saddr @egress_isolated jump %s" % EGRESS_CHAIN
+    to_ingress = "ip daddr @ingress_isolated jump %s" % INGRESS_CHAIN
+    chains = [
+        # Forward sees pod-to-pod traffic on the bridge (br_netfilter) and between nodes, after
+        # Service DNAT (prerouting) and before masquerade (postrouting): real endpoints, real sources.
+        ("forward", "type filter hook forward priority filter; policy accept;", [established, to_egress,
+                                                                                  to_ingress]),
+        # Input: a pod talking to its node's own addresses (node-local DNS, say) is egress too.
+        ("input", "type filter hook input priority filter; policy accept;", [established, to_egress]),
+        (EGRESS_CHAIN, None, built.rules[EGRESS_CHAIN] + [
+            'counter drop comment "egress of an isolated pod that no policy allows"']),
+        (INGRESS_CHAIN, None, built.rules[INGRESS_CHAIN] + [
+            'counter drop comment "ingress to an isolated pod that no policy allows"']),
+    ]
+    for name, hook, rules in chains:
+        lines.append("\tchain %s {" % name)
+        lines += ["\t\t" + hook] if hook else []
+        lines += ["\t\t" + rule for rule in rules]
+        lines.append("\t}")
+    lines.append("}")
+    for name, (_, _, elements) in built.sets.items():
+        for start in range(ELEMENTS_PER_STATEMENT, len(elements), ELEMENTS_PER_STATEMENT):
+            chunk = elements[start:start + ELEMENTS_PER_STATEMENT]
+            lines.append("add element ip %s %s { %s }" % (table, name, ", ".join(chunk)))
+    return "\n".join(lines) + "\n"
+
+
+# --- description ----------------------------------------------------------------------
+
+def _describe_ports(ports):
+    if ports is None:
+        return "any port"
+    parts = ["%s/%s" % (proto, first if first == last else "%d-%d" % (first, last))
+             for proto, first, last in ports["ranges"]]
+    return ", ".join(parts + ports["named_ports"])
+
+
+def _describe_peers(rule, word):
+    if rule["peers"] is None:
+        return "%s anywhere" % word
+    if not rule["peer_pods"] and not rule["peer_blocks"]:
+        return "%s nothing (no pod matches)" % word
+    return "%s %s" % (word, ", ".join(rule["peer_pods"] + rule["peer_blocks"]))
+
+
+def describe(model):
+    """One line per policy, for diffs and demos: what it isolates and what it lets through."""
+    lines = []
+    for policy in model["policies"]:
+        pods = [pod["pod"] for pod in policy["pods"]] + ["%s (no IP yet)" % p for p in policy["pending_pods"]]
+        parts = []
+        for direction, (_, policy_type) in DIRECTIONS.items():
+            if policy_type not in policy["policy_types"]:
+                continue
+            word = "from" if direction == "ingress" else "to"
+            rules = ["%s %s on %s" % (rule["name"], _describe_peers(rule, word),
+                                      _describe_ports(rule["ports"])) for rule in policy[direction]]
+            parts.append("isolates %s of %s; %s" % (direction, ", ".join(pods) or "no pod",
+                                                     "; ".join(rules) or "allows none"))
+        lines.append("%s/%s: %s" % (policy["namespace"], policy["name"], "; ".join(parts)))
+    return lines
