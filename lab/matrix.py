@@ -8,6 +8,9 @@
 2. Services: the packet table of tests/service_packets.py (the same rows the
    tests check), each sent a few times: who answered and which address they saw,
    or DROP / REJECT, against what Kubernetes semantics expect.
+3. NetworkPolicy: the db pod, which the db-access policy (services.yml) opens
+   only to pods labelled db-access=true, tried directly and through its Service
+   from every pod of the default namespace and from every node.
 """
 
 import argparse
@@ -28,7 +31,8 @@ TRIES = 6
 
 
 def build(nodes):
-    pods = probe.pods(nodes)
+    # The truth-table pods of namespaces x, y and z belong to the policy tests.
+    pods = [p for p in probe.pods(nodes) if p["namespace"] == "default"]
     sources = [probe.Source(p["node"], p) for p in pods]
     sources += [probe.Source(n) for n in nodes]
     # One pod per node (the first with a TCP port) as targets keeps the table readable.
@@ -113,6 +117,33 @@ def services_table(topology):
     return "\n".join(lines), failures
 
 
+def policy_table(topology):
+    """(text, failures): who reaches the db pod, against the db-access policy's promise."""
+    nodes = sorted(topology.nodes)
+    pods = [p for p in probe.pods(nodes) if p["namespace"] == "default"]
+    db = next(p for p in pods if p["name"] == "db")
+    allocations = json.loads(probe.Source(nodes[0]).run(
+        ["cat", "/etc/podnet/services/allocations.json"]).stdout or "{}")
+    db_ip = (allocations.get("default/db") or {}).get("cluster_ip")
+    targets = [(db["ip"], 5432, "TCP")] + ([(db_ip, 5432, "TCP")] if db_ip else [])
+    sources = [(probe.Source(p["node"], p), (p.get("labels") or {}).get("db-access") == "true")
+               for p in pods if p is not db]
+    # The node a pod runs on always reaches it (Kubernetes: the kubelet's probes must).
+    sources += [(probe.Source(n), n == db["node"]) for n in nodes]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        observed = list(pool.map(lambda s: probe.reach(s[0], targets), sources))
+    width = max(len(s.label) for s, _ in sources) + 2
+    titles = ["db pod %s:5432" % db["ip"]] + (["db Service %s:5432" % db_ip] if db_ip else [])
+    lines, failures = ["from".ljust(width) + "expected  " + "".join(h.ljust(26) for h in titles)], 0
+    for (source, allowed), outcomes in zip(sources, observed, strict=True):
+        want = "answer" if allowed else "DROP"
+        ok = all(o == want for o in outcomes)
+        failures += 0 if ok else 1
+        lines.append("%s%-10s%s%s" % (source.label.ljust(width), "allowed" if allowed else "denied",
+                                      "".join(o.ljust(26) for o in outcomes), "ok" if ok else "FAIL"))
+    return "\n".join(lines), failures, len(sources)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-services", action="store_true", help="only the pod network matrix")
@@ -133,6 +164,11 @@ def main(argv=None):
         print("\n%d of %d Service rows behave as Kubernetes specifies."
               % (len(services.splitlines()) - 1 - service_failures, len(services.splitlines()) - 1))
         failures += service_failures
+        policy, policy_failures, rows = policy_table(topology)
+        print("\nNetworkPolicy db-access (only pods labelled db-access=true reach db):\n")
+        print(policy)
+        print("\n%d of %d sources get what the policy promises." % (rows - policy_failures, rows))
+        failures += policy_failures
     return 0 if failures == 0 else 1
 
 

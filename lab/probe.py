@@ -127,3 +127,43 @@ def matrix(nodes, sources, targets):
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda job: http(job[0], job[1][1], job[1][2]), jobs))
     return {(s.label, t[0]): answer for (s, t), answer in zip(jobs, answers, strict=True)}
+
+
+# Run inside a pod: every (ip, port, protocol) at once, one fresh socket each, so a
+# whole row of a NetworkPolicy truth table costs one timeout, not one per cell.
+_REACH = r"""
+import json, socket, sys, threading
+targets, timeout, out = json.load(sys.stdin), float(sys.argv[1]), {}
+def probe(i, ip, port, protocol):
+    kind = socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM
+    try:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.settimeout(timeout)
+            if protocol == "TCP":
+                s.connect((ip, port))
+            else:
+                s.sendto(b"podnet\n", (ip, port))
+                s.recvfrom(65535)
+        out[i] = "answer"
+    except socket.timeout:
+        out[i] = "DROP"
+    except OSError as exc:
+        out[i] = "REJECT %s" % exc.strerror
+threads = [threading.Thread(target=probe, args=(i, *t)) for i, t in enumerate(targets)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps([out[i] for i in range(len(targets))]))
+"""
+
+
+def reach(source, targets, timeout=1.0):
+    """Try every (ip, port, protocol) of `targets` from `source` in parallel: a list of
+    "answer" (TCP connected / UDP answered), "DROP" (nothing back in time) or "REJECT ...",
+    in the order of `targets`."""
+    proc = source.run(["python3", "-c", _REACH, str(timeout)], timeout=timeout + 20,
+                      input=json.dumps([list(t) for t in targets]))
+    if proc.returncode != 0:
+        raise RuntimeError("probe from %s failed: %s" % (source.label, proc.stderr.strip()[-500:]))
+    return json.loads(proc.stdout)

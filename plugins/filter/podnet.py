@@ -19,6 +19,11 @@ own plumbing, not a public API.
 - ``podnet_service_allocations(model)``: the clusterIPs and nodePorts to keep.
 - ``podnet_merge_allocations(hosts, hostvars)``: the allocations the nodes
   persisted, merged (the first node that knows a Service wins).
+- ``podnet_policy_model(paths, pods, cluster_cidr)``: the NetworkPolicy and
+  Namespace objects of the given files (the services file, a policies file)
+  validated and resolved against the pods (see docs/network-policy.md).
+- ``podnet_policy_table(model, node)``: the text of the nftables table that
+  enforces those policies for one node's pods.
 """
 
 import pathlib
@@ -39,6 +44,7 @@ from ansible.module_utils.podnet_netconf import (  # noqa: E402
     routes_to_other_nodes,
 )
 from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
+from ansible.module_utils.podnet_policy import load_policies, render_table  # noqa: E402
 from ansible.module_utils.podnet_services import ServiceSpecError, allocations, load_services  # noqa: E402
 
 
@@ -113,6 +119,24 @@ def podnet_merge_allocations(hosts, hostvars):
     return merged
 
 
+def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16"):
+    """Read on the controller, as lookup('file') would: the files are inventory, not node state."""
+    sources = []
+    for path in paths or []:
+        try:
+            sources.append((pathlib.Path(path).read_text(), str(path)))
+        except OSError as exc:
+            raise AnsibleFilterError("%s: cannot read: %s" % (path, exc.strerror)) from None
+    try:
+        return load_policies(sources, pods or [], cluster_cidr=cluster_cidr)
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def podnet_policy_table(model, node, table="podnet-policy"):
+    return render_table(model, node, table=table)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -125,4 +149,6 @@ class FilterModule:
             "podnet_node_pods": podnet_node_pods,
             "podnet_service_allocations": podnet_service_allocations,
             "podnet_merge_allocations": podnet_merge_allocations,
+            "podnet_policy_model": podnet_policy_model,
+            "podnet_policy_table": podnet_policy_table,
         }
