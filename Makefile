@@ -85,6 +85,8 @@ lab-tests: deps
 
 bench: deps
 	$(PY) bench/bench.py
+	@echo
+	$(PY) bench/bench_policy.py
 
 clean: lab-destroy
 	rm -rf $(VENV) .pytest_cache .ruff_cache

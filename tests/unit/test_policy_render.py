@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 from ansible.module_utils.podnet_nft import scope_errors
@@ -459,14 +458,9 @@ def scale_model(policies=1000, pods=100):
 
 
 @pytest.mark.skipif(not HAVE_NFT, reason="needs root, nft and unshare")
-def test_scale_1000_policies_100_pods_loads_in_seconds():
-    started = time.monotonic()
-    model = scale_model()
-    text = render_table(model, "node1")
-    built = time.monotonic() - started
-    started = time.monotonic()
+def test_many_policies_load_with_a_rule_per_policy_rule():
+    """Shape at scale (timing is bench/bench_policy.py's job): rules follow policy rules, not pods."""
+    text = render_table(scale_model(policies=200), "node1")
     done = nft_in_scratch(text)
-    loaded = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert chain_rules(text, "pod_ingress").__len__() == 2 * 1000 + 1  # numbered + named, per policy rule
-    assert built < 30 and loaded < 30, (built, loaded)
+    assert len(chain_rules(text, "pod_ingress")) == 2 * 200 + 1  # numbered + named, per policy rule
