@@ -28,6 +28,9 @@ DEFAULT_STATE_DIR = "/var/lib/podnet/pods"
 DEFAULT_ECHO_SERVER = "/usr/local/lib/podnet/podnet-echo.py"
 DEFAULT_PYTHON = "/usr/bin/python3"
 NETNS_RUN_DIR = "/run/netns"
+# `ip netns exec NAME` bind-mounts every file of /etc/netns/NAME over /etc: a pod's
+# resolv.conf lives there.
+NETNS_ETC_DIR = "/etc/netns"
 POD_IFNAME = "eth0"
 LOOPBACK_CONF = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
 HOST_LOCAL_DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -337,6 +340,62 @@ def _netns_inode(path):
         return None
 
 
+# --- the pod's resolv.conf ------------------------------------------------------
+
+def render_resolv_conf(nameserver, namespace, cluster_domain):
+    """What the kubelet writes for a pod with dnsPolicy ClusterFirst: the cluster DNS, the
+    search path that makes `frontend` mean frontend.<namespace>.svc.<domain>, and ndots:5
+    so names with up to four dots try the search path first."""
+    return ("nameserver %s\nsearch %s.svc.%s svc.%s %s\noptions ndots:5\n"
+            % (nameserver, namespace, cluster_domain, cluster_domain, cluster_domain))
+
+
+def resolv_conf_path(netns, etc_dir=NETNS_ETC_DIR):
+    return os.path.join(etc_dir, netns, "resolv.conf")
+
+
+def read_resolv_conf(netns, etc_dir=NETNS_ETC_DIR):
+    try:
+        with open(resolv_conf_path(netns, etc_dir)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_resolv_conf(netns, text, etc_dir=NETNS_ETC_DIR):
+    """Replace the pod's resolv.conf atomically: a resolver never reads half a file.
+    Returns True when it changed."""
+    if read_resolv_conf(netns, etc_dir) == text:
+        return False
+    directory = os.path.dirname(resolv_conf_path(netns, etc_dir))
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".resolv.conf.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, resolv_conf_path(netns, etc_dir))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def remove_resolv_conf(netns, etc_dir=NETNS_ETC_DIR):
+    """Remove the pod's resolv.conf, and its /etc/netns directory once empty."""
+    try:
+        os.unlink(resolv_conf_path(netns, etc_dir))
+    except FileNotFoundError:
+        pass
+    try:
+        os.rmdir(os.path.join(etc_dir, netns))
+    except OSError:
+        pass  # absent, or holds files that are not podnet's
+
+
 # --- the echo server ---------------------------------------------------------
 
 def listen_specs(ports):
@@ -571,6 +630,8 @@ def teardown_pod(state, bin_dir=DEFAULT_CNI_BIN_DIR, state_dir=None):
     loopback_del(state["container_id"], path, bin_dir)
     netns_del(netns)
     if state_dir:
+        if state.get("resolv_conf") is not None:
+            remove_resolv_conf(netns, state.get("netns_etc_dir", NETNS_ETC_DIR))
         remove_state(state_dir, state)
 
 
@@ -578,7 +639,8 @@ def create_pod(spec, conflist, state_dir, bin_dir=DEFAULT_CNI_BIN_DIR, echo_serv
                ip=None, python=DEFAULT_PYTHON):
     """Create one pod from scratch and record it; returns its state.
 
-    spec: name, namespace, labels, ports, netns, container_id, spec_hash.
+    spec: name, namespace, labels, ports, netns, container_id, spec_hash; optionally
+    resolv_conf (the text of the pod's /etc/resolv.conf) and netns_etc_dir.
     `ip` asks for that address (the pod's previous one); if host-local refuses
     it (taken, or outside a new range), the pod gets any free address instead.
     The state file is written before anything is created, so a failure half way
@@ -598,9 +660,15 @@ def create_pod(spec, conflist, state_dir, bin_dir=DEFAULT_CNI_BIN_DIR, echo_serv
         "pid": None,
         "cni_result": None,
     }
+    if spec.get("resolv_conf") is not None:
+        state["resolv_conf"] = spec["resolv_conf"]
+        state["netns_etc_dir"] = spec.get("netns_etc_dir") or NETNS_ETC_DIR
     write_state(state_dir, state)
     path = netns_path(state["netns"])
     netns_add(state["netns"])
+    if state.get("resolv_conf") is not None:
+        # Before the server starts: `ip netns exec` mounts it as the pod's /etc/resolv.conf.
+        write_resolv_conf(state["netns"], state["resolv_conf"], state["netns_etc_dir"])
     loopback_add(state["container_id"], path, bin_dir)
     try:
         result = cni_add(conflist, state["container_id"], path, bin_dir, ip=ip)
@@ -650,7 +718,7 @@ def restore_pods(state_dir=DEFAULT_STATE_DIR, bin_dir=DEFAULT_CNI_BIN_DIR, confl
             report.append({"pod": key, "status": "running", "ip": state["ip"], "old_ip": state["ip"]})
             continue
         spec = {k: state.get(k) for k in ("name", "namespace", "labels", "ports", "netns", "container_id",
-                                          "spec_hash")}
+                                          "spec_hash", "resolv_conf", "netns_etc_dir")}
         network = conflist or state.get("network")
         try:
             if not network:

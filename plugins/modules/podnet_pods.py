@@ -48,6 +48,21 @@ options:
     description: Pod netns names are C(<prefix><namespace>-<name>).
     type: str
     default: podnet-
+  dns_ip:
+    description:
+      - The cluster DNS address. When set, every pod gets a resolv.conf as the kubelet writes
+        one (nameserver, search C(<namespace>.svc.<domain> svc.<domain> <domain>), ndots:5),
+        checked on every run and rewritten in place when it differs (the pod keeps running).
+      - Unset, pods' resolv.conf files are left as they are.
+    type: str
+  cluster_domain:
+    description: The cluster DNS domain of the search path.
+    type: str
+    default: cluster.local
+  netns_etc_dir:
+    description: Where C(ip netns exec) finds per-netns files (C(<dir>/<netns>/resolv.conf)).
+    type: path
+    default: /etc/netns
 attributes:
   check_mode:
     support: full
@@ -79,7 +94,7 @@ created:
   elements: str
   sample: [default/web-0]
 updated:
-  description: Pods whose labels or port names were rewritten in place.
+  description: Pods whose labels, port names or resolv.conf were rewritten in place.
   returned: always
   type: list
   elements: str
@@ -111,9 +126,12 @@ from ansible.module_utils.podnet_cni import (
     conflist_digest,
     load_conflist,
     pod_health,
+    read_resolv_conf,
     read_states,
     recreate_pod,
+    render_resolv_conf,
     teardown_pod,
+    write_resolv_conf,
     write_state,
 )
 from ansible.module_utils.podnet_pods import (
@@ -127,13 +145,18 @@ from ansible.module_utils.podnet_pods import (
 )
 
 
-def plan(desired, states, network_digest, netns_prefix):
-    """Decide per pod: ok, update (metadata only), create; and which recorded pods go."""
+def plan(desired, states, network_digest, netns_prefix, dns=None):
+    """Decide per pod: ok, update (metadata or resolv.conf only), create; and which recorded
+    pods go. dns: (dns_ip, cluster_domain, netns_etc_dir) when podnet writes resolv.conf."""
     actions = []
     for pod in desired:
         key = pod_key(pod)
         spec = dict(pod, netns=netns_name(pod, netns_prefix), container_id=container_id(pod),
                     spec_hash=spec_hash(pod, network_digest))
+        if dns:
+            # Not part of spec_hash: a new resolv.conf is rewritten, the pod is not re-created.
+            spec["resolv_conf"] = render_resolv_conf(dns[0], pod["namespace"], dns[1])
+            spec["netns_etc_dir"] = dns[2]
         state = states.get(key)
         if state is None:
             actions.append(("create", key, spec, None, "not recorded"))
@@ -148,6 +171,9 @@ def plan(desired, states, network_digest, netns_prefix):
             healthy, reason = pod_health(state)
             if healthy:
                 same = state.get("labels") == spec["labels"] and state.get("ports") == spec["ports"]
+                if dns and (state.get("resolv_conf") != spec["resolv_conf"]
+                            or read_resolv_conf(spec["netns"], dns[2]) != spec["resolv_conf"]):
+                    same = False
                 actions.append(("ok" if same else "update", key, spec, state, "running"))
                 continue
         actions.append(("create", key, spec, state, reason))
@@ -174,6 +200,9 @@ def main():
             state_dir=dict(type="path", default="/var/lib/podnet/pods"),
             echo_server=dict(type="path", default="/usr/local/lib/podnet/podnet-echo.py"),
             netns_prefix=dict(type="str", default="podnet-"),
+            dns_ip=dict(type="str"),
+            cluster_domain=dict(type="str", default="cluster.local"),
+            netns_etc_dir=dict(type="path", default="/etc/netns"),
         ),
         supports_check_mode=True,
     )
@@ -206,7 +235,8 @@ def main():
         states = read_states(p["state_dir"])
     except PodError as e:
         module.fail_json(msg=str(e))
-    actions, removals = plan(desired, states, network_digest, p["netns_prefix"])
+    dns = (p["dns_ip"], p["cluster_domain"].rstrip("."), p["netns_etc_dir"]) if p["dns_ip"] else None
+    actions, removals = plan(desired, states, network_digest, p["netns_prefix"], dns)
 
     created, updated, removed = [], [], []
     results = {}
@@ -225,7 +255,11 @@ def main():
             ip = state.get("ip") if state else None
             if action == "update":
                 if not module.check_mode:
-                    write_state(p["state_dir"], dict(state, labels=spec["labels"], ports=spec["ports"]))
+                    new_state = dict(state, labels=spec["labels"], ports=spec["ports"])
+                    if dns:
+                        new_state.update(resolv_conf=spec["resolv_conf"], netns_etc_dir=dns[2])
+                        write_resolv_conf(spec["netns"], spec["resolv_conf"], dns[2])
+                    write_state(p["state_dir"], new_state)
                 updated.append(key)
             elif action == "create":
                 if not module.check_mode:
