@@ -5,6 +5,8 @@
     podnet-router    eth0 on the node segment, eth1 to podnet-internet; forwards,
                      never NATs, and has no route to the pod CIDRs
     podnet-internet  an echo server on TCP/UDP 80 ("the internet")
+                     (the router also answers DNS for the test zone podnet.test, and
+                     NXDOMAIN for every other name: it never asks a real resolver)
     podnet-client    an external client on the node segment
     podnet-<node>    one per host of the inventory group `nodes`
 
@@ -44,6 +46,10 @@ CREATED_MOUNTPOINTS = STATE_DIR / "host-mountpoints.json"
 ECHO_SERVER = REPO / "roles" / "podnet_test_pods" / "files" / "podnet-echo.py"
 ECHO_PIDFILE = RUN_DIR / "internet-echo.pid"
 ECHO_LOG = RUN_DIR / "internet-echo.log"
+ROUTER_DNS_PIDFILE = RUN_DIR / "router-dns.pid"
+# The lab's "upstream" DNS: the names the router answers; anything else is NXDOMAIN.
+ROUTER_DNS_ZONE = "podnet.test"
+ROUTER_DNS_RECORDS = {"internet.podnet.test": "internet_ip"}
 RESTORE_ENTRY_POINT = "/usr/local/lib/podnet/podnet-restore"
 
 INFRA = ("switch", "router", "internet", "client")
@@ -276,7 +282,7 @@ def lab_namespaces(inventory=DEFAULT_INVENTORY):
 def lab_is_up(topo):
     return (all(ns_id(netns_path(ns)) for ns in topo.namespaces())
             and all(ns_id(mount_ns_path(n)) for n in topo.nodes)
-            and echo_pid(topo) is not None)
+            and echo_pid(topo) is not None and router_dns_pid(topo) is not None)
 
 
 # ---------------------------------------------------------------- building
@@ -394,6 +400,29 @@ def start_echo_server(topo):
     raise LabError(f"echo server did not start within 5 s; see {ECHO_LOG}")
 
 
+def router_dns_pid(topo):
+    try:
+        pid = int(ROUTER_DNS_PIDFILE.read_text())
+        alive = ns_id(f"/proc/{pid}/ns/net") == ns_id(netns_path(topo.ns("router")))
+    except (OSError, ValueError):
+        return None
+    return pid if alive and not _is_zombie(pid) else None
+
+
+def start_router_dns(topo):
+    """The upstream resolver a homelab's router would be, answering only the test zone:
+    no resolv.conf, no server, and `local=/#/` makes every other name NXDOMAIN here, so
+    nothing the lab asks ever reaches a real resolver. kill_lab_processes ends it with
+    the router's namespace."""
+    if router_dns_pid(topo):
+        return
+    records = [f"--host-record={name},{getattr(topo, field)}" for name, field in ROUTER_DNS_RECORDS.items()]
+    run(nsenter_argv(topo, "router") + [
+        "/usr/sbin/dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--local=/#/",
+        f"--listen-address={topo.router_ip}", "--bind-interfaces", "--local-ttl=60",
+        f"--pid-file={ROUTER_DNS_PIDFILE}", *records])
+
+
 def write_state(topo):
     state_file = RUN_DIR / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"namespaces": [], "nodes": []}
@@ -426,6 +455,7 @@ def create(topo):
         if not ns_id(mount_ns_path(node)):
             build_node_mount_ns(topo, node)
     start_echo_server(topo)
+    start_router_dns(topo)
     print(f"lab is up: {', '.join(topo.namespaces())} ({time.monotonic() - start:.2f} s)")
     return 0
 
@@ -570,6 +600,9 @@ def status(topo):
     pid = echo_pid(topo) if ns_id(netns_path(topo.ns("internet"))) else None
     up &= pid is not None
     print(f"  echo server on {topo.internet_ip}:80: " + (f"pid {pid}" if pid else "not running"))
+    dns = router_dns_pid(topo) if ns_id(netns_path(topo.ns("router"))) else None
+    up &= dns is not None
+    print(f"  DNS ({ROUTER_DNS_ZONE}) on {topo.router_ip}:53: " + (f"pid {dns}" if dns else "not running"))
     print("lab is up" if up else "lab is NOT (fully) up")
     return 0 if up else 1
 
