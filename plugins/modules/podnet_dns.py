@@ -1,0 +1,513 @@
+#!/usr/bin/python
+"""Ansible module: the node's Service DNS (what CoreDNS does in a cluster), served by dnsmasq."""
+
+DOCUMENTATION = r"""
+---
+module: podnet_dns
+short_description: Serve the cluster's Service DNS records on this node with dnsmasq
+description:
+  - Renders the services model (docs/services.md) into the records CoreDNS would answer
+    (A, SRV, PTR, CNAME for ExternalName) and serves them at O(dns_ip) port 53 on this node,
+    with dnsmasq; other names are forwarded to O(upstreams).
+  - An instance is two dnsmasq processes on one port number P, a recursive front on
+    O(dns_ip)#P and an authoritative server for the cluster zone on 127.0.0.1#P; port 53 is
+    DNATed to the active P by podnet's own nftables table O(table). See docs/dns.md.
+  - A change starts a new instance on the other of O(ports), waits until it answers, swaps
+    the table in one transaction, lets O(drain_seconds) pass, deletes the UDP conntrack
+    entries that still lead to the old port and stops the old instance. Queries never find
+    nobody answering. If the new instance does not start, the old one keeps serving and the
+    module fails with dnsmasq's message.
+  - O(dns_ip) lives on C(lo) as a /32 labelled C(lo:podnet); only addresses with that label
+    are ever removed. Only dnsmasq processes of this network namespace whose configuration
+    file is in O(conf_dir) are ever stopped.
+  - A dead or changed instance, a missing address or a table edited by hand is put right;
+    when all is as wanted nothing changes.
+options:
+  model:
+    description:
+      - The services model as JSON text (C(to_json)), as podnet_proxy_nftables takes it.
+        Required when O(state=present).
+    type: str
+  cluster_domain:
+    description: The cluster's DNS domain.
+    type: str
+    default: cluster.local
+  dns_ip:
+    description: The cluster DNS address pods use; inside the model's service CIDR.
+    type: str
+    default: 10.96.0.10
+  upstreams:
+    description:
+      - Where other names are forwarded (C(IP) or C(IP#port)). Empty, the nameservers of
+        O(resolv_conf) are used, read on every run.
+    type: list
+    elements: str
+    default: []
+  ttl:
+    description: TTL of every answer, positive and negative (the SOA minimum), in seconds.
+    type: int
+    default: 5
+  ports:
+    description: The two ports instances alternate between (blue/green).
+    type: list
+    elements: int
+    default: [10053, 10054]
+  state:
+    description: Whether the node serves DNS.
+    type: str
+    default: present
+    choices: [present, absent]
+  conf_dir:
+    description: Directory of the instances' dnsmasq configuration and of C(active.json).
+    type: path
+    default: /etc/podnet/dns
+  table:
+    description: The C(ip) nftables table this module owns.
+    type: str
+    default: podnet-dns
+  table_path:
+    description: Where the table's self-replacing script is persisted for boot.
+    type: path
+    default: /etc/podnet/nftables/podnet-dns.nft
+  resolv_conf:
+    description: The node's resolver configuration, read when O(upstreams) is empty.
+    type: path
+    default: /etc/resolv.conf
+  drain_seconds:
+    description: How long the old instance keeps answering the queries it already has, after the swap.
+    type: float
+    default: 1.0
+  start_timeout:
+    description: How long a new instance has to answer before the update is abandoned.
+    type: float
+    default: 5.0
+notes:
+  - Supports check mode (the new configuration is checked with C(dnsmasq --test)) and diff
+    mode (the records, as zone-file lines, before and after).
+requirements:
+  - dnsmasq (Debian C(dnsmasq-base)), nft, ip, conntrack
+"""
+
+EXAMPLES = r"""
+- name: Service DNS on this node
+  podnet_dns:
+    model: "{{ podnet_services_model | to_json }}"
+    cluster_domain: cluster.local
+    dns_ip: 10.96.0.10
+    upstreams: [192.168.56.1]
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - start instance on port 10054 (records or settings changed)
+    - "load table ip podnet-dns: port 53 of 10.96.0.10 to port 10054"
+    - stop /etc/podnet/dns/10053-auth.conf, /etc/podnet/dns/10053-front.conf
+port:
+  description: The port of the active instance.
+  returned: always
+  type: int
+records:
+  description: How many records the cluster zone has (zone-file lines).
+  returned: always
+  type: int
+"""
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.podnet_dns import (
+    ADDRESS_LABEL,
+    FAMILY,
+    DnsConfigError,
+    check_ports,
+    conf_path,
+    decode_response,
+    encode_query,
+    render_instance,
+    render_table,
+    same_listing,
+    settings_from,
+    upstream_servers,
+    zone_text,
+)
+from ansible.module_utils.podnet_module_io import read_file, remove_files, write_file
+from ansible.module_utils.podnet_nft import build_script, explain_nft_error, parse_state
+
+ROLES = ("auth", "front")
+STATE_FILE = "active.json"
+
+
+# --- our dnsmasq processes ---------------------------------------------------------
+
+def _netns():
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [arg.decode(errors="replace") for arg in handle.read().split(b"\0") if arg]
+    except OSError:
+        return []
+
+
+def _owned_conf(pid, conf_dir, netns):
+    """The podnet configuration file PID runs with, or None when PID is not podnet's dnsmasq
+    in this network namespace (another node's in the lab, the distribution's, a reused PID)."""
+    argv = _cmdline(pid)
+    if not argv or os.path.basename(argv[0]) != "dnsmasq":
+        return None
+    try:
+        if os.stat(f"/proc/{pid}/ns/net").st_ino != netns:
+            return None
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return None
+    except (OSError, IndexError):
+        return None
+    prefix = "--conf-file=" + conf_dir.rstrip("/") + "/"
+    confs = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith(prefix)]
+    return confs[0] if len(confs) == 1 else None
+
+
+def find_processes(conf_dir):
+    """{configuration file: [pids]} of podnet's dnsmasq processes here (TCP children included)."""
+    netns, found = _netns(), {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            conf = _owned_conf(int(entry), conf_dir, netns)
+            if conf:
+                found.setdefault(conf, []).append(int(entry))
+    return found
+
+
+def stop_processes(module, conf_dir, confs, timeout=3.0):
+    """SIGTERM, then SIGKILL, every process of ours running one of `confs`; each PID is
+    checked again right before it is signalled."""
+    netns = _netns()
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 1.0)):
+        pids = [pid for conf, pids in find_processes(conf_dir).items() if conf in confs for pid in pids]
+        if not pids:
+            return
+        for pid in pids:
+            if _owned_conf(pid, conf_dir, netns) in confs:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if not any(_owned_conf(pid, conf_dir, netns) for pid in pids):
+                return
+            time.sleep(0.02)
+    module.fail_json(msg=f"dnsmasq with {', '.join(confs)} would not stop")
+
+
+# --- DNS -----------------------------------------------------------------------------
+
+def answers(dns_ip, port, domain, timeout=0.5):
+    """Does the instance on `port` answer the SOA of the cluster zone (front and auth both)?"""
+    query = encode_query(domain, "SOA", qid=os.getpid() & 0xFFFF)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(query, (dns_ip, port))
+            reply = decode_response(sock.recv(4096))
+    except (OSError, ValueError, IndexError):
+        return False
+    return reply["rcode"] == 0 and reply["aa"] and any(a[1] == "SOA" for a in reply["answers"])
+
+
+def wait_answers(dns_ip, port, domain, timeout):
+    end = time.monotonic() + timeout
+    while True:
+        if answers(dns_ip, port, domain):
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+
+
+# --- the address ---------------------------------------------------------------------
+
+def lo_addresses(module):
+    """[(address, prefixlen, label)] of lo's IPv4 addresses."""
+    rc, out, err = module.run_command(["ip", "-j", "-4", "addr", "show", "dev", "lo"])
+    if rc != 0:
+        module.fail_json(msg=f"ip addr show dev lo failed: {err.strip()}")
+    return [(a["local"], a["prefixlen"], a.get("label", "lo")) for link in json.loads(out or "[]")
+            for a in link.get("addr_info", [])]
+
+
+def ensure_address(module, dns_ip):
+    """dns_ip/32 on lo, labelled podnet's; other addresses with podnet's label go (an old
+    dns_ip). An address podnet did not label is never touched."""
+    actions = []
+    present = lo_addresses(module)
+    if not any(ip == dns_ip for ip, _, _ in present):
+        actions.append(f"add {dns_ip}/32 to lo as {ADDRESS_LABEL}")
+        if not module.check_mode:
+            rc, _, err = module.run_command(["ip", "addr", "add", f"{dns_ip}/32", "dev", "lo",
+                                             "label", ADDRESS_LABEL])
+            if rc != 0:
+                module.fail_json(msg=f"cannot add {dns_ip}/32 to lo: {err.strip()}")
+    for ip, prefixlen, label in present:
+        if label == ADDRESS_LABEL and ip != dns_ip:
+            actions += remove_address(module, ip, prefixlen)
+    return actions
+
+
+def remove_address(module, ip, prefixlen):
+    if not module.check_mode:
+        rc, _, err = module.run_command(["ip", "addr", "del", f"{ip}/{prefixlen}", "dev", "lo"])
+        if rc != 0:
+            module.fail_json(msg=f"cannot remove {ip}/{prefixlen} from lo: {err.strip()}")
+    return [f"remove {ip}/{prefixlen} ({ADDRESS_LABEL}) from lo"]
+
+
+# --- the table -----------------------------------------------------------------------
+
+def live_table(module, nft, table):
+    rc, out, err = module.run_command([nft, "list", "table", FAMILY, table])
+    if rc != 0 and "No such file or directory" in err:
+        return None
+    if rc != 0:
+        module.fail_json(msg=f"nft list table {FAMILY} {table} failed: {err.strip()}")
+    return out
+
+
+def load_table(module, nft, table, script):
+    """One `nft -f`: the table is replaced whole in one transaction, or not at all."""
+    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-dns.", suffix=".nft")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(script)
+    try:
+        rc, _, err = module.run_command([nft, "-c", "-f", tmp] if module.check_mode else [nft, "-f", tmp])
+    finally:
+        os.unlink(tmp)
+    if rc != 0:
+        module.fail_json(msg=f"nft refused table {FAMILY} {table}: {explain_nft_error(err, tmp)}")
+
+
+# --- instances -----------------------------------------------------------------------
+
+def test_conf(module, dnsmasq, text, what):
+    """`dnsmasq --test` of the configuration, before anything is written or started."""
+    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-dns.", suffix=".conf")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    try:
+        rc, out, err = module.run_command([dnsmasq, "--test", f"--conf-file={tmp}"])
+    finally:
+        os.unlink(tmp)
+    if rc != 0:
+        module.fail_json(msg=f"dnsmasq refuses the {what} configuration: {(err or out).strip()}")
+
+
+def start_instance(module, dnsmasq, conf_dir, port, settings, timeout):
+    """Start auth, then front, on `port`; False with dnsmasq's words when it does not serve."""
+    for role in ROLES:
+        # dnsmasq reports its start-up errors from the first process, then daemonizes.
+        rc, out, err = module.run_command([dnsmasq, f"--conf-file={conf_path(conf_dir, port, role)}"])
+        if rc != 0:
+            return f"dnsmasq ({role}, port {port}) did not start: {(err or out).strip()}"
+    if not wait_answers(settings["dns_ip"], port, settings["domain"], timeout):
+        return f"dnsmasq on port {port} does not answer for {settings['domain']} within {timeout} s"
+    return None
+
+
+def instance_healthy(processes, conf_dir, port, settings):
+    return (all(processes.get(conf_path(conf_dir, port, role)) for role in ROLES)
+            and answers(settings["dns_ip"], port, settings["domain"]))
+
+
+def clear_conntrack(module, dns_ip, old_port):
+    """UDP entries still leading to the old port: a client that reuses its socket would keep
+    reaching the old instance (it would be stopped) until its entry timed out."""
+    conntrack = module.get_bin_path("conntrack")
+    if not conntrack:
+        module.warn("conntrack is not installed: UDP flows to the old DNS instance stay until they time out")
+        return
+    rc, _, err = module.run_command([conntrack, "-D", "-p", "udp", "--orig-dst", dns_ip,
+                                     "--orig-port-dst", "53", "--reply-port-src", str(old_port)])
+    if rc not in (0, 1):  # 1: nothing matched
+        module.warn(f"conntrack -D for the old DNS port {old_port} failed: {err.strip()}")
+
+
+def ensure_present(module, dnsmasq, nft):
+    p = module.params
+    if not p["model"]:
+        module.fail_json(msg="model is required when state=present")
+    try:
+        model = json.loads(p["model"])
+    except ValueError as exc:
+        module.fail_json(msg=f"model is not JSON: {exc}")
+    conf_dir, table = p["conf_dir"], p["table"]
+    try:
+        settings = settings_from(model, p["cluster_domain"], p["dns_ip"], p["ttl"])
+        ports = check_ports(p["ports"])
+        resolv = read_file(module, p["resolv_conf"]) if not p["upstreams"] else None
+        upstreams = upstream_servers(p["upstreams"], resolv, settings["dns_ip"])
+    except DnsConfigError as exc:
+        module.fail_json(msg=f"podnet_dns: {exc}")
+
+    state_path = os.path.join(conf_dir, STATE_FILE)
+    state = parse_state(read_file(module, state_path)) or {}
+    active = state.get("port") if state.get("dns_ip") == settings["dns_ip"] else None
+    actions = ensure_address(module, settings["dns_ip"])
+    processes = find_processes(conf_dir)
+    old_zone = state.get("zone", [])
+
+    try:
+        current = render_instance(model, settings, active, upstreams) if active else None
+    except (DnsConfigError, KeyError, TypeError, ValueError) as exc:
+        module.fail_json(msg=f"podnet_dns: cannot render the services model: {exc!r}")
+    healthy = bool(current) and not actions and all(
+        read_file(module, conf_path(conf_dir, active, role)) == current[role] for role in ROLES
+    ) and instance_healthy(processes, conf_dir, active, settings)
+
+    port = active
+    if healthy:
+        zone = current["zone"]
+    else:
+        port = ports[1] if active == ports[0] else ports[0]
+        instance = render_instance(model, settings, port, upstreams)
+        zone = instance["zone"]
+        for role in ROLES:
+            test_conf(module, dnsmasq, instance[role], role)
+        why = ("no instance yet" if not active else "the address was missing" if actions
+               else "records or settings changed" if current["zone"] != zone or any(
+                   read_file(module, conf_path(conf_dir, active, r)) != current[r] for r in ROLES)
+               else "the instance is not answering")
+        actions.append(f"start instance on port {port} ({why})")
+        if not module.check_mode:
+            new_confs = [conf_path(conf_dir, port, role) for role in ROLES]
+            # Whatever still runs on the new port is a leftover of ours (a failed update).
+            stop_processes(module, conf_dir, new_confs)
+            for role in ROLES:
+                write_file(module, conf_path(conf_dir, port, role), instance[role])
+            error = start_instance(module, dnsmasq, conf_dir, port, settings, p["start_timeout"])
+            if error:
+                stop_processes(module, conf_dir, new_confs)
+                remove_files(module, new_confs)
+                module.fail_json(msg=f"podnet_dns: {error}; the instance on port {active} keeps serving"
+                                 if active else f"podnet_dns: {error}")
+
+    content = render_table(table, settings["dns_ip"], port)
+    script = build_script(FAMILY, table, content)
+    swapped = False
+    if not same_listing(live_table(module, nft, table), content):
+        actions.append(f"load table {FAMILY} {table}: port 53 of {settings['dns_ip']} to port {port}")
+        load_table(module, nft, table, script)
+        swapped = True
+    if read_file(module, p["table_path"]) != script:
+        actions.append(f"write {p['table_path']}")
+        if not module.check_mode:
+            write_file(module, p["table_path"], script)
+
+    new_state = {"port": port, "dns_ip": settings["dns_ip"], "label": ADDRESS_LABEL, "dnsmasq": dnsmasq,
+                 "confs": [conf_path(conf_dir, port, role) for role in ROLES], "zone": zone}
+    if new_state != state:
+        if not actions:
+            actions.append(f"write {state_path}")
+        if not module.check_mode:
+            write_file(module, state_path, json.dumps(new_state, indent=1, sort_keys=True) + "\n")
+
+    # The old instance finishes what it has, then its flows and processes go; so does
+    # anything else of ours (a crashed update's leftovers).
+    stale = sorted({conf for conf in find_processes(conf_dir)} - set(new_state["confs"]))
+    if stale or (active and active != port):
+        if not module.check_mode:
+            if swapped and active and active != port and any(
+                    c in stale for c in (conf_path(conf_dir, active, r) for r in ROLES)):
+                time.sleep(p["drain_seconds"])
+                clear_conntrack(module, settings["dns_ip"], active)
+            stop_processes(module, conf_dir, stale)
+        if stale:
+            actions.append(f"stop {', '.join(stale)}")
+    leftovers = [os.path.join(conf_dir, name) for name in sorted(os.listdir(conf_dir))
+                 if name.endswith(".conf") and os.path.join(conf_dir, name) not in new_state["confs"]] \
+        if os.path.isdir(conf_dir) else []
+    actions += remove_files(module, leftovers)
+    return actions, old_zone, zone, port
+
+
+def ensure_absent(module, dnsmasq, nft):
+    p = module.params
+    conf_dir, table = p["conf_dir"], p["table"]
+    state = parse_state(read_file(module, os.path.join(conf_dir, STATE_FILE))) or {}
+    actions = []
+    if live_table(module, nft, table) is not None:
+        actions.append(f"delete table {FAMILY} {table}")
+        if not module.check_mode:
+            rc, _, err = module.run_command([nft, "delete", "table", FAMILY, table])
+            if rc != 0:
+                module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
+    confs = sorted(find_processes(conf_dir))
+    if confs:
+        actions.append(f"stop {', '.join(confs)}")
+        if not module.check_mode:
+            stop_processes(module, conf_dir, confs)
+    for ip, prefixlen, label in lo_addresses(module):
+        if label == ADDRESS_LABEL:
+            actions += remove_address(module, ip, prefixlen)
+    files = [os.path.join(conf_dir, n) for n in sorted(os.listdir(conf_dir))
+             if n.endswith(".conf") or n == STATE_FILE] if os.path.isdir(conf_dir) else []
+    actions += remove_files(module, [*files, p["table_path"]])
+    return actions, state.get("zone", []), [], None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            # Not a secret: no_log spares logging and echoing a large model.
+            "model": {"type": "str", "no_log": True},
+            "cluster_domain": {"type": "str", "default": "cluster.local"},
+            "dns_ip": {"type": "str", "default": "10.96.0.10"},
+            "upstreams": {"type": "list", "elements": "str", "default": []},
+            "ttl": {"type": "int", "default": 5},
+            "ports": {"type": "list", "elements": "int", "default": [10053, 10054]},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "conf_dir": {"type": "path", "default": "/etc/podnet/dns"},
+            "table": {"type": "str", "default": "podnet-dns"},
+            "table_path": {"type": "path", "default": "/etc/podnet/nftables/podnet-dns.nft"},
+            "resolv_conf": {"type": "path", "default": "/etc/resolv.conf"},
+            "drain_seconds": {"type": "float", "default": 1.0},
+            "start_timeout": {"type": "float", "default": 5.0},
+        },
+        supports_check_mode=True,
+    )
+    # dnsmasq and ip live in /usr/sbin, which a non-login PATH may lack.
+    dnsmasq = module.get_bin_path("dnsmasq", required=module.params["state"] == "present",
+                                  opt_dirs=["/usr/sbin", "/sbin"])
+    nft = module.get_bin_path("nft", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
+    ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
+    actions, old_zone, zone, port = ensure(module, dnsmasq, nft)
+    result = {
+        "changed": bool(actions),
+        "actions": actions,
+        "port": port,
+        "records": len(zone),
+        "invocation": {"module_args": {k: v for k, v in module.params.items() if k != "model"}},
+    }
+    if module._diff and old_zone != zone:
+        result["diff"] = {"before": zone_text(old_zone), "after": zone_text(zone),
+                          "before_header": f"{module.params['cluster_domain']} (last served)",
+                          "after_header": f"{module.params['cluster_domain']} (now)"}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
