@@ -222,10 +222,17 @@ def test_external_client_asks_node1():
 
 def _kill_dns(node):
     """Kill podnet's dnsmasq on `node` only (its netns), as a crash would."""
-    script = ("for p in $(pgrep -f 'conf-file=/etc/podnet/dns/'); do "
-              "[ \"$(readlink /proc/$p/ns/net)\" = \"$(readlink /proc/self/ns/net)\" ] && kill -9 $p; "
-              "done; true")
-    get_lab_host(node).run(script)
+    # Only dnsmasq itself (-x): `pgrep -f` on the pattern also finds this very shell, whose
+    # command line holds it, and once PIDs wrap round the shell may come first and kill itself.
+    # Then until none is left in this netns (at most 3 s), so the next query cannot race a
+    # process still on its way out.
+    script = ("me=$(readlink /proc/self/ns/net); for i in $(seq 30); do left=0; "
+              "for p in $(pgrep -x dnsmasq); do "
+              "grep -q /etc/podnet/dns/ /proc/$p/cmdline 2>/dev/null || continue; "
+              "[ \"$(readlink /proc/$p/ns/net)\" = \"$me\" ] && { kill -9 $p; left=1; }; done; "
+              "[ $left = 0 ] && exit 0; sleep 0.1; done; exit 1")
+    result = get_lab_host(node).run(script)
+    assert result.rc == 0, "podnet's dnsmasq on %s did not die: %s" % (node, result.stderr)
 
 
 def _stream(source, name):

@@ -41,8 +41,9 @@ NODES = sorted(TOPOLOGY.nodes)
 SERVICES_FILE = REPO / "inventory" / "lab" / "services.yml"
 TABLE = "podnet-policy"
 POLICY_PLAYS = ("playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/network_policy.yml")
-# Allowed connections in the lab take milliseconds; a dropped one is judged after this.
-PROBE_TIMEOUT = 1.0
+# Allowed connections in the lab take milliseconds; a dropped one is judged after this
+# (longer than the 1 s after which a lost SYN is sent again).
+PROBE_TIMEOUT = 1.5
 
 
 def ansible_playbook(*args, timeout=300):

@@ -36,7 +36,10 @@ def lab(*args):
 
 
 def pods_by_name():
-    return {p["name"]: p for p in probe.pods(NODES)}
+    """Pods of the default namespace by name, the others (the policy truth table's x/a, y/a,
+    ...) by namespace/name: names repeat across namespaces."""
+    return {p["name"] if p["namespace"] == "default" else "%s/%s" % (p["namespace"], p["name"]): p
+            for p in probe.pods(NODES)}
 
 
 def host(node):

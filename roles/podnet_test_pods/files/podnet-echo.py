@@ -70,6 +70,10 @@ class UDPHandler(socketserver.BaseRequestHandler):
 class TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of probes (a NetworkPolicy truth table
+    # opens nine connections to one port at once) would overflow it, and a dropped SYN
+    # is only sent again after a second.
+    request_queue_size = 128
 
 
 class UDPServer(socketserver.ThreadingUDPServer):
