@@ -58,6 +58,8 @@ demo: lab
 	@echo "              ip netns exec podnet-node1 nft list table ip podnet-services   (Service NAT: sets and maps)"
 	@echo "              ansible-playbook site.yml -e podnet_proxy_backend=iptables     (the same, as kube-proxy's chains)"
 	@echo "              ip netns exec podnet-node1 iptables-save -t nat                (... then KUBE-SERVICES & co.)"
+	@echo "              ip netns exec podnet-node2 nft list table ip podnet-policy     (NetworkPolicy: db-access, with drop counters)"
+	@echo "              $(LAB) exec node1 -- ip netns exec podnet-default-client getent hosts frontend   (Service DNS)"
 	@echo "              $(LAB) shell node1                          (a shell on node1: its files, its pods)"
 	@echo "              $(LAB) exec node1 -- ip netns list          (node1's pods)"
 	@echo "Tear down:    make lab-destroy"
