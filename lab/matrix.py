@@ -14,7 +14,6 @@
 """
 
 import argparse
-import json
 import pathlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -67,16 +66,11 @@ def render(sources, targets, results):
 def services_table(topology):
     """(text, failures): each packet-table row sent for real, against its expectation."""
     sys.path.insert(0, str(REPO / "tests"))
-    import conftest  # noqa: F401  (podnet's module_utils, as Ansible names them)
-    from ansible.module_utils.podnet_services import load_services
-
     from tests import service_packets
 
     nodes = sorted(topology.nodes)
     pods = probe.pods(nodes)
-    allocations = probe.Source(nodes[0]).run(["cat", "/etc/podnet/services/allocations.json"]).stdout
-    model = load_services(SERVICES_FILE.read_text(), str(SERVICES_FILE), pods,
-                          previous=json.loads(allocations or "{}"))
+    model = probe.services_model(nodes, pods)
     packets = service_packets.packets(model, pods, topology.nodes, client_ip=topology.client_ip)
 
     def source_of(packet):
@@ -122,9 +116,8 @@ def policy_table(topology):
     nodes = sorted(topology.nodes)
     pods = [p for p in probe.pods(nodes) if p["namespace"] == "default"]
     db = next(p for p in pods if p["name"] == "db")
-    allocations = json.loads(probe.Source(nodes[0]).run(
-        ["cat", "/etc/podnet/services/allocations.json"]).stdout or "{}")
-    db_ip = (allocations.get("default/db") or {}).get("cluster_ip")
+    db_ip = next((s["cluster_ip"] for s in probe.services_model(nodes, pods)["services"]
+                  if (s["namespace"], s["name"]) == ("default", "db")), None)
     targets = [(db["ip"], 5432, "TCP")] + ([(db_ip, 5432, "TCP")] if db_ip else [])
     sources = [(probe.Source(p["node"], p), (p.get("labels") or {}).get("db-access") == "true")
                for p in pods if p is not db]

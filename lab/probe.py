@@ -167,3 +167,21 @@ def reach(source, targets, timeout=1.0):
     if proc.returncode != 0:
         raise RuntimeError("probe from %s failed: %s" % (source.label, proc.stderr.strip()[-500:]))
     return json.loads(proc.stdout)
+
+
+ALLOCATIONS_FILE = "/etc/podnet/services/allocations.json"
+
+
+def services_model(nodes, pods, text=None, filename="services.yml"):
+    """The services model as the services play computed it: the file (or `text`), the pods'
+    real IPs and the clusterIPs and nodePorts the nodes persisted."""
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    if str(repo / "tests") not in sys.path:
+        sys.path.insert(0, str(repo / "tests"))
+    import conftest  # noqa: F401  (podnet's module_utils, as Ansible names them)
+    from ansible.module_utils.podnet_services import load_services
+
+    if text is None:
+        text = (repo / "inventory" / "lab" / "services.yml").read_text()
+    previous = json.loads(Source(sorted(nodes)[0]).run(["cat", ALLOCATIONS_FILE]).stdout or "{}")
+    return load_services(text, filename, pods, previous=previous)

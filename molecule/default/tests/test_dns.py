@@ -9,7 +9,6 @@ original file put back (a second run changes nothing), and a node rebooted.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -26,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
 import probe  # noqa: E402
 from ansible.module_utils.podnet_dns import build_records, zone_lines  # noqa: E402
-from ansible.module_utils.podnet_services import load_services  # noqa: E402
+from lab_runs import ansible_playbook  # noqa: E402
 from netns_backend import get_lab_host  # noqa: E402
 from podnet_lab import load_topology  # noqa: E402
 
@@ -113,12 +112,6 @@ print(json.dumps({"ok": ok, "failed": failed}))
 """ % DNS_IP
 
 
-def ansible_playbook(*args, timeout=300):
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=env)
-
 
 def run_dns_plays(*extra):
     run = ansible_playbook(*DNS_PLAYS, *UPSTREAM, *extra)
@@ -152,9 +145,7 @@ def sources(pods):
 @pytest.fixture(scope="module")
 def expected(pods):
     """The cluster zone as the core renders it from the live model: {(name, type): {data}}."""
-    host = get_lab_host(NODES[0])
-    previous = json.loads(host.file("/etc/podnet/services/allocations.json").content_string)
-    model = load_services(SERVICES_FILE.read_text(), "services.yml", pods, previous=previous)
+    model = probe.services_model(NODES, pods)
     table = defaultdict(set)
     for line in zone_lines(build_records(model, DOMAIN, DNS_IP), TTL):
         name, _, _, rtype, data = line.split(" ", 4)

@@ -25,13 +25,14 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
+sys.path.insert(0, str(REPO / "tests" / "lab"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
 import probe  # noqa: E402
 from ansible.module_utils.podnet_policy import load_policies, render_table  # noqa: E402
-from ansible.module_utils.podnet_services import load_services  # noqa: E402
+from lab_runs import ansible_playbook  # noqa: E402
 from podnet_lab import load_topology, node_exec_argv  # noqa: E402
 
 from tests import policy_cases  # noqa: E402
@@ -45,12 +46,6 @@ POLICY_PLAYS = ("playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/netw
 # (longer than the 1 s after which a lost SYN is sent again).
 PROBE_TIMEOUT = 1.5
 
-
-def ansible_playbook(*args, timeout=300):
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=env)
 
 
 def node_run(node, command, timeout=60):
@@ -159,9 +154,7 @@ def test_policy_judges_the_endpoint_after_service_dnat(lab_pods, case_tables):
     """x/a reachable only from x/b: through Service x/a's ClusterIP the same holds, because the
     forward hook sees the packet after the Service DNAT has chosen the endpoint."""
     pods, truth = lab_pods
-    model = load_services(SERVICES_FILE.read_text(), str(SERVICES_FILE), pods,
-                          previous=json.loads(probe.Source(NODES[0]).run(
-                              ["cat", "/etc/podnet/services/allocations.json"]).stdout or "{}"))
+    model = probe.services_model(NODES, pods)
     service = next(s for s in model["services"] if (s["namespace"], s["name"]) == ("x", "a"))
     case_tables(policy_cases.namespaces_yaml() + """
 ---
@@ -190,9 +183,7 @@ spec:
 
 def lab_model():
     pods = probe.pods(NODES)
-    allocations = probe.Source(NODES[0]).run(["cat", "/etc/podnet/services/allocations.json"]).stdout
-    services = load_services(SERVICES_FILE.read_text(), str(SERVICES_FILE), pods,
-                             previous=json.loads(allocations or "{}"))
+    services = probe.services_model(NODES, pods)
     by_name = {"%s/%s" % (p["namespace"], p["name"]): p for p in pods}
     db_ip = next(s for s in services["services"] if s["name"] == "db")["cluster_ip"]
     return by_name, db_ip

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 import probe  # noqa: E402
+from lab_runs import ansible_playbook  # noqa: E402
 from netns_backend import get_lab_host  # noqa: E402
 from podnet_lab import load_topology  # noqa: E402
 
@@ -170,13 +171,6 @@ def test_reachability_after_a_node_reboot():
     assert sorted(x for x in leases if x[0].isdigit()) == ips
     check_matrix()
 
-
-def ansible_playbook(*args, timeout=300):
-    # Molecule forces colour on; the assertions read plain text.
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=env)
 
 
 def node_state():

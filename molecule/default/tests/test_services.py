@@ -8,9 +8,7 @@ iptables one; switching backend must leave no trace of the other.
 """
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +23,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
 import probe  # noqa: E402
-from ansible.module_utils.podnet_services import load_services  # noqa: E402
+from lab_runs import ansible_playbook  # noqa: E402
 from netns_backend import get_lab_host  # noqa: E402
 from podnet_lab import load_topology  # noqa: E402
 
@@ -39,12 +37,6 @@ TRIES = 16
 # Plays that re-resolve and re-apply Services (the node and pod network plays are not needed).
 SERVICE_PLAYS = ("playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/services.yml")
 
-
-def ansible_playbook(*args, timeout=300):
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=env)
 
 
 def apply_services(*extra):
@@ -61,9 +53,7 @@ def live_model(text=None):
     """The services model as the play computed it: the file, the pods' real IPs, the
     allocations the nodes persisted."""
     pods = probe.pods(NODES)
-    previous = json.loads(host(NODES[0]).file("/etc/podnet/services/allocations.json").content_string)
-    model = load_services(text or SERVICES_FILE.read_text(), "services.yml", pods, previous=previous)
-    return model, pods
+    return probe.services_model(NODES, pods, text), pods
 
 
 def uses_nftables(node):
