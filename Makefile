@@ -14,6 +14,7 @@ APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-
 APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 VENV_STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
 LAB := $(PY) lab/podnet_lab.py
+COLLECTION_PTH := $(VENV)/.collection-pth
 
 .PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule test bench clean
 
@@ -25,7 +26,7 @@ help:
 	@echo "make lab-destroy  remove the lab and everything it made"
 	@echo "make bench        benchmarks (prints a table)"
 
-deps: $(APT_STAMP) $(VENV_STAMP)
+deps: $(APT_STAMP) $(VENV_STAMP) $(COLLECTION_PTH)
 
 $(APT_STAMP):
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(APT_PACKAGES) 2>/dev/null \
@@ -39,6 +40,12 @@ $(APT_STAMP):
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+# The repository is the collection podnet.network; the venv's Python imports it
+# by that name (ansible_collections.podnet.network...), as Ansible does.
+$(COLLECTION_PTH): $(VENV_STAMP)
+	@$(PY) -c 'import sysconfig, sys; open(sysconfig.get_paths()["purelib"] + "/podnet-collection.pth", "w").write(sys.argv[1] + "\n")' $(CURDIR)/.collections
 	@touch $@
 
 lab: deps
@@ -77,7 +84,10 @@ molecule: deps
 
 # The root namespace is snapshotted before and compared after everything:
 # nothing the lab or the tests do may leave a trace there.
+# A lab left up by `make demo` is torn down first: the lab tests check a freshly
+# built lab, and molecule's scenario builds its own and destroys it anyway.
 test: deps
+	@$(LAB) destroy
 	@mkdir -p .cache && $(PY) lab/rootns.py snapshot .cache/rootns-before.json
 	$(MAKE) lint unit lab-tests molecule
 	$(PY) lab/rootns.py compare .cache/rootns-before.json

@@ -35,10 +35,12 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-import conftest  # noqa: E402,F401  (podnet's module_utils as ansible.module_utils.podnet_*)
-from ansible.module_utils.podnet_nft import build_script  # noqa: E402
-from ansible.module_utils.podnet_proxy_iptables import render_iptables, restore_text  # noqa: E402
-from ansible.module_utils.podnet_proxy_nft import full_content, render_nftables  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
+from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
+    render_iptables,
+    restore_text,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
 
 NODES = ("node1", "node2", "node3")
 TIMEOUT = 600
@@ -110,7 +112,7 @@ def module_run(ns, backend, args, tmp):
     args_file = pathlib.Path(tmp) / "args.json"
     args_file.write_text(json.dumps(args))
     seconds, proc = timed(ns.argv(sys.executable, str(REPO / "bench" / "run_module.py"),
-                                  f"podnet_proxy_{backend}", str(args_file)))
+                                  f"proxy_{backend}", str(args_file)))
     result = json.loads(proc.stdout)
     if result.get("failed"):
         raise RuntimeError(f"{backend} module failed: {result.get('msg')}")

@@ -32,9 +32,8 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-import conftest  # noqa: E402,F401  (podnet's module_utils as ansible.module_utils.podnet_*)
-from ansible.module_utils.podnet_nft import build_script  # noqa: E402
-from ansible.module_utils.podnet_policy import load_policies, render_table  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
 
 from bench import REPO, Scratch, timed  # noqa: E402  (also makes podnet's module_utils importable)
 
@@ -76,7 +75,7 @@ def synthetic_policies(count, variant=0):
 def module_run(ns, args, tmp):
     args_file = pathlib.Path(tmp) / "args.json"
     args_file.write_text(json.dumps(args))
-    seconds, proc = timed(ns.argv(sys.executable, str(REPO / "bench" / "run_module.py"), "podnet_nftables",
+    seconds, proc = timed(ns.argv(sys.executable, str(REPO / "bench" / "run_module.py"), "nftables",
                                   str(args_file)))
     result = json.loads(proc.stdout)
     if result.get("failed"):

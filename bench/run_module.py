@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run one of podnet's modules in this process, as Ansible would on a node, without a playbook.
 
-    python bench/run_module.py podnet_proxy_nftables ARGS.json [--check] [--diff]
+    python bench/run_module.py proxy_nftables ARGS.json [--check] [--diff]
 
 ARGS.json holds the module's arguments. The result JSON goes to stdout. The benchmark runs
 modules this way inside a scratch network namespace, so its times are the module's own
@@ -13,14 +13,9 @@ import json
 import pathlib
 import sys
 
-import ansible.module_utils
 from ansible.module_utils import basic
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-MODULE_UTILS = str(REPO / "plugins" / "module_utils")
-if MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(MODULE_UTILS)
-sys.path.insert(0, str(REPO / "plugins" / "modules"))
+MODULES = "ansible_collections.podnet.network.plugins.modules."
 
 
 def main():
@@ -30,7 +25,7 @@ def main():
     args["_ansible_diff"] = "--diff" in flags
     basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()
     basic._ANSIBLE_PROFILE = "legacy"
-    importlib.import_module(name).main()
+    importlib.import_module(MODULES + name).main()
 
 
 if __name__ == "__main__":

@@ -176,10 +176,7 @@ def services_model(nodes, pods, text=None, filename="services.yml"):
     """The services model as the services play computed it: the file (or `text`), the pods'
     real IPs and the clusterIPs and nodePorts the nodes persisted."""
     repo = pathlib.Path(__file__).resolve().parent.parent
-    if str(repo / "tests") not in sys.path:
-        sys.path.insert(0, str(repo / "tests"))
-    import conftest  # noqa: F401  (podnet's module_utils, as Ansible names them)
-    from ansible.module_utils.podnet_services import load_services
+    from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services
 
     if text is None:
         text = (repo / "inventory" / "lab" / "services.yml").read_text()

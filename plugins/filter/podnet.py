@@ -3,49 +3,48 @@
 DOCUMENTATION lives here, not in per-filter files: these filters are podnet's
 own plumbing, not a public API.
 
-- ``podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size)``:
+- ``podnet.network.pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size)``:
   the podCIDR of every node (see podnet_cidr.allocate_pod_cidrs).
-- ``podnet_cni_conflist(pod_cidr, mtu, bridge)``: the node's conflist dict.
-- ``podnet_egress_table(cluster_cidr)``: the text of podnet's nftables table.
-- ``podnet_expand_pods(pods, nodes)``: the inventory's test pods, replicas
+- ``podnet.network.cni_conflist(pod_cidr, mtu, bridge)``: the node's conflist dict.
+- ``podnet.network.egress_table(cluster_cidr)``: the text of podnet's nftables table.
+- ``podnet.network.expand_pods(pods, nodes)``: the inventory's test pods, replicas
   spread across nodes, validated.
-- ``podnet_node_routes(hosts, hostvars, this_node)``: routes to the other
+- ``podnet.network.node_routes(hosts, hostvars, this_node)``: routes to the other
   nodes' podCIDRs via their node IPs.
-- ``podnet_services_model(text, filename, pods, previous, service_cidr,
+- ``podnet.network.services_model(text, filename, pods, previous, service_cidr,
   node_port_range, cluster_cidr)``: the services file parsed, validated, its
   endpoints resolved and addresses allocated (see docs/services.md).
-- ``podnet_node_pods(hosts, hostvars)``: the test pods every node reported
+- ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them.
-- ``podnet_service_allocations(model)``: the clusterIPs and nodePorts to keep.
-- ``podnet_merge_allocations(hosts, hostvars)``: the allocations the nodes
+- ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep.
+- ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
   persisted, merged (the first node that knows a Service wins).
-- ``podnet_policy_model(paths, pods, cluster_cidr)``: the NetworkPolicy and
+- ``podnet.network.policy_model(paths, pods, cluster_cidr)``: the NetworkPolicy and
   Namespace objects of the given files (the services file, a policies file)
   validated and resolved against the pods (see docs/network-policy.md).
-- ``podnet_policy_table(model, node)``: the text of the nftables table that
+- ``podnet.network.policy_table(model, node)``: the text of the nftables table that
   enforces those policies for one node's pods.
 """
 
 import pathlib
 
-import ansible.module_utils
 from ansible.errors import AnsibleFilterError
-
-# Custom module_utils are shipped to nodes inside modules; on the controller a
-# filter must find them itself, under the same names the modules use.
-_MODULE_UTILS = str(pathlib.Path(__file__).resolve().parents[1] / "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
-
-from ansible.module_utils.podnet_cidr import PodCIDRError, allocate_pod_cidrs  # noqa: E402
-from ansible.module_utils.podnet_netconf import (  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.cidr import (
+    PodCIDRError,
+    allocate_pod_cidrs,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.netconf import (
     render_conflist,
     render_egress_table,
     routes_to_other_nodes,
 )
-from ansible.module_utils.podnet_pods import PodSpecError, expand_pods  # noqa: E402
-from ansible.module_utils.podnet_policy import load_policies, render_table  # noqa: E402
-from ansible.module_utils.podnet_services import ServiceSpecError, allocations, load_services  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.pods.spec import PodSpecError, expand_pods
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.services.model import (
+    ServiceSpecError,
+    allocations,
+    load_services,
+)
 
 
 def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
@@ -140,15 +139,15 @@ def podnet_policy_table(model, node, table="podnet-policy"):
 class FilterModule:
     def filters(self):
         return {
-            "podnet_pod_cidrs": podnet_pod_cidrs,
-            "podnet_cni_conflist": podnet_cni_conflist,
-            "podnet_egress_table": podnet_egress_table,
-            "podnet_node_routes": podnet_node_routes,
-            "podnet_expand_pods": podnet_expand_pods,
-            "podnet_services_model": podnet_services_model,
-            "podnet_node_pods": podnet_node_pods,
-            "podnet_service_allocations": podnet_service_allocations,
-            "podnet_merge_allocations": podnet_merge_allocations,
-            "podnet_policy_model": podnet_policy_model,
-            "podnet_policy_table": podnet_policy_table,
+            "pod_cidrs": podnet_pod_cidrs,
+            "cni_conflist": podnet_cni_conflist,
+            "egress_table": podnet_egress_table,
+            "node_routes": podnet_node_routes,
+            "expand_pods": podnet_expand_pods,
+            "services_model": podnet_services_model,
+            "node_pods": podnet_node_pods,
+            "service_allocations": podnet_service_allocations,
+            "merge_allocations": podnet_merge_allocations,
+            "policy_model": podnet_policy_model,
+            "policy_table": podnet_policy_table,
         }

@@ -1,8 +1,7 @@
 """Service DNS: the records and dnsmasq configuration rendered from a services model."""
 
 import pytest
-from ansible.module_utils.podnet_cni import render_resolv_conf
-from ansible.module_utils.podnet_dns import (
+from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     DnsConfigError,
     build_records,
     decode_response,
@@ -19,6 +18,7 @@ from ansible.module_utils.podnet_dns import (
     upstream_servers,
     zone_lines,
 )
+from ansible_collections.podnet.network.plugins.module_utils.pods.cni import render_resolv_conf
 
 D = "cluster.local"
 

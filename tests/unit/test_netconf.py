@@ -2,7 +2,7 @@
 
 import json
 
-from ansible.module_utils.podnet_netconf import (
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.netconf import (
     render_conflist,
     render_egress_table,
     render_loopback,

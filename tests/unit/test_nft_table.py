@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from ansible.module_utils.podnet_nft import (
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     HEADER_LINES,
     NftContentError,
     build_script,

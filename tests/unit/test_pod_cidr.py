@@ -1,7 +1,10 @@
 """podCIDR allocation: inventory wins, persisted stays, new nodes get the lowest free slice."""
 
 import pytest
-from ansible.module_utils.podnet_cidr import PodCIDRError, allocate_pod_cidrs
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.cidr import (
+    PodCIDRError,
+    allocate_pod_cidrs,
+)
 
 
 def nodes(*specs):

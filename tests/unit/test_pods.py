@@ -6,8 +6,8 @@ import stat
 import textwrap
 
 import pytest
-from ansible.module_utils import podnet_cni as cni
-from ansible.module_utils.podnet_pods import (
+from ansible_collections.podnet.network.plugins.module_utils.pods import cni
+from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
     PodSpecError,
     check_concrete_pods,
     container_id,

@@ -11,10 +11,10 @@ import pathlib
 
 import pytest
 import yaml
-from ansible.module_utils.podnet_pods import expand_pods
-from ansible.module_utils.podnet_policy import load_policies, render_table
-from ansible.module_utils.podnet_proxy_nft import full_content, render_nftables
-from ansible.module_utils.podnet_services import load_services
+from ansible_collections.podnet.network.plugins.module_utils.pods.spec import expand_pods
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services
+from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
 
 from tests.tracers import nft_tracer, policy_tracer
 

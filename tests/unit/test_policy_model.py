@@ -4,8 +4,13 @@ defaulting, selectors, peers, ipBlocks and named ports resolved against podnet's
 import json
 
 import pytest
-from ansible.module_utils.podnet_policy import PolicySpecError, describe, load_policies, selects
-from ansible.module_utils.podnet_services import ServiceSpecError
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import (
+    PolicySpecError,
+    describe,
+    load_policies,
+    selects,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.model import ServiceSpecError
 
 
 def pod(namespace, name, ip, node, ports=(), **labels):

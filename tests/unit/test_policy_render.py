@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 
 import pytest
-from ansible.module_utils.podnet_nft import scope_errors
-from ansible.module_utils.podnet_policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import scope_errors
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
 
 from tests.tracers.policy_tracer import PolicyTracer, TracerError
 

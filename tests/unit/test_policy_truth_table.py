@@ -16,7 +16,7 @@ import re
 
 import pytest
 import yaml
-from ansible.module_utils.podnet_policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
 
 from tests.policy_cases import (
     ALL_PODS,

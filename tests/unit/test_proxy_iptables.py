@@ -17,7 +17,7 @@ import shutil
 import subprocess
 
 import pytest
-from ansible.module_utils.podnet_proxy_iptables import (
+from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
     JUMPS,
     chain_names,
     endpoint_chain_name,

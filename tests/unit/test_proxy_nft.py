@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 import pytest
-from ansible.module_utils.podnet_proxy_nft import (
+from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     changes,
     full_content,
     has_changes,

@@ -3,7 +3,7 @@
 import ipaddress
 
 import pytest
-from ansible.module_utils.podnet_routes import (
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.routes import (
     Route,
     RouteError,
     final_routes,

@@ -9,10 +9,13 @@ import pathlib
 
 import pytest
 import yaml
-from ansible.module_utils.podnet_pods import expand_pods
-from ansible.module_utils.podnet_proxy_iptables import render_iptables, restore_text
-from ansible.module_utils.podnet_proxy_nft import full_content, render_nftables
-from ansible.module_utils.podnet_services import load_services
+from ansible_collections.podnet.network.plugins.module_utils.pods.spec import expand_pods
+from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
+    render_iptables,
+    restore_text,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services
+from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
 
 from tests import service_packets
 from tests.tracers import iptables_tracer, nft_tracer

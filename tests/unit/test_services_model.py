@@ -4,7 +4,11 @@ import json
 import textwrap
 
 import pytest
-from ansible.module_utils.podnet_services import ServiceSpecError, allocations, load_services
+from ansible_collections.podnet.network.plugins.module_utils.services.model import (
+    ServiceSpecError,
+    allocations,
+    load_services,
+)
 
 FILE = "services.yml"
 MYAPP = {"app.kubernetes.io/name": "MyApp"}

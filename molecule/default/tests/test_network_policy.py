@@ -29,9 +29,8 @@ sys.path.insert(0, str(REPO / "tests" / "lab"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
 import probe  # noqa: E402
-from ansible.module_utils.podnet_policy import load_policies, render_table  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table  # noqa: E402
 from lab_runs import ansible_playbook  # noqa: E402
 from podnet_lab import load_topology, node_exec_argv  # noqa: E402
 

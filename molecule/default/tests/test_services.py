@@ -21,7 +21,6 @@ sys.path.insert(0, str(REPO / "tests" / "lab"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import conftest  # noqa: E402,F401  (makes podnet's module_utils importable)
 import probe  # noqa: E402
 from lab_runs import ansible_playbook  # noqa: E402
 from netns_backend import get_lab_host  # noqa: E402

@@ -20,7 +20,7 @@ import difflib
 import ipaddress
 import re
 
-from ansible.module_utils.podnet_services import (
+from ansible_collections.podnet.network.plugins.module_utils.services.model import (
     DEFAULT_NAMESPACE,
     NAME_RULES,
     PROTOCOLS,

@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_proxy_nftables
+module: proxy_nftables
 short_description: Apply Kubernetes Service NAT for one node as one nftables table
 description:
   - Renders the services model (see docs/services.md) for O(node) into podnet's own table
@@ -59,7 +59,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Service NAT for this node
-  podnet_proxy_nftables:
+  podnet.network.proxy_nftables:
     model: "{{ podnet_services_model | to_json }}"
     node: "{{ inventory_hostname }}"
     path: /etc/podnet/nftables/podnet-services.nft
@@ -89,16 +89,20 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_module_io import (
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     exit_proxy,
     read_file,
     remove_files,
     write_file,
 )
-from ansible.module_utils.podnet_nft import build_script, explain_nft_error, parse_state, sha256
-from ansible.module_utils.podnet_proxy import service_view, udp_flows_to_clear, view_diff
-from ansible.module_utils.podnet_proxy_nft import (
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
+    build_script,
+    explain_nft_error,
+    parse_state,
+    sha256,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     AFFINITY_MAP,
     FAMILY,
     NftProxyError,
@@ -110,6 +114,11 @@ from ansible.module_utils.podnet_proxy_nft import (
     shape,
     stale_affinity,
     update_script,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
+    service_view,
+    udp_flows_to_clear,
+    view_diff,
 )
 
 

@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_node_info
+module: node_info
 short_description: Facts podnet needs about a node
 description:
   - Reports the operating system, the node IP and the interface that carries it
@@ -30,7 +30,7 @@ author: podnet
 
 EXAMPLES = r"""
 - name: Learn the node
-  podnet_node_info:
+  podnet.network.node_info:
     node_ip: "{{ node_ip | default(omit) }}"
 """
 

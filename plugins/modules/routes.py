@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_routes
+module: routes
 short_description: Reconcile a node's routes to the other nodes' podCIDRs
 description:
   - Makes the IPv4 routes of one routing table that carry podnet's route protocol number equal
@@ -51,7 +51,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Route the other nodes' podCIDRs through their node addresses
-  podnet_routes:
+  podnet.network.routes:
     routes:
       - dest: 10.244.2.0/24
         gateway: 192.168.56.12
@@ -59,7 +59,7 @@ EXAMPLES = r"""
         gateway: 192.168.56.13
 
 - name: Remove every route podnet owns in the main table
-  podnet_routes:
+  podnet.network.routes:
     routes: []
 """
 
@@ -95,7 +95,7 @@ import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.podnet_routes import (
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.routes import (
     Route,
     RouteError,
     final_routes,

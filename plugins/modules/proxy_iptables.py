@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_proxy_iptables
+module: proxy_iptables
 short_description: Apply Kubernetes Service NAT for one node in kube-proxy's iptables layout
 description:
   - Renders the services model (see docs/services.md) for O(node) into kube-proxy's chains
@@ -58,7 +58,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Service NAT for this node, iptables mode
-  podnet_proxy_iptables:
+  podnet.network.proxy_iptables:
     model: "{{ podnet_services_model | to_json }}"
     node: "{{ inventory_hostname }}"
     path: /etc/podnet/iptables/podnet-services.rules
@@ -88,16 +88,25 @@ import os
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_module_io import (
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     exit_proxy,
     read_file,
     remove_files,
     write_file,
 )
-from ansible.module_utils.podnet_nft import parse_state
-from ansible.module_utils.podnet_proxy import service_view, udp_flows_to_clear, view_diff
-from ansible.module_utils.podnet_proxy_iptables import TABLES, removal_text, render_iptables, restore_text
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
+from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
+    TABLES,
+    removal_text,
+    render_iptables,
+    restore_text,
+)
+from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
+    service_view,
+    udp_flows_to_clear,
+    view_diff,
+)
 
 RECORD = "proxy-iptables.json"
 

@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_dns
+module: dns
 short_description: Serve the cluster's Service DNS records on this node with dnsmasq
 description:
   - Renders the services model (docs/services.md) into the records CoreDNS would answer
@@ -90,7 +90,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Service DNS on this node
-  podnet_dns:
+  podnet.network.dns:
     model: "{{ podnet_services_model | to_json }}"
     cluster_domain: cluster.local
     dns_ip: 10.96.0.10
@@ -125,7 +125,17 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_dns import (
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
+    read_file,
+    remove_files,
+    write_file,
+)
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
+    build_script,
+    explain_nft_error,
+    parse_state,
+)
+from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     ADDRESS_LABEL,
     FAMILY,
     DnsConfigError,
@@ -140,8 +150,6 @@ from ansible.module_utils.podnet_dns import (
     upstream_servers,
     zone_text,
 )
-from ansible.module_utils.podnet_module_io import read_file, remove_files, write_file
-from ansible.module_utils.podnet_nft import build_script, explain_nft_error, parse_state
 
 ROLES = ("auth", "front")
 STATE_FILE = "active.json"

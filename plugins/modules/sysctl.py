@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_sysctl
+module: sysctl
 short_description: Set node sysctls live and persist them in one sysctl.d file
 description:
   - Sets each sysctl in I(sysctls) in the running kernel (through /proc/sys, in
@@ -25,7 +25,7 @@ author: podnet
 
 EXAMPLES = r"""
 - name: Forward IP and let bridged pod traffic see netfilter
-  podnet_sysctl:
+  podnet.network.sysctl:
     sysctls:
       net.ipv4.ip_forward: 1
       net.bridge.bridge-nf-call-iptables: 1

@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_nftables
+module: nftables
 short_description: Own exactly one nftables table and load it atomically
 description:
   - Loads O(content), the full definition of one table, with a single C(nft -f) transaction
@@ -57,7 +57,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Masquerade pod traffic that leaves the cluster
-  podnet_nftables:
+  podnet.network.nftables:
     family: ip
     table: podnet
     path: /etc/podnet/podnet.nft
@@ -70,7 +70,7 @@ EXAMPLES = r"""
       }
 
 - name: Remove the table and its boot script
-  podnet_nftables:
+  podnet.network.nftables:
     table: podnet
     path: /etc/podnet/podnet.nft
     state: absent
@@ -94,8 +94,12 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_module_io import read_file, remove_files, write_file
-from ansible.module_utils.podnet_nft import (
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
+    read_file,
+    remove_files,
+    write_file,
+)
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
     NftContentError,
     build_script,

@@ -3,7 +3,7 @@
 
 DOCUMENTATION = r"""
 ---
-module: podnet_pods
+module: pods
 short_description: Reconcile the test pods of one node (netns + CNI + echo server)
 description:
   - Each test pod is a network namespace wired by the node's CNI conflist (the real
@@ -73,13 +73,13 @@ author: podnet
 
 EXAMPLES = r"""
 - name: Run this node's test pods
-  podnet_pods:
+  podnet.network.pods:
     pods: "{{ podnet_concrete_pods }}"  # expand_pods() output for the whole cluster
     node: "{{ inventory_hostname }}"
   register: podnet_pods_result
 
 - name: Use another CNI config and state directory
-  podnet_pods:
+  podnet.network.pods:
     pods:
       - {name: web-0, namespace: default, labels: {app: web}, ports: [{containerPort: 8080}]}
     conflist: /tmp/podnet/10-podnet.conflist
@@ -121,7 +121,7 @@ pods:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.podnet_cni import (
+from ansible_collections.podnet.network.plugins.module_utils.pods.cni import (
     PodError,
     conflist_digest,
     load_conflist,
@@ -134,7 +134,7 @@ from ansible.module_utils.podnet_cni import (
     write_resolv_conf,
     write_state,
 )
-from ansible.module_utils.podnet_pods import (
+from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
     PodSpecError,
     check_concrete_pods,
     container_id,
