@@ -10,7 +10,7 @@ end; the machine's own namespace is never touched):
 - load:      parse, validate and resolve the YAML (load_policies; on the controller);
 - render:    one node's table (render_table);
 - bare:      `nft -f` of exactly that table;
-- apply:     the podnet_nftables module's first apply, run as Ansible runs it on a node
+- apply:     the podnet.network.nftables module's first apply, run as Ansible runs it on a node
              (bench/run_module.py), Python start-up included;
 - again:     the module once more with nothing changed (what a second site.yml run costs);
 - update:    the module after one policy changed (the table is replaced atomically);
@@ -79,7 +79,7 @@ def module_run(ns, args, tmp):
                                   str(args_file)))
     result = json.loads(proc.stdout)
     if result.get("failed"):
-        raise RuntimeError("podnet_nftables failed: %s" % result.get("msg"))
+        raise RuntimeError("podnet.network.nftables failed: %s" % result.get("msg"))
     return seconds, result
 
 

@@ -1,4 +1,4 @@
-"""The pure core of podnet_nftables: confinement to one table, the script, the hashes."""
+"""The pure core of podnet.network.nftables: confinement to one table, the script, the hashes."""
 
 import re
 

@@ -292,7 +292,7 @@ def test_deterministic():
 
 
 def test_one_table_only_and_its_name():
-    """podnet_nftables accepts content that touches no table but its own."""
+    """podnet.network.nftables accepts content that touches no table but its own."""
     model = model_of(TWO_RULES, pods=many_pods(3000))
     text = render_table(model, "node1", table="policy-test")
     assert text.startswith("table ip policy-test {")

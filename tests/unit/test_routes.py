@@ -1,4 +1,4 @@
-"""The pure core of podnet_routes: validation and the add/replace/delete plan."""
+"""The pure core of podnet.network.routes: validation and the add/replace/delete plan."""
 
 import ipaddress
 

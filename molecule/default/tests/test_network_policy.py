@@ -3,7 +3,7 @@
 1. The truth tables of tests/policy_cases.py (namespaces x, y, z; pods a, b, c spread over
    the three nodes; ports 80 and 81 over TCP and UDP), the same cases the unit tests trace
    through the rendered rules. For each case the policies are resolved against the lab's
-   real pods, each node's table is loaded by the real podnet_nftables module, and every
+   real pods, each node's table is loaded by the real podnet.network.nftables module, and every
    pod tries every pod: 324 real connections per case, judged against the hand-written
    expectation. Same-node pairs cross the bridge (br_netfilter), the others cross nodes.
 2. A policy judges the endpoint a ClusterIP leads to (after DNAT), not the ClusterIP.
@@ -60,7 +60,7 @@ def load_table(node, content):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"family": "ip", "table": TABLE, "content": content}, handle)
     try:
-        proc = node_run(node, [sys.executable, str(REPO / "bench" / "run_module.py"), "podnet_nftables",
+        proc = node_run(node, [sys.executable, str(REPO / "bench" / "run_module.py"), "nftables",
                                handle.name])
     finally:
         os.unlink(handle.name)
