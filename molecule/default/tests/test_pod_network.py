@@ -217,7 +217,8 @@ def test_routes_module_agrees_under_pypi_pyroute2():
     routes = json.loads(host(NODES[0]).file("/etc/podnet/routes.json").content_string)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
     run = subprocess.run(
-        [str(pathlib.Path(sys.executable).parent / "ansible"), NODES[0], "--check", "-m", "podnet.network.routes",
+        [str(pathlib.Path(sys.executable).parent / "ansible"), NODES[0], "--check",
+         "-m", "podnet.network.routes",
          "-a", json.dumps({"routes": routes["routes"], "protocol": routes["protocol"]}),
          "-e", "ansible_python_interpreter=%s" % sys.executable],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
