@@ -24,11 +24,14 @@ own plumbing, not a public API.
   validated and resolved against the pods (see docs/network-policy.md).
 - ``podnet.network.policy_table(model, node)``: the text of the nftables table that
   enforces those policies for one node's pods.
+- ``podnet.network.cluster_dns_ip(service_cidr, dns_ip)``: the cluster DNS address,
+  ``dns_ip`` or else the service CIDR's tenth address, checked to be inside it.
 """
 
 import pathlib
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.podnet.network.plugins.module_utils.dns.records import DnsConfigError, cluster_dns_ip
 from ansible_collections.podnet.network.plugins.module_utils.pod_network.cidr import (
     PodCIDRError,
     allocate_pod_cidrs,
@@ -136,6 +139,13 @@ def podnet_policy_table(model, node, table="podnet-policy"):
     return render_table(model, node, table=table)
 
 
+def podnet_cluster_dns_ip(service_cidr, dns_ip=None):
+    try:
+        return cluster_dns_ip(service_cidr, dns_ip or None)
+    except DnsConfigError as exc:
+        raise AnsibleFilterError("podnet_dns_ip: %s" % exc) from None
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -150,4 +160,5 @@ class FilterModule:
             "merge_allocations": podnet_merge_allocations,
             "policy_model": podnet_policy_model,
             "policy_table": podnet_policy_table,
+            "cluster_dns_ip": podnet_cluster_dns_ip,
         }

@@ -33,9 +33,11 @@ options:
     type: str
     default: cluster.local
   dns_ip:
-    description: The cluster DNS address pods use; inside the model's service CIDR.
+    description:
+      - The cluster DNS address pods use; inside the model's service CIDR.
+      - Without it, the tenth address of the model's service CIDR, as kubeadm chooses it (the
+        C(podnet_plan) role decides the same address once, as C(podnet_plan_cluster_dns_ip)).
     type: str
-    default: 10.96.0.10
   upstreams:
     description:
       - Where other names are forwarded (C(IP) or C(IP#port)). Empty, the nameservers of
@@ -93,7 +95,7 @@ EXAMPLES = r"""
   podnet.network.dns:
     model: "{{ podnet_services_model | to_json }}"
     cluster_domain: cluster.local
-    dns_ip: 10.96.0.10
+    dns_ip: "{{ podnet_plan_cluster_dns_ip }}"
     upstreams: [192.168.56.1]
 """
 
@@ -481,7 +483,7 @@ def main():
             # Not a secret: no_log spares logging and echoing a large model.
             "model": {"type": "str", "no_log": True},
             "cluster_domain": {"type": "str", "default": "cluster.local"},
-            "dns_ip": {"type": "str", "default": "10.96.0.10"},
+            "dns_ip": {"type": "str"},
             "upstreams": {"type": "list", "elements": "str", "default": []},
             "ttl": {"type": "int", "default": 5},
             "ports": {"type": "list", "elements": "int", "default": [10053, 10054]},

@@ -29,7 +29,9 @@ import re
 import struct
 
 DEFAULT_DOMAIN = "cluster.local"
-DEFAULT_DNS_IP = "10.96.0.10"
+# kube-dns's ClusterIP by Kubernetes' convention (kubeadm): the service CIDR's tenth address,
+# which the ClusterIP allocator never hands out (services.model). The one place podnet says it.
+CLUSTER_DNS_OFFSET = 10
 DEFAULT_TTL = 5
 # Blue and green: the instance ports an update alternates between.
 DEFAULT_PORTS = (10053, 10054)
@@ -71,6 +73,17 @@ def check_dns_ip(dns_ip, service_cidr):
     if address not in cidr or address in (cidr.network_address, cidr.broadcast_address):
         raise DnsConfigError(f"dns_ip {dns_ip} is not a usable address of the service CIDR {service_cidr}")
     return str(address)
+
+
+def cluster_dns_ip(service_cidr, dns_ip=None):
+    """The cluster DNS address: dns_ip when given, else the service CIDR's tenth address; checked."""
+    if not dns_ip:
+        try:
+            dns_ip = str(ipaddress.IPv4Network(service_cidr)[CLUSTER_DNS_OFFSET])
+        except (ValueError, IndexError) as exc:
+            raise DnsConfigError(f"the service CIDR {service_cidr!r} has no address {CLUSTER_DNS_OFFSET} "
+                                 "for the cluster DNS: give dns_ip") from exc
+    return check_dns_ip(dns_ip, service_cidr)
 
 
 def check_ports(ports):
@@ -323,7 +336,7 @@ def settings_from(model, domain, dns_ip, ttl):
         raise DnsConfigError("the services model lacks service_cidr or cluster_cidr")
     return {
         "domain": check_domain(domain),
-        "dns_ip": check_dns_ip(dns_ip, model["service_cidr"]),
+        "dns_ip": cluster_dns_ip(model["service_cidr"], dns_ip),
         "ttl": check_ttl(ttl),
         "service_cidr": str(ipaddress.IPv4Network(model["service_cidr"])),
         "cluster_cidr": str(ipaddress.IPv4Network(model["cluster_cidr"])),
