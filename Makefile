@@ -75,6 +75,7 @@ lint: deps
 	yamllint -s .
 	ruff check .
 	ansible-lint --profile production
+	$(PY) tools/role_docs.py --check
 
 unit: deps
 	pytest -q tests/unit
