@@ -31,6 +31,8 @@ from podnet_lab import load_topology  # noqa: E402
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)
 SERVICES_FILE = REPO / "inventory" / "lab" / "services.yml"
+# The cluster DNS address the plan decides for the lab (podnet_plan_cluster_dns_ip: no podnet_dns_ip
+# in the inventory, so the tenth address of service_cidr, dns.records.cluster_dns_ip).
 DNS_IP = "10.96.0.10"
 DOMAIN = "cluster.local"
 TTL = 5
