@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Every role's README "Variables" section, written from its meta/argument_specs.yml.
 
     python tools/role_docs.py            rewrite the section of every role's README.md
