@@ -16,21 +16,21 @@ are named sets (selected pods, peer ranges, ports), in two chains (`pod_ingress`
 `pod_egress`) that the `forward` and `input` base chains enter for isolated local pods only.
 """
 
-import difflib
 import ipaddress
 import re
 
-from ansible_collections.podnet.network.plugins.module_utils.services.model import (
+from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
     DEFAULT_NAMESPACE,
     NAME_RULES,
     PROTOCOLS,
-    ServiceSpecError,
-    _check_name,
-    _choice,
-    _int,
-    _metadata,
-    _objects,
-    _typed,
+    ManifestError,
+    check_fields,
+    check_name,
+    choice,
+    integer,
+    metadata,
+    objects,
+    typed,
 )
 
 DEFAULT_TABLE = "podnet-policy"
@@ -46,13 +46,10 @@ IP_BLOCK_FIELDS = ("cidr", "except")
 PORT_FIELDS = ("protocol", "port", "endPort")
 # direction -> (the rule's peer list, Kubernetes' policyType).
 DIRECTIONS = {"ingress": ("from", "Ingress"), "egress": ("to", "Egress")}
-# Kinds podnet_services reads from the same files; skipped here.
-SERVICE_KINDS = ("Service", "Endpoints", "EndpointSlice")
 
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_NAME_MAX = 63
 
-L4 = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 ALL_PORTS = (0, 65535)
 # nft refuses a rule comment longer than this.
 COMMENT_MAX = 128
@@ -63,20 +60,14 @@ PORTS_KEY = "meta l4proto . th dport"
 NAMED_KEY = "ip daddr . meta l4proto . th dport"
 
 
-class PolicySpecError(ServiceSpecError):
-    """A NetworkPolicy or Namespace podnet cannot enforce; the message says file, object and field."""
+class PolicySpecError(ManifestError):
+    """A NetworkPolicy or Namespace podnet cannot enforce; the message says file, object and field.
+
+    A ManifestError, which services.model calls ServiceSpecError: the filter plugin and the
+    role catch that one class for both readers."""
 
 
 # --- field checks ---------------------------------------------------------------------
-
-def _fields(where, path, mapping, allowed):
-    """Refuse unknown fields: a misspelt `matchLabel` would otherwise select every pod."""
-    for field in mapping:
-        if field not in allowed:
-            hint = difflib.get_close_matches(str(field), allowed, 1)
-            raise where.error("%s.%s" % (path, field) if path else str(field), "unknown field%s",
-                              " (did you mean %s?)" % hint[0] if hint else "")
-
 
 def _label_key(where, path, key):
     """A label key as Kubernetes checks it: [DNS-1123 subdomain prefix "/"] name."""
@@ -101,7 +92,7 @@ def _label_value(where, path, value):
 
 
 def _labels(where, path, labels):
-    labels = _typed(where, path, labels, dict)
+    labels = typed(where, path, labels, dict)
     for key, value in labels.items():
         _label_key(where, "%s[%r]" % (path, key), key)
         _label_value(where, "%s[%r]" % (path, key), value)
@@ -112,20 +103,20 @@ def _labels(where, path, labels):
 
 def _selector(where, path, value):
     """{"match_labels": {..}, "expressions": [[key, operator, [values]]]}; {} selects everything."""
-    selector = _typed(where, path, value, dict)
-    _fields(where, path, selector, SELECTOR_FIELDS)
+    selector = typed(where, path, value, dict)
+    check_fields(where, path, selector, SELECTOR_FIELDS)
     expressions = []
-    for i, expression in enumerate(_typed(where, path + ".matchExpressions", selector.get("matchExpressions"),
+    for i, expression in enumerate(typed(where, path + ".matchExpressions", selector.get("matchExpressions"),
                                           list)):
         here = "%s.matchExpressions[%d]" % (path, i)
-        expression = _typed(where, here, expression, dict)
-        _fields(where, here, expression, EXPRESSION_FIELDS)
+        expression = typed(where, here, expression, dict)
+        check_fields(where, here, expression, EXPRESSION_FIELDS)
         key = _label_key(where, here + ".key", expression.get("key"))
         operator = expression.get("operator")
         if operator is None:
             raise where.error(here + ".operator", "is required: one of %s", "|".join(OPERATORS))
-        operator = _choice(where, here + ".operator", operator, OPERATORS, None)
-        values = _typed(where, here + ".values", expression.get("values"), list)
+        operator = choice(where, here + ".operator", operator, OPERATORS, None)
+        values = typed(where, here + ".values", expression.get("values"), list)
         if operator in ("In", "NotIn") and not values:
             raise where.error(here + ".values", "must be non-empty when operator is %s", operator)
         if operator in ("Exists", "DoesNotExist") and values:
@@ -162,13 +153,13 @@ def _network(where, path, value):
 
 
 def _ip_block(where, path, value):
-    block = _typed(where, path, value, dict)
-    _fields(where, path, block, IP_BLOCK_FIELDS)
+    block = typed(where, path, value, dict)
+    check_fields(where, path, block, IP_BLOCK_FIELDS)
     if block.get("cidr") is None:
         raise where.error(path + ".cidr", "is required")
     cidr = _network(where, path + ".cidr", block["cidr"])
     excepts = []
-    for i, value in enumerate(_typed(where, path + ".except", block.get("except"), list)):
+    for i, value in enumerate(typed(where, path + ".except", block.get("except"), list)):
         here = "%s.except[%d]" % (path, i)
         net = _network(where, here, value)
         # As Kubernetes: each except must be a strict part of the cidr.
@@ -179,8 +170,8 @@ def _ip_block(where, path, value):
 
 
 def _peer(where, path, value):
-    peer = _typed(where, path, value, dict)
-    _fields(where, path, peer, PEER_FIELDS)
+    peer = typed(where, path, value, dict)
+    check_fields(where, path, peer, PEER_FIELDS)
     given = [field for field in PEER_FIELDS if peer.get(field) is not None]
     if not given:
         raise where.error(path, "a peer needs podSelector, namespaceSelector (or both), or ipBlock")
@@ -195,9 +186,9 @@ def _peer(where, path, value):
 
 def _port(where, path, value):
     """(protocol, first, last, name): a range of numbers, or a name to resolve per pod."""
-    port = _typed(where, path, value, dict)
-    _fields(where, path, port, PORT_FIELDS)
-    protocol = _choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
+    port = typed(where, path, value, dict)
+    check_fields(where, path, port, PORT_FIELDS)
+    protocol = choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
     number, name, end = port.get("port"), None, port.get("endPort")
     if number is None:
         if end is not None:
@@ -206,28 +197,28 @@ def _port(where, path, value):
     if isinstance(number, str):
         if number.isdigit():
             raise where.error(path + ".port", "%r is a string: write a port number without quotes", number)
-        name = _check_name(where, path + ".port", number, "an IANA service name")
+        name = check_name(where, path + ".port", number, "an IANA service name")
         if end is not None:
             raise where.error(path + ".endPort", "may only be set with a numbered port, not the named "
                                                  "port %r", name)
         return protocol, None, None, name
-    number = _int(where, path + ".port", number, 1, 65535)
+    number = integer(where, path + ".port", number, 1, 65535)
     if end is None:
         return protocol, number, number, None
-    end = _int(where, path + ".endPort", end, 1, 65535)
+    end = integer(where, path + ".endPort", end, 1, 65535)
     if end < number:
         raise where.error(path + ".endPort", "%d must not be less than port %d", end, number)
     return protocol, number, end, None
 
 
 def _rule(where, path, value, peer_field):
-    rule = _typed(where, path, value, dict)
-    _fields(where, path, rule, (peer_field, "ports"))
+    rule = typed(where, path, value, dict)
+    check_fields(where, path, rule, (peer_field, "ports"))
     peer_path = "%s.%s" % (path, peer_field)
     peers = [_peer(where, "%s[%d]" % (peer_path, i), peer)
-             for i, peer in enumerate(_typed(where, peer_path, rule.get(peer_field), list))]
+             for i, peer in enumerate(typed(where, peer_path, rule.get(peer_field), list))]
     ports = [_port(where, "%s.ports[%d]" % (path, i), port)
-             for i, port in enumerate(_typed(where, path + ".ports", rule.get("ports"), list))]
+             for i, port in enumerate(typed(where, path + ".ports", rule.get("ports"), list))]
     return {"peers": peers, "ports": ports}
 
 
@@ -235,22 +226,22 @@ def _rule(where, path, value, peer_field):
 
 def _policy_types(where, spec):
     """Kubernetes' defaulting: unset means Ingress, plus Egress when the policy has egress rules."""
-    types = _typed(where, "spec.policyTypes", spec.get("policyTypes"), list)
+    types = typed(where, "spec.policyTypes", spec.get("policyTypes"), list)
     if len(types) > 2:
         raise where.error("spec.policyTypes", "may hold at most two entries (Ingress, Egress), got %r", types)
     for i, value in enumerate(types):
         if value is None:
             raise where.error("spec.policyTypes[%d]" % i, "must be one of Ingress|Egress, got None")
-        _choice(where, "spec.policyTypes[%d]" % i, value, POLICY_TYPES, None)
+        choice(where, "spec.policyTypes[%d]" % i, value, POLICY_TYPES, None)
     if not types:
         types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     return [t for t in POLICY_TYPES if t in types]
 
 
 def _parse_policy(where, obj):
-    namespace, name, _ = _metadata(where, obj, "a DNS-1123 subdomain")
-    spec = _typed(where, "spec", obj.get("spec"), dict)
-    _fields(where, "spec", spec, SPEC_FIELDS)
+    namespace, name, _ = metadata(where, obj, "a DNS-1123 subdomain")
+    spec = typed(where, "spec", obj.get("spec"), dict)
+    check_fields(where, "spec", spec, SPEC_FIELDS)
     if spec.get("podSelector") is None:
         raise where.error("spec.podSelector", "is required ({} selects every pod in namespace %s)", namespace)
     policy = {"where": where, "namespace": namespace, "name": name,
@@ -258,15 +249,15 @@ def _parse_policy(where, obj):
     # Both sections are checked; one whose type is not in policyTypes is then ignored, as in Kubernetes.
     for direction, (peer_field, _) in DIRECTIONS.items():
         policy[direction] = [_rule(where, "spec.%s[%d]" % (direction, i), rule, peer_field)
-                             for i, rule in enumerate(_typed(where, "spec." + direction, spec.get(direction),
+                             for i, rule in enumerate(typed(where, "spec." + direction, spec.get(direction),
                                                              list))]
     policy["policy_types"] = _policy_types(where, spec)
     return policy
 
 
 def _parse_namespace(where, obj):
-    meta = _typed(where, "metadata", obj.get("metadata"), dict)
-    name = _check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
+    meta = typed(where, "metadata", obj.get("metadata"), dict)
+    name = check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
     where.what = "Namespace %s" % name
     labels = _labels(where, "metadata.labels", meta.get("labels"))
     return name, labels
@@ -276,9 +267,7 @@ def _read(sources):
     """(policies in file order, {namespace: labels}) from every source; duplicates are errors."""
     policies, namespaces, seen = [], {}, {}
     for text, filename in sources:
-        for where, kind, obj in _objects(text, filename):
-            if kind in SERVICE_KINDS:
-                continue
+        for where, kind, obj in objects(text, filename, "policy", PolicySpecError):
             if kind == "NetworkPolicy":
                 policy = _parse_policy(where, obj)
                 key = (kind, policy["namespace"], policy["name"])
@@ -459,12 +448,7 @@ def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
     except (TypeError, ValueError):
         raise PolicySpecError("cluster_cidr: %r is not an IPv4 network such as 10.244.0.0/16"
                               % (cluster_cidr,)) from None
-    try:
-        policies, declared = _read(sources)
-    except PolicySpecError:
-        raise
-    except ServiceSpecError as exc:  # the shared YAML and field checks raise the services' error
-        raise PolicySpecError(str(exc)) from None
+    policies, declared = _read(sources)
     pods = _pods(pods)
     namespaces = {}
     for name in sorted(set(declared) | {pod["namespace"] for pod in pods}):
@@ -513,14 +497,14 @@ def _rule_lines(table, index, direction, number, policy, local):
         return ["%s %s" % (head, tail)]
     lines = []
     if ports["ranges"]:
-        elements = ("%s . %s" % (L4[proto], first if first == last else "%d-%d" % (first, last))
+        elements = ("%s . %s" % (PROTOCOLS[proto], first if first == last else "%d-%d" % (first, last))
                     for proto, first, last in ports["ranges"])
         lines.append("%s %s %s %s" % (head, PORTS_KEY, table.add_set(prefix + "_ports", PORTS_KEY, elements,
                                                                        True), tail))
     if ports["named_ports"]:
         # Ingress: the selected pod receives; only this node's are ever looked up here.
         named = [entry for entry in ports["named"] if direction == "egress" or entry[0] in local]
-        elements = ("%s . %s . %d" % (ip, L4[proto], port) for ip, proto, port in named)
+        elements = ("%s . %s . %d" % (ip, PROTOCOLS[proto], port) for ip, proto, port in named)
         lines.append("%s %s %s %s" % (head, NAMED_KEY, table.add_set(prefix + "_named", NAMED_KEY, elements),
                                       tail))
     return lines

@@ -9,27 +9,24 @@ allocated, and the result returned as the services model:
     services.yml + pods (+ previous allocations)  ->  {"services": [...], ...}
 """
 
-import difflib
 import ipaddress
 import itertools
-import re
 
-import yaml
+from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
+    DEFAULT_NAMESPACE,
+    PROTOCOLS,
+    ManifestError,
+    check_fields,
+    check_name,
+    choice,
+    integer,
+    ipv4,
+    metadata,
+    objects,
+    string_map,
+    typed,
+)
 
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-# Kubernetes' name rules: rule -> (pattern, longest, what it means).
-NAME_RULES = {
-    "a DNS-1035 label": (re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), 63, "lower-case alphanumerics and '-', "
-                         "starting with a letter, ending alphanumeric, at most 63 characters"),
-    "a DNS-1123 label": (re.compile("^%s$" % _LABEL), 63, "lower-case alphanumerics and '-', "
-                         "starting and ending alphanumeric, at most 63 characters"),
-    "a DNS-1123 subdomain": (re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL)), 253,
-                             "DNS-1123 labels joined by '.', at most 253 characters"),
-    "an IANA service name": (re.compile(r"^(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$"), 15, "at most 15 lower-case "
-                             "alphanumerics, single '-' between them, at least one letter"),
-}
-DEFAULT_NAMESPACE = "default"
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 POLICIES = ("Cluster", "Local")
@@ -37,10 +34,6 @@ AFFINITIES = ("None", "ClientIP")
 DEFAULT_AFFINITY_TIMEOUT = 10800
 MAX_AFFINITY_TIMEOUT = 86400
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-API_VERSIONS = {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1", "List": "v1",
-                "NetworkPolicy": "networking.k8s.io/v1", "Namespace": "v1"}
-# The same file holds these for podnet_policy, which reuses this module's YAML and field checks.
-SKIPPED_KINDS = ("NetworkPolicy", "Namespace")
 SPEC_FIELDS = (
     "type", "clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "selector", "ports", "externalIPs",
     "externalName", "externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity",
@@ -51,181 +44,28 @@ SPEC_FIELDS = (
 )
 PORT_FIELDS = ("name", "protocol", "port", "targetPort", "nodePort", "appProtocol")
 
-
-class ServiceSpecError(ValueError):
-    """A services file podnet cannot turn into rules; the message says where and why."""
-
-
-class _Where:
-    """Where an object sits in the file: every error names file, document, line, object and field."""
-
-    def __init__(self, filename, number, line, item=None):
-        self.filename = filename
-        self.doc = "document %d (line %d)" % (number, line) + ("" if item is None else ", items[%d]" % item)
-        self.what = ""  # "Service default/web" once known
-
-    def error(self, path, message, *args):
-        head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
-        return ServiceSpecError("%s: %s%s" % (head, path + ": " if path else "", message % args))
-
-
-# --- YAML -----------------------------------------------------------------------------
-
-# libyaml's parser when PyYAML has it (about 7x faster on a large file); same nodes, same marks.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping: YAML would keep the last, silently."""
-
-    def construct_mapping(self, node, deep=False):
-        lines = {}
-        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node)
-                if key in lines:
-                    raise yaml.constructor.ConstructorError(None, None, "duplicate key %r (also on line %d)"
-                                                            % (key, lines[key]), key_node.start_mark)
-                lines[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def _documents(text, filename):
-    """[(number, first line, data)] for every document; null ones count, so numbers match the file."""
-    docs = []
-    try:
-        loader = _Loader(text or "")  # the reader checks every character here
-        # Compose, then construct: the node still knows the line its document starts on.
-        while loader.check_node():
-            node = loader.get_node()
-            docs.append((len(docs) + 1, node.start_mark.line + 1, loader.construct_document(node)))
-    except yaml.YAMLError as exc:  # a MarkedYAMLError, mostly; a bad character's ReaderError has no mark
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        place = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc
-        raise ServiceSpecError("%s: %sYAML does not parse: %s" % (filename, place, problem)) from None
-    return docs
-
-
-def _objects(text, filename):
-    """Yield (where, kind, object) for every object in the file: Lists unpacked, null documents skipped."""
-    for number, line, data in _documents(text, filename):
-        if data is None:
-            continue
-        where = _Where(filename, number, line)
-        if _kind(where, data) != "List":
-            yield where, data["kind"], data
-            continue
-        for i, item in enumerate(_typed(where, "items", data.get("items"), list)):
-            inner = _Where(filename, number, line, i)
-            if _kind(inner, item) == "List":
-                raise inner.error("kind", "a List inside a List is not supported")
-            yield inner, item["kind"], item
-
-
-def _kind(where, data):
-    if not isinstance(data, dict):
-        raise where.error("", "a document must be a mapping (a Kubernetes object), got a %s",
-                          type(data).__name__)
-    for field in ("apiVersion", "kind"):
-        if not isinstance(data.get(field), str) or not data[field]:
-            raise where.error(field, "is required: every Kubernetes object names its apiVersion and kind")
-    kind = data["kind"]
-    if kind not in API_VERSIONS:
-        raise where.error("kind", "kind %s is not supported here; the file holds Service, Endpoints and "
-                                  "EndpointSlice objects, and NetworkPolicy and Namespace objects", kind)
-    where.what = kind
-    if data["apiVersion"] != API_VERSIONS[kind]:
-        raise where.error("apiVersion", "%s is not the apiVersion of kind %s: use %s",
-                          data["apiVersion"], kind, API_VERSIONS[kind])
-    return kind
-
-
-# --- field checks ---------------------------------------------------------------------
-
-def _check_name(where, path, value, rule):
-    pattern, longest, meaning = NAME_RULES[rule]
-    if value is None or value == "":
-        raise where.error(path, "is required")
-    if not isinstance(value, str) or len(value) > longest or not pattern.match(value):
-        raise where.error(path, "%r is not %s (%s)", value, rule, meaning)
-    return value
-
-
-def _int(where, path, value, low, high):
-    number = int(value) if isinstance(value, str) and value.isdigit() else value
-    # bool is an int in Python; `port: true` is a typo, not port 1.
-    if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high:
-        raise where.error(path, "must be an integer %d-%d, got %r", low, high, value)
-    return number
-
-
-def _choice(where, path, value, choices, default):
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in choices:
-        raise where.error(path, "must be one of %s, got %r", "|".join(choices), value)
-    return value
-
-
-def _typed(where, path, value, kind, default=None):
-    """`value` if it is a `kind` (list, dict, str or bool); unset gives `default`, or an empty one."""
-    if value is None:
-        return kind() if default is None else default
-    if not isinstance(value, kind):
-        what = {list: "a list", dict: "a mapping", str: "a string"}.get(kind, "true or false")
-        raise where.error(path, "must be %s, got %r", what, value)
-    return value
-
-
-def _string_map(where, path, value):
-    pairs = _typed(where, path, value, dict).items()
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
-        raise where.error(path, "must be a map of strings to strings, got %r", value)
-    return value or {}
-
-
-def _ipv4(where, path, value):
-    try:
-        if isinstance(value, str):
-            return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        pass
-    raise where.error(path, "%r is not an IPv4 address (podnet's Services are IPv4 only)", value)
-
-
-def _metadata(where, obj, name_rule):
-    """(namespace, name, labels), validated; from here on errors name the object."""
-    meta = _typed(where, "metadata", obj.get("metadata"), dict)
-    name = _check_name(where, "metadata.name", meta.get("name"), name_rule)
-    namespace = DEFAULT_NAMESPACE if meta.get("namespace") is None else meta["namespace"]
-    _check_name(where, "metadata.namespace", namespace, "a DNS-1123 label")
-    where.what = "%s %s/%s" % (where.what, namespace, name)
-    return namespace, name, _string_map(where, "metadata.labels", meta.get("labels"))
-
+# The manifest reader's error: the filter plugin catches this one class for both readers
+# (policy's PolicySpecError is one too).
+ServiceSpecError = ManifestError
 
 # --- Service --------------------------------------------------------------------------
 
 def _parse_service(where, obj, net, port_range):
-    namespace, name, _ = _metadata(where, obj, "a DNS-1035 label")
-    spec = _typed(where, "spec", obj.get("spec"), dict)
-    for field in spec:
-        if field not in SPEC_FIELDS:
-            hint = difflib.get_close_matches(str(field), SPEC_FIELDS, 1)
-            raise where.error("spec.%s" % field, "unknown field%s",
-                              " (did you mean %s?)" % hint[0] if hint else "")
-    kind = _choice(where, "spec.type", spec.get("type"), TYPES, "ClusterIP")
+    namespace, name, _ = metadata(where, obj, "a DNS-1035 label")
+    spec = typed(where, "spec", obj.get("spec"), dict)
+    check_fields(where, "spec", spec, SPEC_FIELDS)
+    kind = choice(where, "spec.type", spec.get("type"), TYPES, "ClusterIP")
     external = None
     if kind == "ExternalName":
         external = spec.get("externalName")
         if isinstance(external, str):
             external = external.rstrip(".")  # a fully qualified name is fine, as in Kubernetes
-        _check_name(where, "spec.externalName", external, "a DNS-1123 subdomain")
+        check_name(where, "spec.externalName", external, "a DNS-1123 subdomain")
     cluster_ip, ip_path, allocate = _cluster_ip(where, spec, kind, net)
     _ip_families(where, spec)
     external_ips = []
-    for i, value in enumerate(_typed(where, "spec.externalIPs", spec.get("externalIPs"), list)):
-        address = _ipv4(where, "spec.externalIPs[%d]" % i, value)
+    for i, value in enumerate(typed(where, "spec.externalIPs", spec.get("externalIPs"), list)):
+        address = ipv4(where, "spec.externalIPs[%d]" % i, value)
         external_ips += [] if address in external_ips else [address]
     etp = spec.get("externalTrafficPolicy")
     # As Kubernetes: the policy is for traffic from outside, which only these Services receive.
@@ -234,7 +74,7 @@ def _parse_service(where, obj, net, port_range):
                           "Service, or one with externalIPs; this one is %s", kind)
     # With allocateLoadBalancerNodePorts: false a LoadBalancer keeps only the nodePorts it asks for.
     field = "allocateLoadBalancerNodePorts"
-    allocate_lb = _typed(where, "spec." + field, spec.get(field), bool, True)
+    allocate_lb = typed(where, "spec." + field, spec.get(field), bool, True)
     return {
         "where": where, "key": (namespace, name), "namespace": namespace, "name": name, "type": kind,
         "cluster_ip": cluster_ip, "ip_path": ip_path, "allocate": allocate,
@@ -242,13 +82,13 @@ def _parse_service(where, obj, net, port_range):
         "external_name": external,
         # Kubernetes reads an empty selector as no selector: the user supplies the endpoints
         # (Endpoints / EndpointSlice objects). So does podnet: {} never selects every pod.
-        "selector": _string_map(where, "spec.selector", spec.get("selector")),
+        "selector": string_map(where, "spec.selector", spec.get("selector")),
         "external_ips": external_ips,
-        "external_traffic_policy": _choice(where, "spec.externalTrafficPolicy", etp, POLICIES, "Cluster"),
-        "internal_traffic_policy": _choice(where, "spec.internalTrafficPolicy",
+        "external_traffic_policy": choice(where, "spec.externalTrafficPolicy", etp, POLICIES, "Cluster"),
+        "internal_traffic_policy": choice(where, "spec.internalTrafficPolicy",
                                            spec.get("internalTrafficPolicy"), POLICIES, "Cluster"),
         "session_affinity_timeout": _affinity_timeout(where, spec),
-        "publish_not_ready": _typed(where, "spec.publishNotReadyAddresses",
+        "publish_not_ready": typed(where, "spec.publishNotReadyAddresses",
                                     spec.get("publishNotReadyAddresses"), bool, False),
         "ports": _service_ports(where, spec, kind, cluster_ip is None and not allocate, port_range),
         "wants_node_ports": kind == "NodePort" or kind == "LoadBalancer" and allocate_lb,
@@ -260,7 +100,7 @@ def _cluster_ip(where, spec, kind, net):
     """(address, field, allocate): an explicit address; None for headless and ExternalName Services,
     or with allocate=True for one that needs an address and did not ask for one."""
     value, path = spec.get("clusterIP"), "spec.clusterIP"
-    ips = _typed(where, "spec.clusterIPs", spec.get("clusterIPs"), list)
+    ips = typed(where, "spec.clusterIPs", spec.get("clusterIPs"), list)
     if len(ips) > 1:
         raise where.error("spec.clusterIPs", "podnet is IPv4 single-stack: one address at most, got %r", ips)
     if ips:
@@ -276,7 +116,7 @@ def _cluster_ip(where, spec, kind, net):
             raise where.error(path, "a %s Service cannot be headless: its nodePorts lead to its clusterIP",
                               kind)
         return None, path, False
-    address = ipaddress.IPv4Address(_ipv4(where, path, value))
+    address = ipaddress.IPv4Address(ipv4(where, path, value))
     if address not in net:
         raise where.error(path, "%s is not inside service_cidr %s", address, net)
     if address in (net.network_address, net.broadcast_address):
@@ -287,7 +127,7 @@ def _cluster_ip(where, spec, kind, net):
 def _ip_families(where, spec):
     """podnet is IPv4 single-stack. Kubernetes on such a cluster gives PreferDualStack a single
     family and rejects RequireDualStack; so does podnet."""
-    families = _typed(where, "spec.ipFamilies", spec.get("ipFamilies"), list)
+    families = typed(where, "spec.ipFamilies", spec.get("ipFamilies"), list)
     if families not in ([], ["IPv4"]):
         raise where.error("spec.ipFamilies", "podnet is IPv4 single-stack: only [IPv4], got %r", families)
     if spec.get("ipFamilyPolicy") not in (None, "SingleStack", "PreferDualStack"):
@@ -297,21 +137,21 @@ def _ip_families(where, spec):
 
 def _affinity_timeout(where, spec):
     """Seconds a client keeps its endpoint with sessionAffinity: ClientIP; None without affinity."""
-    affinity = _choice(where, "spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES, "None")
-    config = _typed(where, "spec.sessionAffinityConfig", spec.get("sessionAffinityConfig"), dict)
+    affinity = choice(where, "spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES, "None")
+    config = typed(where, "spec.sessionAffinityConfig", spec.get("sessionAffinityConfig"), dict)
     if affinity == "None":
         if config:
             raise where.error("spec.sessionAffinityConfig", "is only allowed with sessionAffinity: ClientIP")
         return None
     path = "spec.sessionAffinityConfig.clientIP"
-    timeout = _typed(where, path, config.get("clientIP"), dict).get("timeoutSeconds")
+    timeout = typed(where, path, config.get("clientIP"), dict).get("timeoutSeconds")
     if timeout is None:
         return DEFAULT_AFFINITY_TIMEOUT
-    return _int(where, path + ".timeoutSeconds", timeout, 1, MAX_AFFINITY_TIMEOUT)
+    return integer(where, path + ".timeoutSeconds", timeout, 1, MAX_AFFINITY_TIMEOUT)
 
 
 def _service_ports(where, spec, kind, headless, port_range):
-    ports = _typed(where, "spec.ports", spec.get("ports"), list)
+    ports = typed(where, "spec.ports", spec.get("ports"), list)
     if not ports and kind != "ExternalName" and not headless:
         raise where.error("spec.ports", "a %s Service needs at least one port", kind)
     result, names, numbers = [], {}, {}
@@ -319,13 +159,10 @@ def _service_ports(where, spec, kind, headless, port_range):
         path = "spec.ports[%d]" % i
         if not isinstance(port, dict):
             raise where.error(path, "must be a mapping with at least port, got %r", port)
-        for field in port:
-            if field not in PORT_FIELDS:
-                raise where.error("%s.%s" % (path, field), "unknown field (a port has %s)",
-                                  ", ".join(PORT_FIELDS))
+        check_fields(where, path, port, PORT_FIELDS, "a port has %s" % ", ".join(PORT_FIELDS))
         name = port.get("name")
         if name is not None and name != "":
-            _check_name(where, path + ".name", name, "a DNS-1123 label")
+            check_name(where, path + ".name", name, "a DNS-1123 label")
         elif len(ports) > 1:
             raise where.error(path + ".name", "is required when a Service has more than one port")
         name = name or ""
@@ -333,8 +170,8 @@ def _service_ports(where, spec, kind, headless, port_range):
             raise where.error(path + ".name", "duplicate port name %r (also spec.ports[%d])",
                               name, names[name])
         names[name] = i
-        protocol = _choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
-        number = _int(where, path + ".port", port.get("port"), 1, 65535)
+        protocol = choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
+        number = integer(where, path + ".port", port.get("port"), 1, 65535)
         if (number, protocol) in numbers:
             raise where.error(path, "duplicate port %d/%s (also spec.ports[%d])",
                               number, protocol, numbers[number, protocol])
@@ -350,8 +187,8 @@ def _target_port(where, path, value, port):
     if value is None or value == "":
         return port  # Kubernetes' default: the same number as the Service port
     if isinstance(value, str) and not value.isdigit():
-        return _check_name(where, path, value, "an IANA service name")
-    return _int(where, path, value, 1, 65535)
+        return check_name(where, path, value, "an IANA service name")
+    return integer(where, path, value, 1, 65535)
 
 
 def _node_port(where, path, value, kind, port_range):
@@ -359,7 +196,7 @@ def _node_port(where, path, value, kind, port_range):
         return None  # Kubernetes allocates one, if the type has nodePorts
     if kind not in NODE_PORT_TYPES:
         raise where.error(path, "only a NodePort or LoadBalancer Service has nodePorts; this one is %s", kind)
-    number = _int(where, path, value, 1, 65535)
+    number = integer(where, path, value, 1, 65535)
     if not port_range[0] <= number <= port_range[1]:
         raise where.error(path, "%d is outside the NodePort range %d-%d", number, *port_range)
     return number
@@ -370,14 +207,14 @@ def _node_port(where, path, value, kind, port_range):
 def _endpoint_ports(where, path, ports):
     """[(name, protocol, port)]: kube-proxy matches them to Service ports by name and protocol."""
     result = []
-    for i, port in enumerate(_typed(where, path, ports, list)):
+    for i, port in enumerate(typed(where, path, ports, list)):
         here = "%s[%d]" % (path, i)
-        port = _typed(where, here, port, dict)
+        port = typed(where, here, port, dict)
         if port.get("name"):
-            _check_name(where, here + ".name", port["name"], "a DNS-1123 label")
+            check_name(where, here + ".name", port["name"], "a DNS-1123 label")
         result.append((port.get("name") or "",
-                       _choice(where, here + ".protocol", port.get("protocol"), PROTOCOLS, "TCP"),
-                       _int(where, here + ".port", port.get("port"), 1, 65535)))
+                       choice(where, here + ".protocol", port.get("protocol"), PROTOCOLS, "TCP"),
+                       integer(where, here + ".port", port.get("port"), 1, 65535)))
     return result
 
 
@@ -387,24 +224,24 @@ def _entries(ports, ip, node, ready):
 
 
 def _parse_endpoints(where, obj):
-    namespace, name, _ = _metadata(where, obj, "a DNS-1123 subdomain")
+    namespace, name, _ = metadata(where, obj, "a DNS-1123 subdomain")
     entries = []
-    for s, subset in enumerate(_typed(where, "subsets", obj.get("subsets"), list)):
+    for s, subset in enumerate(typed(where, "subsets", obj.get("subsets"), list)):
         path = "subsets[%d]" % s
-        subset = _typed(where, path, subset, dict)
+        subset = typed(where, path, subset, dict)
         ports = _endpoint_ports(where, path + ".ports", subset.get("ports"))
         for field, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for a, address in enumerate(_typed(where, "%s.%s" % (path, field), subset.get(field), list)):
+            for a, address in enumerate(typed(where, "%s.%s" % (path, field), subset.get(field), list)):
                 here = "%s.%s[%d]" % (path, field, a)
-                address = _typed(where, here, address, dict)
-                entries += _entries(ports, _ipv4(where, here + ".ip", address.get("ip")),
-                                    _typed(where, here + ".nodeName", address.get("nodeName"), str), ready)
+                address = typed(where, here, address, dict)
+                entries += _entries(ports, ipv4(where, here + ".ip", address.get("ip")),
+                                    typed(where, here + ".nodeName", address.get("nodeName"), str), ready)
     return {"where": where, "key": (namespace, name), "service": (namespace, name), "path": "metadata.name",
             "these": "these Endpoints", "entries": entries}
 
 
 def _parse_slice(where, obj):
-    namespace, name, labels = _metadata(where, obj, "a DNS-1123 subdomain")
+    namespace, name, labels = metadata(where, obj, "a DNS-1123 subdomain")
     label_path = 'metadata.labels["%s"]' % SERVICE_NAME_LABEL
     if not labels.get(SERVICE_NAME_LABEL):
         raise where.error(label_path, "is required: it names the Service these endpoints belong to")
@@ -413,18 +250,18 @@ def _parse_slice(where, obj):
                           obj.get("addressType"))
     ports = _endpoint_ports(where, "ports", obj.get("ports"))
     entries = []
-    for e, endpoint in enumerate(_typed(where, "endpoints", obj.get("endpoints"), list)):
+    for e, endpoint in enumerate(typed(where, "endpoints", obj.get("endpoints"), list)):
         here = "endpoints[%d]" % e
-        endpoint = _typed(where, here, endpoint, dict)
-        addresses = [_ipv4(where, "%s.addresses[%d]" % (here, a), address) for a, address
-                     in enumerate(_typed(where, here + ".addresses", endpoint.get("addresses"), list))]
+        endpoint = typed(where, here, endpoint, dict)
+        addresses = [ipv4(where, "%s.addresses[%d]" % (here, a), address) for a, address
+                     in enumerate(typed(where, here + ".addresses", endpoint.get("addresses"), list))]
         if not addresses:
             raise where.error(here + ".addresses", "needs at least one address")
-        conditions = _typed(where, here + ".conditions", endpoint.get("conditions"), dict)
+        conditions = typed(where, here + ".conditions", endpoint.get("conditions"), dict)
         # Kubernetes: an unset `ready` means ready.
-        ready = _typed(where, here + ".conditions.ready", conditions.get("ready"), bool, True)
+        ready = typed(where, here + ".conditions.ready", conditions.get("ready"), bool, True)
         # An endpoint's addresses are one backend; kube-proxy uses the first.
-        node = _typed(where, here + ".nodeName", endpoint.get("nodeName"), str)
+        node = typed(where, here + ".nodeName", endpoint.get("nodeName"), str)
         entries += _entries(ports, addresses[0], node, ready)
     return {"where": where, "key": (namespace, name), "service": (namespace, labels[SERVICE_NAME_LABEL]),
             "path": label_path, "these": "this EndpointSlice", "entries": entries}
@@ -625,9 +462,7 @@ def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/1
     cluster = _network("cluster_cidr", cluster_cidr)
     port_range = _port_range(node_port_range)
     services, sources, seen = {}, [], {}
-    for where, kind, obj in _objects(text, filename):
-        if kind in SKIPPED_KINDS:
-            continue
+    for where, kind, obj in objects(text, filename, "services", ServiceSpecError):
         if kind == "Service":
             item = _parse_service(where, obj, net, port_range)
         else:

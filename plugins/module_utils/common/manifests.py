@@ -1,0 +1,220 @@
+"""Reading a file of Kubernetes manifests: YAML documents to typed, validated fields.
+
+Pure, no I/O: the caller passes the file's text and name. One file may hold the objects of
+several readers (the services file holds Services and NetworkPolicies); `KINDS` says which
+reader consumes which kinds, so each reader asks `objects()` for its own and every reader
+checks the whole file the same way. Every error names file, document, line, object and
+field, through the `Where` an object is read at:
+
+    objects(text, filename, "services")  ->  (where, kind, object), ...
+    typed(where, "spec.ports", value, list), integer(...), choice(...), check_name(...)
+"""
+
+import difflib
+import ipaddress
+import re
+
+import yaml
+
+# reader -> {kind: apiVersion}: the kinds each reader consumes; it skips the others' kinds.
+KINDS = {
+    "services": {"Service": "v1", "Endpoints": "v1", "EndpointSlice": "discovery.k8s.io/v1"},
+    "policy": {"NetworkPolicy": "networking.k8s.io/v1", "Namespace": "v1"},
+}
+# A List holds any of them; its items are read as if they were documents.
+API_VERSIONS = dict({kind: version for kinds in KINDS.values() for kind, version in kinds.items()},
+                    List="v1")
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+# Kubernetes' name rules: rule -> (pattern, longest, what it means).
+NAME_RULES = {
+    "a DNS-1035 label": (re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), 63, "lower-case alphanumerics and '-', "
+                         "starting with a letter, ending alphanumeric, at most 63 characters"),
+    "a DNS-1123 label": (re.compile("^%s$" % _LABEL), 63, "lower-case alphanumerics and '-', "
+                         "starting and ending alphanumeric, at most 63 characters"),
+    "a DNS-1123 subdomain": (re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL)), 253,
+                             "DNS-1123 labels joined by '.', at most 253 characters"),
+    "an IANA service name": (re.compile(r"^(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$"), 15, "at most 15 lower-case "
+                             "alphanumerics, single '-' between them, at least one letter"),
+}
+DEFAULT_NAMESPACE = "default"
+# Kubernetes' protocols -> the kernel's name for them (nft and iptables both write these).
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+class ManifestError(ValueError):
+    """A manifest podnet cannot read; the message says file, document, line, object and field."""
+
+
+class Where:
+    """Where an object sits in the file: every error names file, document, line, object and field.
+
+    `error` is the exception class the reader raises, so each reader's callers catch its own."""
+
+    def __init__(self, filename, number, line, item=None, error=ManifestError):
+        self.filename = filename
+        self.doc = "document %d (line %d)" % (number, line) + ("" if item is None else ", items[%d]" % item)
+        self.what = ""  # "Service default/web" once known
+        self.exception = error
+
+    def error(self, path, message, *args):
+        head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
+        return self.exception("%s: %s%s" % (head, path + ": " if path else "", message % args))
+
+
+# --- YAML -----------------------------------------------------------------------------
+
+# libyaml's parser when PyYAML has it (about 7x faster on a large file); same nodes, same marks.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML would keep the last, silently."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(None, None, "duplicate key %r (also on line %d)"
+                                                            % (key, lines[key]), key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def documents(text, filename, error=ManifestError):
+    """[(number, first line, data)] for every document; null ones count, so numbers match the file."""
+    docs = []
+    try:
+        loader = _Loader(text or "")  # the reader checks every character here
+        # Compose, then construct: the node still knows the line its document starts on.
+        while loader.check_node():
+            node = loader.get_node()
+            docs.append((len(docs) + 1, node.start_mark.line + 1, loader.construct_document(node)))
+    except yaml.YAMLError as exc:  # a MarkedYAMLError, mostly; a bad character's ReaderError has no mark
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        place = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or exc
+        raise error("%s: %sYAML does not parse: %s" % (filename, place, problem)) from None
+    return docs
+
+
+def objects(text, filename, reader, error=ManifestError):
+    """Yield (where, kind, object) for every object of `reader`'s kinds: Lists unpacked, null
+    documents skipped. Every object of the file is checked (a mapping, a known kind, its
+    apiVersion), whichever reader reads it."""
+    wanted = KINDS[reader]
+    for number, line, data in documents(text, filename, error):
+        if data is None:
+            continue
+        where = Where(filename, number, line, error=error)
+        if _kind(where, data) != "List":
+            if data["kind"] in wanted:
+                yield where, data["kind"], data
+            continue
+        for i, item in enumerate(typed(where, "items", data.get("items"), list)):
+            inner = Where(filename, number, line, i, error=error)
+            if _kind(inner, item) == "List":
+                raise inner.error("kind", "a List inside a List is not supported")
+            if item["kind"] in wanted:
+                yield inner, item["kind"], item
+
+
+def _and(words):
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
+def _kind(where, data):
+    if not isinstance(data, dict):
+        raise where.error("", "a document must be a mapping (a Kubernetes object), got a %s",
+                          type(data).__name__)
+    for field in ("apiVersion", "kind"):
+        if not isinstance(data.get(field), str) or not data[field]:
+            raise where.error(field, "is required: every Kubernetes object names its apiVersion and kind")
+    kind = data["kind"]
+    if kind not in API_VERSIONS:
+        raise where.error("kind", "kind %s is not supported here; the file holds %s", kind,
+                          ", and ".join("%s objects" % _and(list(kinds)) for kinds in KINDS.values()))
+    where.what = kind
+    if data["apiVersion"] != API_VERSIONS[kind]:
+        raise where.error("apiVersion", "%s is not the apiVersion of kind %s: use %s",
+                          data["apiVersion"], kind, API_VERSIONS[kind])
+    return kind
+
+
+# --- field checks ---------------------------------------------------------------------
+
+def check_fields(where, path, mapping, allowed, known=None):
+    """Refuse unknown fields: a misspelt `matchLabel` would otherwise select every pod, a misspelt
+    `selectr` leave a Service without endpoints. The error suggests the closest known field,
+    or says `known` (what the mapping may hold) when given."""
+    for field in mapping:
+        if field not in allowed:
+            if known is not None:
+                hint = " (%s)" % known
+            else:
+                close = difflib.get_close_matches(str(field), allowed, 1)
+                hint = " (did you mean %s?)" % close[0] if close else ""
+            raise where.error("%s.%s" % (path, field) if path else str(field), "unknown field%s", hint)
+
+
+def check_name(where, path, value, rule):
+    pattern, longest, meaning = NAME_RULES[rule]
+    if value is None or value == "":
+        raise where.error(path, "is required")
+    if not isinstance(value, str) or len(value) > longest or not pattern.match(value):
+        raise where.error(path, "%r is not %s (%s)", value, rule, meaning)
+    return value
+
+
+def integer(where, path, value, low, high):
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    # bool is an int in Python; `port: true` is a typo, not port 1.
+    if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= high:
+        raise where.error(path, "must be an integer %d-%d, got %r", low, high, value)
+    return number
+
+
+def choice(where, path, value, choices, default):
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise where.error(path, "must be one of %s, got %r", "|".join(choices), value)
+    return value
+
+
+def typed(where, path, value, kind, default=None):
+    """`value` if it is a `kind` (list, dict, str or bool); unset gives `default`, or an empty one."""
+    if value is None:
+        return kind() if default is None else default
+    if not isinstance(value, kind):
+        what = {list: "a list", dict: "a mapping", str: "a string"}.get(kind, "true or false")
+        raise where.error(path, "must be %s, got %r", what, value)
+    return value
+
+
+def string_map(where, path, value):
+    pairs = typed(where, path, value, dict).items()
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+        raise where.error(path, "must be a map of strings to strings, got %r", value)
+    return value or {}
+
+
+def ipv4(where, path, value):
+    try:
+        if isinstance(value, str):
+            return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        pass
+    raise where.error(path, "%r is not an IPv4 address (podnet's Services are IPv4 only)", value)
+
+
+def metadata(where, obj, name_rule):
+    """(namespace, name, labels), validated; from here on errors name the object."""
+    meta = typed(where, "metadata", obj.get("metadata"), dict)
+    name = check_name(where, "metadata.name", meta.get("name"), name_rule)
+    namespace = DEFAULT_NAMESPACE if meta.get("namespace") is None else meta["namespace"]
+    check_name(where, "metadata.namespace", namespace, "a DNS-1123 label")
+    where.what = "%s %s/%s" % (where.what, namespace, name)
+    return namespace, name, string_map(where, "metadata.labels", meta.get("labels"))
