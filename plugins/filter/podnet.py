@@ -11,9 +11,10 @@ own plumbing, not a public API.
   spread across nodes, validated.
 - ``podnet.network.node_routes(hosts, hostvars, this_node)``: routes to the other
   nodes' podCIDRs via their node IPs.
-- ``podnet.network.services_model(text, filename, pods, previous, service_cidr,
-  node_port_range, cluster_cidr)``: the services file parsed, validated, its
-  endpoints resolved and addresses allocated (see docs/services.md).
+- ``podnet.network.services_model(path, pods, previous, service_cidr,
+  node_port_range, cluster_cidr)``: the services file at ``path`` read, validated, its
+  endpoints resolved and addresses allocated (see docs/services.md); no file at
+  ``path`` means no Services.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them.
 - ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep.
@@ -90,10 +91,21 @@ def podnet_egress_table(cluster_cidr, table="podnet"):
     return render_egress_table(cluster_cidr, table=table)
 
 
-def podnet_services_model(text, filename, pods, previous=None, service_cidr="10.96.0.0/12",
-                          node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+def _read_manifests(path):
+    """The text of a manifest file, read on the controller as lookup('file') would: the
+    files are inventory, not node state. One way for both filters that read them."""
     try:
-        return load_services(text or "", filename, pods or [], previous=previous or {},
+        return pathlib.Path(path).read_text()
+    except OSError as exc:
+        raise AnsibleFilterError("%s: cannot read: %s" % (path, exc.strerror)) from None
+
+
+def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12",
+                          node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+    # No services file is no Services, not an error: the plan says so in its own task.
+    text = _read_manifests(path) if path and pathlib.Path(path).is_file() else ""
+    try:
+        return load_services(text, str(path), pods or [], previous=previous or {},
                              service_cidr=service_cidr, node_port_range=node_port_range,
                              cluster_cidr=cluster_cidr)
     except ServiceSpecError as exc:
@@ -122,13 +134,7 @@ def podnet_merge_allocations(hosts, hostvars):
 
 
 def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16"):
-    """Read on the controller, as lookup('file') would: the files are inventory, not node state."""
-    sources = []
-    for path in paths or []:
-        try:
-            sources.append((pathlib.Path(path).read_text(), str(path)))
-        except OSError as exc:
-            raise AnsibleFilterError("%s: cannot read: %s" % (path, exc.strerror)) from None
+    sources = [(_read_manifests(path), str(path)) for path in paths or []]
     try:
         return load_policies(sources, pods or [], cluster_cidr=cluster_cidr)
     except ServiceSpecError as exc:
