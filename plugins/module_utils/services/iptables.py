@@ -32,17 +32,28 @@ Chain names are kube-proxy's: a prefix and the first 16 characters of
 base32(sha256(servicePortName + protocol [+ "ip:port"])), servicePortName being
 "namespace/name:port" ("namespace/name" for a Service's single unnamed port).
 
+What each Service port gets (which endpoints, what is masqueraded, REJECT or DROP) is decided
+by services/categorize.py, for both backends; this file spells those decisions as chains.
+
 No I/O here: the module runs iptables and iptables-restore and passes text in and out.
 """
 
 import base64
 import hashlib
-import ipaddress
+
+from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (
+    DROP,
+    MASQ_EXTERNAL,
+    MASQ_OUTSIDE_CLUSTER,
+    ServiceModelError,
+    categorize,
+    checked_cluster_cidr,
+    service_port_name,  # noqa: F401 - part of this module's API: the chain names are made from it
+)
 
 TABLES = ("filter", "nat")
 MASQ_MARK = "0x4000"
 LOOPBACK = "127.0.0.0/8"
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 CHAIN_PREFIX = "KUBE-"
 
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -86,17 +97,11 @@ JUMPS = (
 )
 
 
-class ProxyModelError(ValueError):
-    """The services model cannot be rendered (bad protocol, address, duplicate port...)."""
+# The model's checks are the categorisation's, the same for both backends.
+ProxyModelError = ServiceModelError
 
 
 # --- names ----------------------------------------------------------------------------------------
-
-
-def service_port_name(namespace, name, port_name):
-    """kube-proxy's ServicePortName.String(): "ns/name:port", or "ns/name" for an unnamed port."""
-    base = "%s/%s" % (namespace, name)
-    return "%s:%s" % (base, port_name) if port_name else base
 
 
 def _hash16(text):
@@ -118,70 +123,39 @@ def probability(n):
     return "%0.10f" % (1.0 / n)
 
 
-# --- validation -----------------------------------------------------------------------------------
-
-
-def _ipv4(value, what):
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except (ipaddress.AddressValueError, ValueError, TypeError) as exc:
-        raise ProxyModelError("%s: %r is not an IPv4 address" % (what, value)) from exc
-
-
-def _cidr(value):
-    try:
-        return str(ipaddress.IPv4Network(value, strict=False))
-    except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError, TypeError) as exc:
-        raise ProxyModelError("cluster_cidr: %r is not an IPv4 network" % (value,)) from exc
-
-
-def _port(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ProxyModelError("%s: %r is not a port number" % (what, value))
-    return value
-
-
-def _protocol(value, what):
-    proto = PROTOCOLS.get(str(value).upper())
-    if proto is None:
-        raise ProxyModelError("%s: protocol %r is not one of TCP, UDP, SCTP" % (what, value))
-    return proto
-
-
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def _endpoints(port, what):
-    """The ready endpoints as (ip, port, node, "ip:port"), once each, in model order."""
-    seen = set()
-    out = []
-    for ep in port.get("endpoints") or []:
-        ip = _ipv4(ep.get("ip"), what + " endpoint")
-        number = _port(ep.get("port"), what + " endpoint " + ip)
-        key = "%s:%d" % (ip, number)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((ip, number, ep.get("node"), key))
-    return out
+class _Chains:
+    """The chain names of one Service port."""
+
+    def __init__(self, port):
+        self.svc = service_chain_name(SVC_PREFIX, port.name, port.l4)
+        self.svl = service_chain_name(SVL_PREFIX, port.name, port.l4)
+        self.ext = service_chain_name(EXT_PREFIX, port.name, port.l4)
+        self.internal = self.svl if port.internal_local else self.svc
+        self.external = self.svl if port.external_local else self.svc
+        self.endpoint = {ep.key: endpoint_chain_name(port.name, port.l4, ep.key)
+                         for ep in port.reachable_endpoints}
 
 
-def _to_endpoint_rules(spn, chain_of, endpoints, affinity):
+def _to_endpoint_rules(port, chains, endpoints):
     """Rules of a KUBE-SVC-/KUBE-SVL- chain: affinity checks, then an even random pick."""
     rules = []
-    if affinity is not None:
-        for _ip, _port_number, _node, key in endpoints:
-            sep = chain_of[key]
+    if port.affinity_timeout is not None:
+        for ep in endpoints:
+            sep = chains.endpoint[ep.key]
             rules.append(
                 "%s -m recent --name %s --mask 255.255.255.255 --rsource --rcheck --seconds %d --reap -j %s"
-                % (_comment("%s -> %s" % (spn, key)), sep, affinity, sep)
+                % (_comment("%s -> %s" % (port.name, ep.key)), sep, port.affinity_timeout, sep)
             )
     count = len(endpoints)
-    for i, (_ip, _port_number, _node, key) in enumerate(endpoints):
+    for i, ep in enumerate(endpoints):
         pick = ""
         if i < count - 1:
             pick = " -m statistic --mode random --probability %s" % probability(count - i)
-        rules.append("%s%s -j %s" % (_comment("%s -> %s" % (spn, key)), pick, chain_of[key]))
+        rules.append("%s%s -j %s" % (_comment("%s -> %s" % (port.name, ep.key)), pick,
+                                     chains.endpoint[ep.key]))
     return rules
 
 
@@ -191,146 +165,104 @@ def _add_chain(table, name, rules):
     table[name] = rules
 
 
-def _render_port(nat, filt, svc, port, node, cluster_cidr):
-    namespace, name = svc.get("namespace"), svc.get("name")
-    spn = service_port_name(namespace, name, port.get("name") or "")
-    proto = _protocol(port.get("protocol", "TCP"), spn)
-    number = _port(port.get("port"), spn + " port")
-    node_port = port.get("node_port")
-    if node_port is not None:
-        node_port = _port(node_port, spn + " node_port")
-    cluster_ip = _ipv4(svc["cluster_ip"], spn + " cluster_ip")
-    external_ips = [_ipv4(ip, spn + " external_ips") for ip in svc.get("external_ips") or []]
-    affinity = svc.get("session_affinity_timeout")
-    if affinity is not None and (isinstance(affinity, bool) or not isinstance(affinity, int) or affinity < 1):
-        raise ProxyModelError("%s: session_affinity_timeout %r is not a number of seconds" % (spn, affinity))
-
-    svc_chain = service_chain_name(SVC_PREFIX, spn, proto)
-    svl_chain = service_chain_name(SVL_PREFIX, spn, proto)
-    ext_chain = service_chain_name(EXT_PREFIX, spn, proto)
-
-    endpoints = _endpoints(port, spn)
-    local = [ep for ep in endpoints if ep[2] is not None and ep[2] == node]
-    internal_local = svc.get("internal_traffic_policy") == "Local"
-    externally_accessible = bool(node_port) or bool(external_ips)
-    # As kube-proxy: the policy applies to whatever is reachable from outside (nodePorts, and
-    # externalIPs, a ClusterIP Service's included).
-    external_local = svc.get("external_traffic_policy") == "Local" and externally_accessible
-
-    has_endpoints = bool(endpoints)
-    # Which endpoint sets the rules use (kube-proxy's CategorizeEndpoints): eTP Local still needs
-    # the cluster-wide set for the pod / node short-circuit.
-    cluster_endpoints = endpoints if (not internal_local or externally_accessible) else []
-    local_endpoints = local if (internal_local or external_local) else []
-
-    internal_chain = svl_chain if internal_local else svc_chain
-    has_internal = has_endpoints and (not internal_local or bool(local))
-    external_policy_chain = svl_chain if external_local else svc_chain
-    has_external = has_endpoints and (not external_local or bool(local))
-    uses_ext_chain = has_endpoints and externally_accessible
-
-    if not has_endpoints:
-        internal_filter = external_filter = ("REJECT", "%s has no endpoints" % spn)
-    else:
-        internal_filter = external_filter = ("DROP", "%s has no local endpoints" % spn)
-    # A DROP for eTP Local only concerns outside clients: pods and the node itself were sent
-    # to all endpoints by KUBE-EXT- (so their packets no longer carry this destination anyway).
+def _filter_rule(verdict, match, cluster_cidr):
+    """A REJECT or DROP of the categorisation. A DROP of external traffic concerns outside
+    clients only: pods and the node itself were sent to every endpoint by KUBE-EXT- (so their
+    packets no longer carry this destination anyway)."""
+    target, why = verdict
     outside_only = ""
-    if external_filter[0] == "DROP":
+    if target == DROP:
         outside_only = " -m addrtype ! --src-type LOCAL"
         if cluster_cidr:
             outside_only = " ! -s %s%s" % (cluster_cidr, outside_only)
+    return "%s%s %s -j %s" % (_comment(why), outside_only, match, target)
 
-    cluster_ip_match = "-m %s -p %s -d %s --dport %d" % (proto, proto, cluster_ip, number)
 
-    # ClusterIP.
-    if has_internal:
-        nat[KUBE_SERVICES].append(
-            "%s %s -j %s" % (_comment(spn + " cluster IP"), cluster_ip_match, internal_chain))
+def _portal_rules(nat, filt, port, chains, cluster_cidr):
+    """KUBE-SERVICES and KUBE-NODEPORTS: each destination of the port to its chain, or its verdict."""
+    cluster_ip_match = "-m %s -p %s -d %s --dport %d" % (port.l4, port.l4, port.cluster_ip, port.port)
+    if port.internal_verdict:
+        filt[KUBE_SERVICES].append("%s %s -j %s" % (_comment(port.internal_verdict[1]), cluster_ip_match,
+                                                     port.internal_verdict[0]))
     else:
-        filt[KUBE_SERVICES].append(
-            "%s %s -j %s" % (_comment(internal_filter[1]), cluster_ip_match, internal_filter[0]))
-
-    # externalIPs.
-    for ip in external_ips:
-        match = "-m %s -p %s -d %s --dport %d" % (proto, proto, ip, number)
-        if has_endpoints:
-            nat[KUBE_SERVICES].append("%s %s -j %s" % (_comment(spn + " external IP"), match, ext_chain))
-        if not has_external:
-            filt[KUBE_EXTERNAL_SERVICES].append(
-                "%s%s %s -j %s" % (_comment(external_filter[1]), outside_only, match, external_filter[0]))
-
+        nat[KUBE_SERVICES].append(
+            "%s %s -j %s" % (_comment(port.name + " cluster IP"), cluster_ip_match, chains.internal))
+    for ip in port.external_ips:
+        match = "-m %s -p %s -d %s --dport %d" % (port.l4, port.l4, ip, port.port)
+        if port.endpoints:
+            nat[KUBE_SERVICES].append("%s %s -j %s" % (_comment(port.name + " external IP"), match,
+                                                        chains.ext))
+        if port.external_verdict:
+            filt[KUBE_EXTERNAL_SERVICES].append(_filter_rule(port.external_verdict, match, cluster_cidr))
     # nodePort: the node's own addresses only, never loopback (as in KUBE-SERVICES' last rule).
-    if node_port:
-        if has_endpoints:
-            nat[KUBE_NODEPORTS].append(
-                "%s -m %s -p %s --dport %d -j %s" % (_comment(spn), proto, proto, node_port, ext_chain))
-        if not has_external:
-            filt[KUBE_EXTERNAL_SERVICES].append(
-                "%s%s -m addrtype --dst-type LOCAL ! -d %s -m %s -p %s --dport %d -j %s"
-                % (_comment(external_filter[1]), outside_only, LOOPBACK, proto, proto, node_port,
-                   external_filter[0]))
+    if port.node_port:
+        if port.endpoints:
+            nat[KUBE_NODEPORTS].append("%s -m %s -p %s --dport %d -j %s"
+                                       % (_comment(port.name), port.l4, port.l4, port.node_port, chains.ext))
+        if port.external_verdict:
+            match = "-m addrtype --dst-type LOCAL ! -d %s -m %s -p %s --dport %d" % (
+                LOOPBACK, port.l4, port.l4, port.node_port)
+            filt[KUBE_EXTERNAL_SERVICES].append(_filter_rule(port.external_verdict, match, cluster_cidr))
 
+
+def _external_chain_rules(port, chains, cluster_cidr):
+    """KUBE-EXT-: what reaches an externalIP or nodePort, masqueraded as the categorisation says."""
+    rules = []
+    if MASQ_EXTERNAL in port.masquerade:
+        rules.append("%s -j %s" % (
+            _comment("masquerade traffic for %s external destinations" % port.name), KUBE_MARK_MASQ))
+    else:  # MASQ_EXTERNAL_FROM_NODE: pods and the node itself reach every endpoint
+        if cluster_cidr:
+            rules.append("%s -s %s -j %s" % (
+                _comment("pod traffic for %s external destinations" % port.name), cluster_cidr, chains.svc))
+        rules.append("%s -m addrtype --src-type LOCAL -j %s" % (
+            _comment("masquerade LOCAL traffic for %s external destinations" % port.name), KUBE_MARK_MASQ))
+        rules.append("%s -m addrtype --src-type LOCAL -j %s" % (
+            _comment("route LOCAL traffic for %s external destinations" % port.name), chains.svc))
+    if not port.external_verdict:
+        rules.append("-j %s" % chains.external)
+    return rules
+
+
+def _endpoint_chains(nat, port, chains, cluster_cidr):
+    """KUBE-SVC- (cluster endpoints), KUBE-SVL- (local ones) and a KUBE-SEP- per reachable endpoint."""
     # Masquerade ClusterIP traffic from outside the pod network, first rule of the internal chain.
     internal_masq = []
-    if has_internal and cluster_cidr:
-        internal_masq.append("%s %s ! -s %s -j %s" % (
-            _comment(spn + " cluster IP"), cluster_ip_match, cluster_cidr, KUBE_MARK_MASQ))
-
-    if uses_ext_chain:
-        rules = []
-        if not external_local:
-            rules.append("%s -j %s" % (
-                _comment("masquerade traffic for %s external destinations" % spn), KUBE_MARK_MASQ))
-        else:
-            if cluster_cidr:
-                rules.append("%s -s %s -j %s" % (
-                    _comment("pod traffic for %s external destinations" % spn), cluster_cidr, svc_chain))
-            rules.append("%s -m addrtype --src-type LOCAL -j %s" % (
-                _comment("masquerade LOCAL traffic for %s external destinations" % spn), KUBE_MARK_MASQ))
-            rules.append("%s -m addrtype --src-type LOCAL -j %s" % (
-                _comment("route LOCAL traffic for %s external destinations" % spn), svc_chain))
-        if has_external:
-            rules.append("-j %s" % external_policy_chain)
-        _add_chain(nat, ext_chain, rules)
-
-    reachable_keys = {ep[3] for ep in cluster_endpoints} | {ep[3] for ep in local_endpoints}
-    reachable = [ep for ep in endpoints if ep[3] in reachable_keys]
-    chain_of = {ep[3]: endpoint_chain_name(spn, proto, ep[3]) for ep in reachable}
-
-    if cluster_endpoints:
-        _add_chain(nat, svc_chain, (internal_masq if internal_chain == svc_chain else [])
-                   + _to_endpoint_rules(spn, chain_of, cluster_endpoints, affinity))
-    if local_endpoints:
-        _add_chain(nat, svl_chain, (internal_masq if internal_chain == svl_chain else [])
-                   + _to_endpoint_rules(spn, chain_of, local_endpoints, affinity))
-
-    for ip, ep_port, _node, key in reachable:
+    if MASQ_OUTSIDE_CLUSTER in port.masquerade and not port.internal_verdict and cluster_cidr:
+        internal_masq.append("%s -m %s -p %s -d %s --dport %d ! -s %s -j %s" % (
+            _comment(port.name + " cluster IP"), port.l4, port.l4, port.cluster_ip, port.port, cluster_cidr,
+            KUBE_MARK_MASQ))
+    for chain, endpoints in ((chains.svc, port.cluster_endpoints), (chains.svl, port.local_endpoints)):
+        if endpoints:
+            _add_chain(nat, chain, (internal_masq if chains.internal == chain else [])
+                       + _to_endpoint_rules(port, chains, endpoints))
+    for ep in port.reachable_endpoints:
+        sep = chains.endpoint[ep.key]
         recent = ""
-        if affinity is not None:
-            recent = " -m recent --name %s --mask 255.255.255.255 --rsource --set" % chain_of[key]
-        _add_chain(nat, chain_of[key], [
-            "%s -s %s -j %s" % (_comment(spn), ip, KUBE_MARK_MASQ),
-            "%s%s -m %s -p %s -j DNAT --to-destination %s:%d"
-            % (_comment(spn), recent, proto, proto, ip, ep_port),
+        if port.affinity_timeout is not None:
+            recent = " -m recent --name %s --mask 255.255.255.255 --rsource --set" % sep
+        # kube-proxy's layout: every endpoint chain checks for hairpin (MASQ_HAIRPIN); only this
+        # node's endpoints can ever match it.
+        _add_chain(nat, sep, [
+            "%s -s %s -j %s" % (_comment(port.name), ep.ip, KUBE_MARK_MASQ),
+            "%s%s -m %s -p %s -j DNAT --to-destination %s"
+            % (_comment(port.name), recent, port.l4, port.l4, ep.key),
         ])
 
 
-def _proxied(svc):
-    """Headless Services, ExternalName and Services without ports get no rules."""
-    if svc.get("type") == "ExternalName":
-        return False
-    cluster_ip = svc.get("cluster_ip")
-    if cluster_ip is None or cluster_ip in ("", "None"):
-        return False
-    return bool(svc.get("ports"))
+def _render_port(nat, filt, port, cluster_cidr):
+    chains = _Chains(port)
+    _portal_rules(nat, filt, port, chains, cluster_cidr)
+    if port.endpoints and port.externally_accessible:
+        _add_chain(nat, chains.ext, _external_chain_rules(port, chains, cluster_cidr))
+    _endpoint_chains(nat, port, chains, cluster_cidr)
 
 
 def render_iptables(model, node, cluster_cidr=None):
     """The iptables ruleset of Service proxying on `node` (see the module docstring)."""
     if cluster_cidr is None:
         cluster_cidr = model.get("cluster_cidr")
-    cluster_cidr = _cidr(cluster_cidr) if cluster_cidr else None
+    cluster_cidr = checked_cluster_cidr(cluster_cidr) if cluster_cidr else None
 
     nat = {
         KUBE_SERVICES: [],
@@ -344,11 +276,8 @@ def render_iptables(model, node, cluster_cidr=None):
     }
     filt = {KUBE_SERVICES: [], KUBE_EXTERNAL_SERVICES: [], KUBE_FORWARD: []}
 
-    for svc in model.get("services") or []:
-        if not _proxied(svc):
-            continue
-        for port in svc["ports"]:
-            _render_port(nat, filt, svc, port, node, cluster_cidr)
+    for port in categorize(model, node):
+        _render_port(nat, filt, port, cluster_cidr)
 
     nat[KUBE_SERVICES].append(
         "%s -m addrtype --dst-type LOCAL ! -d %s -j %s"

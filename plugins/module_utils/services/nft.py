@@ -16,13 +16,24 @@ port and endpoint is an element of a set or map:
 A change to one Service is then a change of a few elements, which the module applies as
 `add element` / `delete element` in one transaction instead of reloading the table.
 
-What goes where follows kube-proxy (docs/services.md has the table). Masquerade is decided
-before DNAT and carried to postrouting in mark bit 0x4000, as kube-proxy's KUBE-MARK-MASQ.
+What goes where is decided once for both backends, as kube-proxy decides it, by
+services/categorize.py (docs/services.md has the table); this file only spells each
+decision as elements. Masquerade is decided before DNAT and carried to postrouting in mark
+bit 0x4000, as kube-proxy's KUBE-MARK-MASQ.
 
 No I/O here: the module lists the live table, passes it in, and runs nft.
 """
 
-import ipaddress
+from ansible_collections.podnet.network.plugins.module_utils.common.manifests import PROTOCOLS
+from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (
+    DROP,
+    MASQ_EXTERNAL,
+    MASQ_HAIRPIN,
+    MASQ_OUTSIDE_CLUSTER,
+    REJECT,
+    categorize,
+    checked_cluster_cidr,
+)
 
 DEFAULT_TABLE = "podnet-services"
 FAMILY = "ip"
@@ -32,8 +43,7 @@ FAMILY = "ip"
 # data is `ip daddr . th dport` ("conflicting protocols specified: tcp vs. th").
 PICK_CHAINS = 16
 MASQ_MARK = 0x4000
-L4 = "{ tcp, udp, sctp }"
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+L4 = "{ %s }" % ", ".join(PROTOCOLS.values())
 # nft refuses very large `add element` statements ("No buffer space available").
 ELEMENTS_PER_STATEMENT = 2000
 REJECT_CHAIN = "reject_service"
@@ -109,88 +119,70 @@ def pick_rule(endpoint_map, count):
 def _balance(elements, endpoint_map, key, endpoints):
     """Number the endpoints 0..n-1 under `key` and send `key` to the pick chain for n."""
     for index, ep in enumerate(endpoints):
-        elements[endpoint_map].add(f"{key} . {index} : {ep['ip']} . {ep['port']}")
+        elements[endpoint_map].add(f"{key} . {index} : {ep.ip} . {ep.port}")
     elements[PICKS[endpoint_map][1]].add(f"{key} : goto {pick_chain(endpoint_map, len(endpoints))}")
 
 
 # The sets an external destination (an externalIP port, or a NodePort) is entered in:
-# (all endpoints, eTP Local marker, local endpoints, no local endpoint, eTP Cluster marker).
+# (all endpoints, eTP Local marker, local endpoints, no local endpoint, eTP Cluster marker,
+# no endpoint at all).
 EXTERNAL_IP_SETS = ("service_endpoints", "external_ips_local", "external_local_endpoints",
-                    "no_local_endpoints", "external_ips_masq")
+                    "no_local_endpoints", "external_ips_masq", "no_endpoints")
 NODEPORT_SETS = ("nodeport_endpoints", "nodeports_local", "nodeport_local_endpoints",
-                 "no_local_nodeports", "nodeports_masq")
+                 "no_local_nodeports", "nodeports_masq", "no_endpoint_nodeports")
+# A verdict of the categorisation, as a no_endpoints map spells it.
+VERDICTS = {REJECT: f"goto {REJECT_CHAIN}", DROP: "drop"}
 
 
-def _external(elements, sets, key, every, here, local_policy):
+def _external(elements, sets, key, port):
     """An external destination: pods and the node reach every endpoint; from outside,
     eTP Cluster masquerades, eTP Local keeps the client's address for this node's
-    endpoints, and drops when there are none here."""
-    every_endpoint, local_marker, local_endpoints, no_local, masq_marker = sets
-    _balance(elements, every_endpoint, key, every)
-    if not local_policy:
+    endpoints, and drops (in filter_prerouting) when there are none here."""
+    every_endpoint, local_marker, local_endpoints, no_local, masq_marker, no_endpoints = sets
+    verdict = port.external_verdict
+    if verdict and verdict[0] == REJECT:
+        elements[no_endpoints].add(f"{key} : {VERDICTS[REJECT]}")
+        return
+    _balance(elements, every_endpoint, key, port.cluster_endpoints)
+    if MASQ_EXTERNAL in port.masquerade:
         elements[masq_marker].add(key)
         return
-    elements[local_marker].add(key)
-    if here:
-        _balance(elements, local_endpoints, key, here)
-    else:
+    elements[local_marker].add(key)  # MASQ_EXTERNAL_FROM_NODE: the node's own traffic only
+    if verdict:
         elements[no_local].add(key)
+    else:
+        _balance(elements, local_endpoints, key, port.local_endpoints)
 
 
-def _local(endpoints, node):
-    return [ep for ep in endpoints if ep.get("node") is not None and ep.get("node") == node]
+def _port_elements(elements, affinity, port):
+    """The elements that spell one Service port's categorisation."""
+    key = f"{port.cluster_ip} . {port.l4} . {port.port}"
+    externals = [f"{address} . {port.l4} . {port.port}" for address in port.external_ips]
+    nodeport = f"{port.l4} . {port.node_port}" if port.node_port else None
+    elements["service_ips"].update([port.cluster_ip, *port.external_ips])
+    if MASQ_HAIRPIN in port.masquerade:
+        elements["hairpin"].update(f"{ep.ip} . {ep.ip}" for ep in port.hairpin_endpoints)
+    if MASQ_OUTSIDE_CLUSTER in port.masquerade:
+        elements["cluster_ips"].add(key)
+    if port.internal_verdict:
+        elements["no_endpoints"].add(f"{key} : {VERDICTS[port.internal_verdict[0]]}")
+    else:
+        _balance(elements, "service_endpoints", key, port.internal_endpoints)
+    for external in externals:
+        _external(elements, EXTERNAL_IP_SETS, external, port)
+    if nodeport:
+        _external(elements, NODEPORT_SETS, nodeport, port)
+    if port.affinity_timeout:
+        by_address, by_nodeport = affinity.setdefault(int(port.affinity_timeout), (set(), set()))
+        by_address.update([key, *externals])
+        by_nodeport.update([nodeport] if nodeport else [])
 
 
 def _elements(model, node):
     elements = {name: set() for name in SETS}
     affinity = {}
-    for svc in model.get("services", []):
-        if not svc.get("cluster_ip") or svc.get("type") == "ExternalName":
-            continue  # headless and ExternalName Services get no NAT, as in Kubernetes
-        local_traffic = svc.get("internal_traffic_policy") == "Local"
-        external_local = svc.get("external_traffic_policy") == "Local"
-        timeout = svc.get("session_affinity_timeout")
-        elements["service_ips"].add(svc["cluster_ip"])
-        for address in svc.get("external_ips") or []:
-            elements["service_ips"].add(address)
-        for port in svc["ports"]:
-            proto = PROTOCOLS.get(port["protocol"])
-            if proto is None:
-                raise NftProxyError(
-                    f"Service {svc['namespace']}/{svc['name']}: protocol {port['protocol']!r} is not "
-                    f"one of {', '.join(PROTOCOLS)}"
-                )
-            every = port.get("endpoints") or []
-            here = _local(every, node)
-            internal = here if local_traffic else every
-            key = f"{svc['cluster_ip']} . {proto} . {port['port']}"
-            nodeport = f"{proto} . {port['node_port']}" if port.get("node_port") else None
-            externals = [f"{address} . {proto} . {port['port']}" for address in svc.get("external_ips") or []]
-
-            # Only a local endpoint can hairpin: its own node is the one that DNATs it.
-            for ep in here:
-                elements["hairpin"].add(f"{ep['ip']} . {ep['ip']}")
-            if not every:
-                for k in [key, *externals]:
-                    elements["no_endpoints"].add(f"{k} : goto {REJECT_CHAIN}")
-                if nodeport:
-                    elements["no_endpoint_nodeports"].add(f"{nodeport} : goto {REJECT_CHAIN}")
-                continue
-
-            elements["cluster_ips"].add(key)
-            if internal:
-                _balance(elements, "service_endpoints", key, internal)
-            else:
-                elements["no_endpoints"].add(f"{key} : drop")
-            for k in externals:
-                _external(elements, EXTERNAL_IP_SETS, k, every, here, external_local)
-            if nodeport:
-                _external(elements, NODEPORT_SETS, nodeport, every, here, external_local)
-            if timeout:
-                by_address, by_nodeport = affinity.setdefault(int(timeout), (set(), set()))
-                by_address.update([key, *externals])
-                if nodeport:
-                    by_nodeport.add(nodeport)
+    for port in categorize(model, node):
+        _port_elements(elements, affinity, port)
     for timeout, (by_address, by_nodeport) in affinity.items():
         address_set, nodeport_set = affinity_sets(timeout)
         elements[address_set] = by_address
@@ -207,7 +199,7 @@ def _set_declaration(name, kind, typeof, flags):
 
 
 def _skeleton(table, cluster_cidr, timeouts):
-    cidr = str(ipaddress.ip_network(cluster_cidr))
+    cidr = checked_cluster_cidr(cluster_cidr)
     mark = f"meta mark set meta mark | {MASQ_MARK:#x}"
     not_loopback = "ip daddr != 127.0.0.0/8"
     nodeport = f"fib daddr type local {not_loopback}"

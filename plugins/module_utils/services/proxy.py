@@ -5,6 +5,8 @@ Pure: the modules record the view they applied (read back with podnet_nft.parse_
 pass the old and new views in, and run the conntrack commands this returns.
 """
 
+from ansible_collections.podnet.network.plugins.module_utils.services.categorize import proxied
+
 UDP = ("-D", "-p", "udp")
 
 
@@ -16,7 +18,7 @@ def service_view(model):
     """
     view = {}
     for svc in model.get("services", []):
-        if not svc.get("cluster_ip") or svc.get("type") == "ExternalName":
+        if not proxied(svc):
             continue
         for port in svc["ports"]:
             name = f"{svc['namespace']}/{svc['name']}:{port['name'] or port['port']}/{port['protocol']}"
