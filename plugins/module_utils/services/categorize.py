@@ -84,7 +84,10 @@ class ServicePort:
     @property
     def external_endpoints(self):
         """Where an outside client's traffic to an externalIP or nodePort goes (pods and the
-        node itself always reach `cluster_endpoints`: kube-proxy's short-circuit)."""
+        node itself always reach `cluster_endpoints`: kube-proxy's short-circuit); () for a
+        port with no such destination."""
+        if not self.externally_accessible:
+            return ()
         return self.local_endpoints if self.external_local else self.cluster_endpoints
 
     @property
@@ -109,7 +112,7 @@ class ServicePort:
     def external_verdict(self):
         """None, or (REJECT or DROP, why) for outside traffic to an externalIP or nodePort. A DROP
         concerns outside clients only: pods and the node itself still reach every endpoint."""
-        return self._verdict(self.external_endpoints)
+        return self._verdict(self.external_endpoints) if self.externally_accessible else None
 
     @property
     def hairpin_endpoints(self):
