@@ -121,7 +121,10 @@ class ServicePort:
 
     @property
     def masquerade(self):
-        """Why traffic to this port is masqueraded: a tuple of the MASQ_* reasons that apply."""
+        """Why traffic to this port is masqueraded: a tuple of the MASQ_* reasons that apply.
+
+        A port with endpoints masquerades ClusterIP traffic from outside the cluster CIDR even
+        when none of them is here (iTP Local): that traffic is dropped before NAT anyway."""
         if not self.endpoints:
             return ()
         reasons = [MASQ_OUTSIDE_CLUSTER]
