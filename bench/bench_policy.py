@@ -33,7 +33,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 
 from bench import REPO, Scratch, timed  # noqa: E402  (also makes podnet's module_utils importable)
 

@@ -43,7 +43,8 @@ from ansible_collections.podnet.network.plugins.module_utils.pod_network.netconf
     routes_to_other_nodes,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import PodSpecError, expand_pods
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 from ansible_collections.podnet.network.plugins.module_utils.services.model import (
     ServiceSpecError,
     allocations,

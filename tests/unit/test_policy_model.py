@@ -4,7 +4,7 @@ defaulting, selectors, peers, ipBlocks and named ports resolved against podnet's
 import json
 
 import pytest
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import (
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import (
     PolicySpecError,
     describe,
     load_policies,

@@ -16,7 +16,8 @@ import tempfile
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import scope_errors
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 
 from tests.tracers.policy_tracer import PolicyTracer, TracerError
 

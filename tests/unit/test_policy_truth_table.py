@@ -16,7 +16,8 @@ import re
 
 import pytest
 import yaml
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 
 from tests.policy_cases import (
     ALL_PODS,

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import probe  # noqa: E402
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table  # noqa: E402
 from lab_runs import ansible_playbook  # noqa: E402
 from podnet_lab import load_topology, node_exec_argv  # noqa: E402
 

@@ -1,19 +1,15 @@
-"""NetworkPolicy: from Kubernetes manifests to one nftables table per node (docs/network-policy.md).
+"""NetworkPolicy: from Kubernetes manifests to the policy model (docs/network-policy.md).
 
-Pure logic, no I/O; the model is built on the Ansible controller, the table rendered per node:
+Pure logic, no I/O; runs on the Ansible controller:
 
-    services.yml (+ policies.yml) + pods  --load_policies-->  policy model  --render_table(node)-->  nft text
+    services.yml (+ policies.yml) + pods  --load_policies-->  policy model  --policy/render.py-->  nft text
 
-The files are the services file (its NetworkPolicy and Namespace documents; podnet_services
-reads the rest) and optionally a policies file beside it, in the same manifest format. The
-policy model is resolved far enough that rendering needs no YAML and no selector: per
-policy, the addresses of the pods it selects (with their node), and per rule the peer
-address ranges and the port match, named ports already turned into numbers.
-
-The table is built so that its size grows with the number of policy rules, never with pods
-x pods: a rule is one nft rule (two when it mixes numbered and named ports) whose operands
-are named sets (selected pods, peer ranges, ports), in two chains (`pod_ingress`,
-`pod_egress`) that the `forward` and `input` base chains enter for isolated local pods only.
+The files are the services file (its NetworkPolicy and Namespace documents; services/model.py
+reads the rest) and optionally a policies file beside it, in the same manifest format, read
+by common/manifests.py. The policy model is resolved far enough that rendering needs no
+YAML and no selector: per policy, the addresses of the pods it selects (with their node),
+and per rule the peer address ranges and the port match, named ports already turned into
+numbers.
 """
 
 import ipaddress
@@ -33,7 +29,6 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     typed,
 )
 
-DEFAULT_TABLE = "podnet-policy"
 POLICY_TYPES = ("Ingress", "Egress")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 # The API server puts this label on every namespace, so any namespace can be selected by name.
@@ -51,13 +46,6 @@ _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_NAME_MAX = 63
 
 ALL_PORTS = (0, 65535)
-# nft refuses a rule comment longer than this.
-COMMENT_MAX = 128
-# Elements per statement: nft refuses very large ones ("No buffer space available").
-ELEMENTS_PER_STATEMENT = 500
-INGRESS_CHAIN, EGRESS_CHAIN = "pod_ingress", "pod_egress"
-PORTS_KEY = "meta l4proto . th dport"
-NAMED_KEY = "ip daddr . meta l4proto . th dport"
 
 
 class PolicySpecError(ManifestError):
@@ -306,7 +294,7 @@ def _pod_name(pod):
     return "%s/%s" % (pod["namespace"], pod["name"])
 
 
-def _address_key(address):
+def address_key(address):
     return int(ipaddress.ip_address(address))
 
 
@@ -413,13 +401,13 @@ def _resolve_ports(rule, direction, selected, pods, peers):
                 named.add((pod["ip"], protocol, number))
     return {"ranges": _merge_ranges(ranges),
             "named_ports": ["%s/%s" % (protocol, name) for protocol, name in wanted],
-            "named": [list(entry) for entry in sorted(named, key=lambda e: (_address_key(e[0]), e[1], e[2]))]}
+            "named": [list(entry) for entry in sorted(named, key=lambda e: (address_key(e[0]), e[1], e[2]))]}
 
 
 def _policy_model(policy, pods, namespaces):
     selected = [pod for pod in pods if pod["namespace"] == policy["namespace"]
                 and selects(policy["pod_selector"], pod["labels"])]
-    running = sorted((pod for pod in selected if pod["ip"]), key=lambda pod: _address_key(pod["ip"]))
+    running = sorted((pod for pod in selected if pod["ip"]), key=lambda pod: address_key(pod["ip"]))
     model = {"namespace": policy["namespace"], "name": policy["name"],
              "source": "%s: %s" % (policy["where"].filename, policy["where"].doc),
              "policy_types": policy["policy_types"],
@@ -455,130 +443,6 @@ def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
         namespaces[name] = dict(sorted(dict(declared.get(name, {}), **{NAMESPACE_NAME_LABEL: name}).items()))
     return {"cluster_cidr": str(cluster), "namespaces": namespaces,
             "policies": [_policy_model(policy, pods, namespaces) for policy in policies]}
-
-
-# --- rendering ------------------------------------------------------------------------
-
-def _element(text):
-    """An address as nft lists it: a /32 is the bare address."""
-    return text[:-3] if text.endswith("/32") else text
-
-
-def _comment(policy, rule_name):
-    text = "%s/%s %s" % (policy["namespace"], policy["name"], rule_name)
-    return text if len(text) <= COMMENT_MAX else text[:COMMENT_MAX - 3] + "..."
-
-
-class _Table:
-    """Sets and rules of one node's table, in the order they are added."""
-
-    def __init__(self):
-        self.sets = {}  # name -> (typeof, interval, elements)
-        self.rules = {INGRESS_CHAIN: [], EGRESS_CHAIN: []}
-
-    def add_set(self, name, typeof, elements, interval=False):
-        self.sets[name] = (typeof, interval, list(elements))
-        return "@" + name
-
-
-def _rule_lines(table, index, direction, number, policy, local):
-    """The nft rules of policy rule `number`: one, or two when it has numbered and named ports."""
-    rule, prefix = policy[direction][number], "p%d_%s%d" % (index, direction, number)
-    pods_set = "@p%d_pods" % index
-    own, other = ("daddr", "saddr") if direction == "ingress" else ("saddr", "daddr")
-    verdict = "accept" if direction == "ingress" else "return"
-    head = "ip %s %s" % (own, pods_set)
-    if rule["peers"] is not None:
-        peers = table.add_set(prefix + "_peers", "ip " + other, (_element(p) for p in rule["peers"]), True)
-        head += " ip %s %s" % (other, peers)
-    tail = '%s comment "%s"' % (verdict, _comment(policy, rule["name"]))
-    ports = rule["ports"]
-    if ports is None:
-        return ["%s %s" % (head, tail)]
-    lines = []
-    if ports["ranges"]:
-        elements = ("%s . %s" % (PROTOCOLS[proto], first if first == last else "%d-%d" % (first, last))
-                    for proto, first, last in ports["ranges"])
-        lines.append("%s %s %s %s" % (head, PORTS_KEY, table.add_set(prefix + "_ports", PORTS_KEY, elements,
-                                                                       True), tail))
-    if ports["named_ports"]:
-        # Ingress: the selected pod receives; only this node's are ever looked up here.
-        named = [entry for entry in ports["named"] if direction == "egress" or entry[0] in local]
-        elements = ("%s . %s . %d" % (ip, PROTOCOLS[proto], port) for ip, proto, port in named)
-        lines.append("%s %s %s %s" % (head, NAMED_KEY, table.add_set(prefix + "_named", NAMED_KEY, elements),
-                                      tail))
-    return lines
-
-
-def _build(model, node):
-    table, isolated = _Table(), {"ingress": set(), "egress": set()}
-    for index, policy in enumerate(model["policies"]):
-        local = [pod["ip"] for pod in policy["pods"] if pod["node"] == node]
-        directions = [d for d, (_, t) in DIRECTIONS.items() if t in policy["policy_types"]]
-        if not local or not directions:
-            continue  # it selects no pod here: another node enforces it
-        table.add_set("p%d_pods" % index, "ip daddr", local)
-        for direction in directions:
-            isolated[direction].update(local)
-            chain = INGRESS_CHAIN if direction == "ingress" else EGRESS_CHAIN
-            for number in range(len(policy[direction])):
-                table.rules[chain] += _rule_lines(table, index, direction, number, policy, set(local))
-    for direction in ("ingress", "egress"):
-        table.sets[direction + "_isolated"] = ("ip daddr", False,
-                                               sorted(isolated[direction], key=_address_key))
-    return table
-
-
-def _set_lines(name, typeof, interval, elements):
-    lines = ["\tset %s {" % name, "\t\ttypeof %s" % typeof]
-    if interval:
-        lines.append("\t\tflags interval")
-    if elements:
-        lines.append("\t\telements = { %s }" % ", ".join(elements[:ELEMENTS_PER_STATEMENT]))
-    return lines + ["\t}"]
-
-
-def render_table(model, node, table=DEFAULT_TABLE):
-    """The nft text of `table ip <table>` that enforces the policies for the pods on `node`.
-
-    Only the node's own pods are isolated here: it judges their egress and the ingress to
-    them, so a packet between two nodes is judged by both. Re-rendering the same model
-    gives the same bytes.
-    """
-    built = _build(model, node)
-    lines = ["table ip %s {" % table]
-    for name in ("ingress_isolated", "egress_isolated"):
-        lines += _set_lines(name, *built.sets[name])
-    for name, (typeof, interval, elements) in built.sets.items():
-        if not name.endswith("_isolated"):
-            lines += _set_lines(name, typeof, interval, elements)
-    established = "ct state established,related accept"
-    # Egress first: a packet between two local pods leaves one (egress) and reaches the other (ingress).
-    to_egress = "ip saddr @egress_isolated jump %s" % EGRESS_CHAIN
-    to_ingress = "ip daddr @ingress_isolated jump %s" % INGRESS_CHAIN
-    chains = [
-        # Forward sees pod-to-pod traffic on the bridge (br_netfilter) and between nodes, after
-        # Service DNAT (prerouting) and before masquerade (postrouting): real endpoints, real sources.
-        ("forward", "type filter hook forward priority filter; policy accept;", [established, to_egress,
-                                                                                  to_ingress]),
-        # Input: a pod talking to its node's own addresses (node-local DNS, say) is egress too.
-        ("input", "type filter hook input priority filter; policy accept;", [established, to_egress]),
-        (EGRESS_CHAIN, None, built.rules[EGRESS_CHAIN] + [
-            'counter drop comment "egress of an isolated pod that no policy allows"']),
-        (INGRESS_CHAIN, None, built.rules[INGRESS_CHAIN] + [
-            'counter drop comment "ingress to an isolated pod that no policy allows"']),
-    ]
-    for name, hook, rules in chains:
-        lines.append("\tchain %s {" % name)
-        lines += ["\t\t" + hook] if hook else []
-        lines += ["\t\t" + rule for rule in rules]
-        lines.append("\t}")
-    lines.append("}")
-    for name, (_, _, elements) in built.sets.items():
-        for start in range(ELEMENTS_PER_STATEMENT, len(elements), ELEMENTS_PER_STATEMENT):
-            chunk = elements[start:start + ELEMENTS_PER_STATEMENT]
-            lines.append("add element ip %s %s { %s }" % (table, name, ", ".join(chunk)))
-    return "\n".join(lines) + "\n"
 
 
 # --- description ----------------------------------------------------------------------
