@@ -15,17 +15,10 @@ numbers.
 import ipaddress
 import re
 
+from ansible_collections.podnet.network.plugins.module_utils.common import manifests
 from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
-    DEFAULT_NAMESPACE,
-    NAME_RULES,
-    PROTOCOLS,
-    ManifestError,
     check_fields,
-    check_name,
     choice,
-    integer,
-    metadata,
-    objects,
     typed,
 )
 
@@ -48,7 +41,7 @@ LABEL_NAME_MAX = 63
 ALL_PORTS = (0, 65535)
 
 
-class PolicySpecError(ManifestError):
+class PolicySpecError(manifests.ManifestError):
     """A NetworkPolicy or Namespace podnet cannot enforce; the message says file, object and field.
 
     A ManifestError, which services.model calls ServiceSpecError: the filter plugin and the
@@ -64,7 +57,7 @@ def _label_key(where, path, key):
     if not isinstance(key, str) or not key:
         raise where.error(path, "%r is not %s", key, meaning)
     prefix, slash, name = key.rpartition("/")
-    pattern, longest, _ = NAME_RULES["a DNS-1123 subdomain"]
+    pattern, longest, _ = manifests.NAME_RULES["a DNS-1123 subdomain"]
     if slash and (not prefix or len(prefix) > longest or not pattern.match(prefix)):
         raise where.error(path, "%r is not %s (the prefix %r is not)", key, meaning, prefix)
     if len(name) > LABEL_NAME_MAX or not _LABEL_NAME.match(name):
@@ -176,7 +169,7 @@ def _port(where, path, value):
     """(protocol, first, last, name): a range of numbers, or a name to resolve per pod."""
     port = typed(where, path, value, dict)
     check_fields(where, path, port, PORT_FIELDS)
-    protocol = choice(where, path + ".protocol", port.get("protocol"), PROTOCOLS, "TCP")
+    protocol = choice(where, path + ".protocol", port.get("protocol"), manifests.PROTOCOLS, "TCP")
     number, name, end = port.get("port"), None, port.get("endPort")
     if number is None:
         if end is not None:
@@ -185,15 +178,15 @@ def _port(where, path, value):
     if isinstance(number, str):
         if number.isdigit():
             raise where.error(path + ".port", "%r is a string: write a port number without quotes", number)
-        name = check_name(where, path + ".port", number, "an IANA service name")
+        name = manifests.check_name(where, path + ".port", number, "an IANA service name")
         if end is not None:
             raise where.error(path + ".endPort", "may only be set with a numbered port, not the named "
                                                  "port %r", name)
         return protocol, None, None, name
-    number = integer(where, path + ".port", number, 1, 65535)
+    number = manifests.integer(where, path + ".port", number, 1, 65535)
     if end is None:
         return protocol, number, number, None
-    end = integer(where, path + ".endPort", end, 1, 65535)
+    end = manifests.integer(where, path + ".endPort", end, 1, 65535)
     if end < number:
         raise where.error(path + ".endPort", "%d must not be less than port %d", end, number)
     return protocol, number, end, None
@@ -227,7 +220,7 @@ def _policy_types(where, spec):
 
 
 def _parse_policy(where, obj):
-    namespace, name, _ = metadata(where, obj, "a DNS-1123 subdomain")
+    namespace, name, _ = manifests.metadata(where, obj, "a DNS-1123 subdomain")
     spec = typed(where, "spec", obj.get("spec"), dict)
     check_fields(where, "spec", spec, SPEC_FIELDS)
     if spec.get("podSelector") is None:
@@ -245,7 +238,7 @@ def _parse_policy(where, obj):
 
 def _parse_namespace(where, obj):
     meta = typed(where, "metadata", obj.get("metadata"), dict)
-    name = check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
+    name = manifests.check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
     where.what = "Namespace %s" % name
     labels = _labels(where, "metadata.labels", meta.get("labels"))
     return name, labels
@@ -255,7 +248,7 @@ def _read(sources):
     """(policies in file order, {namespace: labels}) from every source; duplicates are errors."""
     policies, namespaces, seen = [], {}, {}
     for text, filename in sources:
-        for where, kind, obj in objects(text, filename, "policy", PolicySpecError):
+        for where, kind, obj in manifests.objects(text, filename, "policy", PolicySpecError):
             if kind == "NetworkPolicy":
                 policy = _parse_policy(where, obj)
                 key = (kind, policy["namespace"], policy["name"])
@@ -278,7 +271,7 @@ def _pods(pods):
     """podnet's pods, normalised: namespace defaulted, labels and ports never None, the address parsed."""
     result = []
     for pod in pods or []:
-        namespace, ip = pod.get("namespace") or DEFAULT_NAMESPACE, pod.get("ip") or None
+        namespace, ip = pod.get("namespace") or manifests.DEFAULT_NAMESPACE, pod.get("ip") or None
         try:
             address = ipaddress.IPv4Address(ip) if ip else None
         except ValueError:
