@@ -18,8 +18,8 @@ is checked here, once, for both. Pure: no I/O.
 """
 
 import collections
-import dataclasses
 import ipaddress
+import re
 
 from ansible_collections.podnet.network.plugins.module_utils.common.manifests import PROTOCOLS
 
@@ -41,98 +41,39 @@ class ServiceModelError(ValueError):
     """A services model no backend can turn into rules (bad protocol, address, port...)."""
 
 
-class Endpoint(collections.namedtuple("Endpoint", "ip port node")):
-    __slots__ = ()
+# key: "ip:port", as kube-proxy names an endpoint.
+Endpoint = collections.namedtuple("Endpoint", "ip port node key")
 
-    @property
-    def key(self):
-        return "%s:%d" % (self.ip, self.port)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServicePort:
-    """One Service port as one node proxies it. The endpoint tuples keep the model's order."""
-
-    name: str  # kube-proxy's ServicePortName: "namespace/name:port", "namespace/name" if unnamed
-    namespace: str
-    service: str
-    port_name: str
-    protocol: str  # "TCP"
-    l4: str  # the kernel's name: "tcp"
-    port: int
-    cluster_ip: str
-    external_ips: tuple
-    node_port: object  # int, or None
-    internal_local: bool  # internalTrafficPolicy: Local
-    external_local: bool  # externalTrafficPolicy: Local, on a port reachable from outside
-    affinity_timeout: object  # seconds of sessionAffinity: ClientIP; None without, or with no endpoint
-    endpoints: tuple  # every ready endpoint, each once
-    node_endpoints: tuple  # those on this node
-    cluster_endpoints: tuple  # kube-proxy's clusterEndpoints: () when no traffic uses them all
-    local_endpoints: tuple  # kube-proxy's localEndpoints: () when no policy is Local
-
-    @property
-    def externally_accessible(self):
-        """As kube-proxy: nodePorts and externalIPs (a ClusterIP Service's too) are reachable from outside."""
-        return bool(self.node_port) or bool(self.external_ips)
-
-    @property
-    def internal_endpoints(self):
-        """Where ClusterIP traffic goes."""
-        return self.local_endpoints if self.internal_local else self.cluster_endpoints
-
-    @property
-    def external_endpoints(self):
-        """Where an outside client's traffic to an externalIP or nodePort goes (pods and the
-        node itself always reach `cluster_endpoints`: kube-proxy's short-circuit); () for a
-        port with no such destination."""
-        if not self.externally_accessible:
-            return ()
-        return self.local_endpoints if self.external_local else self.cluster_endpoints
-
-    @property
-    def reachable_endpoints(self):
-        """The endpoints some traffic reaches here, in model order (kube-proxy's allReachableEndpoints)."""
-        used = {ep.key for ep in self.cluster_endpoints} | {ep.key for ep in self.local_endpoints}
-        return tuple(ep for ep in self.endpoints if ep.key in used)
-
-    def _verdict(self, endpoints):
-        if endpoints:
-            return None
-        if not self.endpoints:
-            return REJECT, "%s has no endpoints" % self.name
-        return DROP, "%s has no local endpoints" % self.name
-
-    @property
-    def internal_verdict(self):
-        """None, or (REJECT or DROP, why) for ClusterIP traffic that has no endpoint to go to."""
-        return self._verdict(self.internal_endpoints)
-
-    @property
-    def external_verdict(self):
-        """None, or (REJECT or DROP, why) for outside traffic to an externalIP or nodePort. A DROP
-        concerns outside clients only: pods and the node itself still reach every endpoint."""
-        return self._verdict(self.external_endpoints) if self.externally_accessible else None
-
-    @property
-    def hairpin_endpoints(self):
-        """Only a local endpoint can hairpin: its own node is the one that DNATs it."""
-        return self.node_endpoints
-
-    @property
-    def masquerade(self):
-        """Why traffic to this port is masqueraded: a tuple of the MASQ_* reasons that apply.
-
-        A port with endpoints masquerades ClusterIP traffic from outside the cluster CIDR even
-        when none of them is here (iTP Local): that traffic is dropped before NAT anyway."""
-        if not self.endpoints:
-            return ()
-        reasons = [MASQ_OUTSIDE_CLUSTER]
-        if self.externally_accessible:
-            reasons.append(MASQ_EXTERNAL_FROM_NODE if self.external_local else MASQ_EXTERNAL)
-        if self.hairpin_endpoints:
-            reasons.append(MASQ_HAIRPIN)
-        return tuple(reasons)
+# One Service port as one node proxies it (a tuple: categorising 10,000 Services must take
+# a fraction of a second). Endpoint tuples keep the model's order.
+ServicePort = collections.namedtuple("ServicePort", (
+    # kube-proxy's ServicePortName ("namespace/name:port", "namespace/name" if unnamed), its parts
+    "name", "namespace", "service", "port_name",
+    "protocol",  # "TCP"
+    "l4",  # the kernel's name for it: "tcp"
+    "port", "cluster_ip", "external_ips",
+    "node_port",  # int, or None
+    "internal_local",  # internalTrafficPolicy: Local
+    # As kube-proxy: nodePorts and externalIPs (a ClusterIP Service's too) are reachable from outside ...
+    "externally_accessible",
+    "external_local",  # ... and externalTrafficPolicy: Local concerns only such a port
+    "affinity_timeout",  # seconds of sessionAffinity: ClientIP; None without, or with no endpoint to keep
+    "endpoints",  # every ready endpoint, each once
+    "node_endpoints",  # those on this node
+    "cluster_endpoints",  # kube-proxy's clusterEndpoints: () when no traffic uses them all
+    "local_endpoints",  # kube-proxy's localEndpoints: () when no policy is Local
+    "reachable_endpoints",  # those some traffic reaches here (kube-proxy's allReachableEndpoints)
+    "internal_endpoints",  # where ClusterIP traffic goes
+    # Where an outside client's traffic to an externalIP or nodePort goes (pods and the node
+    # itself always reach cluster_endpoints: kube-proxy's short-circuit); () for no such port.
+    "external_endpoints",
+    "hairpin_endpoints",  # only a local endpoint can hairpin: its own node is the one that DNATs it
+    "internal_verdict",  # None, or (REJECT or DROP, why) for ClusterIP traffic with nowhere to go
+    # None, or (REJECT or DROP, why) for outside traffic to an externalIP or nodePort. A DROP
+    # concerns outside clients only: pods and the node itself still reach every endpoint.
+    "external_verdict",
+    "masquerade",  # why traffic to this port is masqueraded: the MASQ_* reasons that apply
+))
 
 
 def proxied(svc):
@@ -147,7 +88,15 @@ def proxied(svc):
 
 # --- checks ---------------------------------------------------------------------------
 
+# An IPv4 address as load_services writes it (ipaddress refuses leading zeros, so this is
+# every valid one): checked without ipaddress, which costs seconds at 50,000 endpoints.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(r"^(%s\.){3}%s$" % (_OCTET, _OCTET))
+
+
 def _ipv4(value, what):
+    if isinstance(value, str) and _DOTTED_QUAD.match(value):
+        return value
     try:
         return str(ipaddress.IPv4Address(value))
     except (ipaddress.AddressValueError, ValueError, TypeError) as exc:
@@ -184,12 +133,17 @@ def _affinity(value, what):
 def _endpoints(port, what):
     """The ready endpoints, checked, each (address, port) once, in model order."""
     seen, out = set(), []
-    for ep in port.get("endpoints") or []:
-        ip = _ipv4(ep.get("ip"), what + " endpoint")
-        endpoint = Endpoint(ip, _port(ep.get("port"), what + " endpoint " + ip), ep.get("node"))
-        if endpoint.key not in seen:
-            seen.add(endpoint.key)
-            out.append(endpoint)
+    # Tens of thousands of these: the common case checks inline, _ipv4 and _port say what is wrong.
+    for ep in port.get("endpoints") or ():
+        ip, number = ep.get("ip"), ep.get("port")
+        if type(ip) is not str or not _DOTTED_QUAD.match(ip):
+            ip = _ipv4(ip, what + " endpoint")
+        if type(number) is not int or not 1 <= number <= 65535:  # bool is not a port either
+            _port(number, what + " endpoint " + ip)
+        key = "%s:%d" % (ip, number)
+        if key not in seen:
+            seen.add(key)
+            out.append(Endpoint(ip, number, ep.get("node"), key))
     return tuple(out)
 
 
@@ -200,6 +154,26 @@ def service_port_name(namespace, name, port_name):
 
 
 # --- categorisation -------------------------------------------------------------------
+
+def _verdict(name, endpoints, used):
+    """REJECT when the port has no endpoint at all; DROP when it has some, but not for this traffic."""
+    if used:
+        return None
+    if not endpoints:
+        return REJECT, "%s has no endpoints" % name
+    return DROP, "%s has no local endpoints" % name
+
+
+def _masquerade(endpoints, externally_accessible, external_local, here):
+    """A port with endpoints masquerades ClusterIP traffic from outside the cluster CIDR even when
+    none of them is here (iTP Local): that traffic is dropped before NAT anyway."""
+    if not endpoints:
+        return ()
+    reasons = (MASQ_OUTSIDE_CLUSTER,)
+    if externally_accessible:
+        reasons += (MASQ_EXTERNAL_FROM_NODE if external_local else MASQ_EXTERNAL,)
+    return reasons + ((MASQ_HAIRPIN,) if here else ())
+
 
 def categorize_port(svc, port, node):
     """The ServicePort of one port of a proxied Service, as `node` proxies it; checked."""
@@ -212,20 +186,27 @@ def categorize_port(svc, port, node):
     internal_local = svc.get("internal_traffic_policy") == "Local"
     externally_accessible = bool(node_port) or bool(external_ips)
     external_local = svc.get("external_traffic_policy") == "Local" and externally_accessible
+    # kube-proxy's UsesClusterEndpoints: eTP Local still needs them all for the short-circuit
+    # of pods and the node itself; and UsesLocalEndpoints.
+    cluster = endpoints if not internal_local or externally_accessible else ()
+    local = here if internal_local or external_local else ()
+    internal = local if internal_local else cluster
+    external = (local if external_local else cluster) if externally_accessible else ()
     affinity = _affinity(svc.get("session_affinity_timeout"), name)
     return ServicePort(
         name=name, namespace=svc.get("namespace"), service=svc.get("name"), port_name=port.get("name") or "",
         protocol=protocol, l4=PROTOCOLS[protocol], port=_port(port.get("port"), name + " port"),
         cluster_ip=_ipv4(svc["cluster_ip"], name + " cluster_ip"), external_ips=external_ips,
         node_port=None if node_port is None else _port(node_port, name + " node_port"),
-        internal_local=internal_local, external_local=external_local,
-        affinity_timeout=affinity if endpoints else None,
-        endpoints=endpoints, node_endpoints=here,
-        # kube-proxy's UsesClusterEndpoints: eTP Local still needs them all for the
-        # short-circuit of pods and the node itself.
-        cluster_endpoints=endpoints if not internal_local or externally_accessible else (),
-        # ... and UsesLocalEndpoints.
-        local_endpoints=here if internal_local or external_local else (),
+        internal_local=internal_local, externally_accessible=externally_accessible,
+        external_local=external_local, affinity_timeout=affinity if endpoints else None,
+        endpoints=endpoints, node_endpoints=here, cluster_endpoints=cluster, local_endpoints=local,
+        # local is a part of endpoints, in their order
+        reachable_endpoints=endpoints if cluster else local,
+        internal_endpoints=internal, external_endpoints=external, hairpin_endpoints=here,
+        internal_verdict=_verdict(name, endpoints, internal),
+        external_verdict=_verdict(name, endpoints, external) if externally_accessible else None,
+        masquerade=_masquerade(endpoints, externally_accessible, external_local, here),
     )
 
 
