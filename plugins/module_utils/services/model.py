@@ -4,7 +4,8 @@ Pure logic, no I/O; runs on the Ansible controller. The file holds Service, Endp
 and EndpointSlice objects as `kubectl apply` would take them. Here they are validated,
 the endpoints resolved (from podnet's pods through the Service's selector, or from the
 Endpoints / EndpointSlice objects of a selector-less Service), clusterIPs and nodePorts
-allocated, and the result returned as the services model:
+allocated, and the result returned as the services model. The YAML, the kinds and the
+typed-field checks are the manifest reader's (common/manifests.py), shared with NetworkPolicy:
 
     services.yml + pods (+ previous allocations)  ->  {"services": [...], ...}
 """
