@@ -5,7 +5,7 @@ applies some NetworkPolicies, and probes every pod pair on every port and protoc
 "Reachability" matrix that starts all-allowed and is then told which peers each policy isolates
 and allows. The cases here do the same over the lab's fixed layout, and state their
 expectations from the NetworkPolicy v1 semantics alone, never from podnet's own code: they are
-the independent check of plugins/module_utils/podnet_policy.py.
+the independent check of plugins/module_utils/policy/ (model.py, render.py).
 
 tests/unit/test_policy_truth_table.py runs every case through the rendered nftables tables with
 the pure tracer (fake IPs, `fake_ips()`); the lab's live test sends the same probes as real
