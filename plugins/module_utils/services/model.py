@@ -334,9 +334,10 @@ def _free(candidates, taken):
 def _allocate_cluster_ips(in_file_order, ordered, net, previous):
     """Explicit addresses first, then each Service's previous one if still free, then the lowest free.
 
-    Kubernetes gives network+1 (10.96.0.1) to the API server, and network+10 (10.96.0.10) is
-    cluster DNS by convention: automatic allocation skips both (a manifest may still ask for
-    them), starting at network+11 and wrapping round to network+2."""
+    Kubernetes gives network+1 (10.96.0.1) to the API server, and network+10 is cluster DNS by
+    convention (podnet's default DNS address, dns/records.py cluster_dns_ip): automatic
+    allocation skips both (a manifest may still ask for them), starting at network+11 and
+    wrapping round to network+2."""
     owners = {}
     for svc in in_file_order:
         ip = svc["cluster_ip"]
