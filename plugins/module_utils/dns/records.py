@@ -368,10 +368,20 @@ def render_table(table, dns_ip, port):
             "}\n")
 
 
+# nft lists the standard chain priorities by name, and each version names a different set:
+# Debian 13's nft 1.1 lists a nat output chain at -100 as `dstnat`, a name Debian 12's
+# nft 1.0.6 refuses there. Compared as numbers, one table reads the same on both.
+_PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+_NAMED_PRIORITY = re.compile(r"\bpriority (%s)\b" % "|".join(_PRIORITY_NAMES))
+
+
 def same_listing(live, wanted):
-    """Does `nft list table` output say what render_table wrote? (whitespace aside)"""
+    """Does `nft list table` output say what render_table wrote? (whitespace and the
+    spelling of chain priorities aside)"""
     def norm(text):
-        return [" ".join(line.split()) for line in (text or "").splitlines() if line.strip()]
+        lines = (" ".join(line.split()) for line in (text or "").splitlines() if line.strip())
+        return [_NAMED_PRIORITY.sub(lambda m: "priority %d" % _PRIORITY_NAMES[m.group(1)], line)
+                for line in lines]
     return norm(live) == norm(wanted)
 
 
