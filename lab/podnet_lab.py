@@ -36,17 +36,15 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machines  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_INVENTORY = REPO / "inventory" / "lab"
-RUN_DIR = Path("/run/podnet-lab")
-STATE_DIR = Path("/var/lib/podnet-lab")
+# The fast lab by default; PODNET_LAB_INVENTORY=inventory/nodes picks the machine lab
+# (the live tests read the same variable, so one suite serves both).
+DEFAULT_INVENTORY = Path(os.environ.get("PODNET_LAB_INVENTORY") or REPO / "inventory" / "lab").resolve()
 NETNS_DIR = Path("/run/netns")
-LOCK_FILE = Path("/run/lock/podnet-lab.lock")
-CREATED_MOUNTPOINTS = STATE_DIR / "host-mountpoints.json"
 ECHO_SERVER = REPO / "roles" / "podnet_test_pods" / "files" / "podnet-echo.py"
-ECHO_PIDFILE = RUN_DIR / "internet-echo.pid"
-ECHO_LOG = RUN_DIR / "internet-echo.log"
-ROUTER_DNS_PIDFILE = RUN_DIR / "router-dns.pid"
 # The lab's "upstream" DNS: the names the router answers; anything else is NXDOMAIN.
 ROUTER_DNS_ZONE = "podnet.test"
 ROUTER_DNS_RECORDS = {"internet.podnet.test": "internet_ip"}
@@ -114,9 +112,32 @@ class Topology:
     # (destination CIDR, via node IP): how the external client reaches Service
     # addresses, as a homelab router would send a service CIDR to a node.
     client_routes: tuple = ()
+    # node -> Debian release, for nodes that are machines (lab/machines.py); the
+    # others are namespaces sharing this machine's packages.
+    machines: tuple = ()
 
     def ns(self, name):
         return self.prefix + name
+
+    # Each lab (one per prefix) keeps its own run, state and lock, so two labs can
+    # stand side by side; the fast lab's paths are those it always had.
+    @property
+    def run_dir(self):
+        return Path(f"/run/{self.prefix}lab")
+
+    @property
+    def state_dir(self):
+        return Path(f"/var/lib/{self.prefix}lab")
+
+    @property
+    def lock_file(self):
+        return Path(f"/run/lock/{self.prefix}lab.lock")
+
+    def is_machine(self, node):
+        return node in dict(self.machines)
+
+    def release(self, node):
+        return dict(self.machines)[node]
 
     def namespaces(self):
         return [self.ns(n) for n in (*INFRA, *self.nodes)]
@@ -197,7 +218,15 @@ def load_topology(inventory=DEFAULT_INVENTORY):
         router_internet_ip=lab["router_internet_ip"],
         internet_ip=lab["internet_ip"],
         client_routes=tuple(_client_routes(inventory, lab, nodes)),
+        machines=tuple(_machines(inventory, lab, nodes)),
     )
+
+
+def _machines(inventory, lab, nodes):
+    for node, release in (lab.get("machines") or {}).items():
+        if node not in nodes:
+            raise LabError(f"{inventory}/group_vars/all: podnet_lab.machines[{node}]: not a node")
+        yield node, str(release)
 
 
 def _client_routes(inventory, lab, nodes):
@@ -236,18 +265,43 @@ def netns_path(ns):
     return NETNS_DIR / ns
 
 
-def mount_ns_path(node):
-    return RUN_DIR / f"{node}.mnt"
+def mount_ns_path(topo, node):
+    return topo.run_dir / f"{node}.mnt"
 
 
-def node_disk(node, path=""):
-    return STATE_DIR / "nodes" / node / path.lstrip("/")
+def node_disk(topo, node, path=""):
+    return topo.state_dir / "nodes" / node / path.lstrip("/")
+
+
+def machine_root(topo, node):
+    return topo.state_dir / "machines" / node
+
+
+def machine_pidfile(topo, node):
+    return topo.run_dir / f"{node}.boot.pid"
+
+
+def machine_init_pid(topo, node):
+    """PID 1 of a machine node (as this host numbers it), or None when it is down."""
+    try:
+        boot_pid = int(machine_pidfile(topo, node).read_text())
+    except (OSError, ValueError):
+        return None
+    if ns_id(f"/proc/{boot_pid}/ns/net") != ns_id(netns_path(topo.ns(node))) or _is_zombie(boot_pid):
+        return None
+    pid = machines.init_pid(boot_pid)
+    return pid if pid and not _is_zombie(pid) else None
 
 
 def nsenter_argv(topo, name):
     if name in INFRA:
         return ["nsenter", f"--net={netns_path(topo.ns(name))}", "--"]
-    return ["nsenter", f"--mount={mount_ns_path(name)}", f"--net={netns_path(topo.ns(name))}", "--"]
+    if topo.is_machine(name):
+        pid = machine_init_pid(topo, name)
+        if pid is None:
+            raise LabError(f"machine {name} is not running: run create (or reboot {name})")
+        return machines.enter_argv(pid)
+    return ["nsenter", f"--mount={mount_ns_path(topo, name)}", f"--net={netns_path(topo.ns(name))}", "--"]
 
 
 def set_sysctls(ns, values):
@@ -255,10 +309,10 @@ def set_sysctls(ns, values):
          *(f"{k}={v}" for k, v in values.items())])
 
 
-@functools.lru_cache(maxsize=1)
-def _lock():
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+@functools.lru_cache(maxsize=4)
+def _lock(lock_file):
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -279,10 +333,17 @@ def lab_namespaces(inventory=DEFAULT_INVENTORY):
     return load_topology(inventory).namespaces()
 
 
+def node_is_up(topo, node):
+    if topo.is_machine(node):
+        return machine_init_pid(topo, node) is not None
+    return bool(ns_id(mount_ns_path(topo, node)))
+
+
 def lab_is_up(topo):
     return (all(ns_id(netns_path(ns)) for ns in topo.namespaces())
-            and all(ns_id(mount_ns_path(n)) for n in topo.nodes)
-            and echo_pid(topo) is not None and router_dns_pid(topo) is not None)
+            and all(node_is_up(topo, n) for n in topo.nodes)
+            and echo_pid(topo) is not None and router_dns_pid(topo) is not None
+            and (not topo.machines or mirror_pid(topo) is not None))
 
 
 # ---------------------------------------------------------------- building
@@ -335,9 +396,14 @@ def mount_boot_filesystems(topo, node):
         "mount -t sysfs sysfs /sys"])
 
 
-def ensure_host_mountpoints():
+def created_mountpoints(topo):
+    return topo.state_dir / "host-mountpoints.json"
+
+
+def ensure_host_mountpoints(topo):
     """Bind mounts need their target to exist on the shared filesystem."""
-    created = json.loads(CREATED_MOUNTPOINTS.read_text()) if CREATED_MOUNTPOINTS.exists() else []
+    record = created_mountpoints(topo)
+    created = json.loads(record.read_text()) if record.exists() else []
     for path in NODE_PRIVATE_DIRS:
         missing = []
         p = Path(path)
@@ -347,66 +413,158 @@ def ensure_host_mountpoints():
         for d in reversed(missing):
             os.mkdir(d, 0o755)
             created.append(d)
-    CREATED_MOUNTPOINTS.parent.mkdir(parents=True, exist_ok=True)
-    CREATED_MOUNTPOINTS.write_text(json.dumps(created, indent=1) + "\n")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(created, indent=1) + "\n")
 
 
 def build_node_mount_ns(topo, node):
     for path in NODE_PRIVATE_DIRS:
-        disk = node_disk(node, path)
+        disk = node_disk(topo, node, path)
         if not disk.exists():
             if path in SEEDED_FROM_HOST and Path(path).is_dir():
                 shutil.copytree(path, disk, symlinks=True)
             else:
                 disk.mkdir(parents=True)
-    mnt = mount_ns_path(node)
+    mnt = mount_ns_path(topo, node)
     mnt.touch()
     # slave: the node still sees the host's later mounts (netns add/del under
     # /run/netns), but nothing it mounts leaks back to the host.
     run(["unshare", f"--mount={mnt}", "--propagation", "slave", "true"])
     mount_boot_filesystems(topo, node)
-    binds = "; ".join(f"mount --bind {shlex.quote(str(node_disk(node, p)))} {shlex.quote(p)}"
+    binds = "; ".join(f"mount --bind {shlex.quote(str(node_disk(topo, node, p)))} {shlex.quote(p)}"
                       for p in NODE_PRIVATE_DIRS)
     run(nsenter_argv(topo, node) + ["/bin/sh", "-ec", binds])
 
 
-def echo_pid(topo):
+def echo_pidfile(topo):
+    return topo.run_dir / "internet-echo.pid"
+
+
+def echo_log(topo):
+    return topo.run_dir / "internet-echo.log"
+
+
+def router_dns_pidfile(topo):
+    return topo.run_dir / "router-dns.pid"
+
+
+def mirror_pidfile(topo):
+    return topo.run_dir / "mirror.pid"
+
+
+def _pid_in(pidfile, netns):
     try:
-        pid = int(ECHO_PIDFILE.read_text())
-        alive = ns_id(f"/proc/{pid}/ns/net") == ns_id(netns_path(topo.ns("internet")))
+        pid = int(pidfile.read_text())
+        alive = ns_id(f"/proc/{pid}/ns/net") == ns_id(netns_path(netns))
     except (OSError, ValueError):
         return None
     return pid if alive and not _is_zombie(pid) else None
+
+
+def mirror_pid(topo):
+    return _pid_in(mirror_pidfile(topo), topo.ns("internet"))
+
+
+def mirror_url(topo):
+    return f"http://{topo.internet_ip}:{machines.MIRROR_PORT}"
+
+
+def start_mirror(topo):
+    """The LAN's Debian mirror, served from the internet namespace: one flat repository per
+    release the machines run (lab/machines.py builds and caches them)."""
+    if mirror_pid(topo):
+        return
+    web = topo.state_dir / "mirror"
+    web.mkdir(parents=True, exist_ok=True)
+    for release in sorted(set(dict(topo.machines).values())):
+        link = web / release
+        if not link.exists():
+            link.symlink_to(machines.mirror(release))
+    with open(topo.run_dir / "mirror.log", "ab") as log:
+        proc = subprocess.Popen(
+            nsenter_argv(topo, "internet") + ["/usr/bin/python3", "-m", "http.server", "--bind",
+                                              topo.internet_ip, "--directory", str(web),
+                                              str(machines.MIRROR_PORT)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+    mirror_pidfile(topo).write_text(f"{proc.pid}\n")
+    argv = nsenter_argv(topo, "client") + ["curl", "-sf", "-o", "/dev/null", "--max-time", "1",
+                                           mirror_url(topo) + "/"]
+    deadline = time.monotonic() + 10
+    while subprocess.run(argv, capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise LabError(f"the mirror did not start; see {topo.run_dir / 'mirror.log'}")
+        time.sleep(0.1)
+
+
+def ssh_key(topo):
+    """The admin's key pair (the workstation's), made once per lab."""
+    key = topo.state_dir / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin@podnet-lab", "-f", str(key)])
+    return key
+
+
+def boot_machine(topo, node, wait=True):
+    """Power on a machine node: systemd as PID 1 in its own namespaces, inside its netns."""
+    root = machine_root(topo, node)
+    machines.prepare_root(root, topo.release(node), node, mirror_url(topo),
+                          ssh_key(topo).with_suffix(".pub").read_text())
+    log = open(topo.run_dir / f"{node}.boot.log", "ab")
+    proc = subprocess.Popen(machines.boot_argv(netns_path(topo.ns(node)), root), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+    machine_pidfile(topo, node).write_text(f"{proc.pid}\n")
+    if wait:
+        wait_for_machine(topo, node)
+
+
+def wait_for_machine(topo, node, timeout=90):
+    """Until systemd has finished booting (running or degraded) and sshd answers."""
+    deadline = time.monotonic() + timeout
+    state = "no PID 1"
+    while time.monotonic() < deadline:
+        pid = machine_init_pid(topo, node)
+        if pid:
+            proc = subprocess.run(machines.enter_argv(pid) + ["systemctl", "is-system-running"],
+                                  capture_output=True, text=True)
+            state = proc.stdout.strip() or proc.stderr.strip()
+            if state in ("running", "degraded") and subprocess.run(
+                    nsenter_argv(topo, "client")
+                    + ["/bin/sh", "-c", f"echo | socat -T1 - TCP:{topo.nodes[node]}:22"],
+                    capture_output=True, text=True).stdout.startswith("SSH-"):
+                return state
+        time.sleep(0.2)
+    raise LabError(f"machine {node} did not finish booting in {timeout} s (systemd: {state}); "
+                   f"see {topo.run_dir / (node + '.boot.log')}")
+
+
+def echo_pid(topo):
+    return _pid_in(echo_pidfile(topo), topo.ns("internet"))
 
 
 def start_echo_server(topo):
     if echo_pid(topo):
         return
-    log_start = ECHO_LOG.stat().st_size if ECHO_LOG.exists() else 0
-    with open(ECHO_LOG, "ab") as log:
+    log_start = echo_log(topo).stat().st_size if echo_log(topo).exists() else 0
+    with open(echo_log(topo), "ab") as log:
         proc = subprocess.Popen(
             nsenter_argv(topo, "internet") + ["/usr/bin/python3", str(ECHO_SERVER), "--name", "internet",
                                               "--listen", "tcp:80", "--listen", "udp:80"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
             start_new_session=True)
-    ECHO_PIDFILE.write_text(f"{proc.pid}\n")
+    echo_pidfile(topo).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LabError(f"echo server exited ({proc.returncode}); see {ECHO_LOG}")
-        if b"listening" in ECHO_LOG.read_bytes()[log_start:]:
+            raise LabError(f"echo server exited ({proc.returncode}); see {echo_log(topo)}")
+        if b"listening" in echo_log(topo).read_bytes()[log_start:]:
             return
         time.sleep(0.02)
-    raise LabError(f"echo server did not start within 5 s; see {ECHO_LOG}")
+    raise LabError(f"echo server did not start within 5 s; see {echo_log(topo)}")
 
 
 def router_dns_pid(topo):
-    try:
-        pid = int(ROUTER_DNS_PIDFILE.read_text())
-        alive = ns_id(f"/proc/{pid}/ns/net") == ns_id(netns_path(topo.ns("router")))
-    except (OSError, ValueError):
-        return None
-    return pid if alive and not _is_zombie(pid) else None
+    return _pid_in(router_dns_pidfile(topo), topo.ns("router"))
 
 
 def start_router_dns(topo):
@@ -420,11 +578,11 @@ def start_router_dns(topo):
     run(nsenter_argv(topo, "router") + [
         "/usr/sbin/dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--local=/#/",
         f"--listen-address={topo.router_ip}", "--bind-interfaces", "--local-ttl=60",
-        f"--pid-file={ROUTER_DNS_PIDFILE}", *records])
+        f"--pid-file={router_dns_pidfile(topo)}", *records])
 
 
 def write_state(topo):
-    state_file = RUN_DIR / "state.json"
+    state_file = topo.run_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"namespaces": [], "nodes": []}
     state["namespaces"] = sorted(set(state["namespaces"]) | set(topo.namespaces()))
     state["nodes"] = sorted(set(state["nodes"]) | set(topo.nodes))
@@ -432,12 +590,12 @@ def write_state(topo):
 
 
 def create(topo):
-    _lock()
+    _lock(topo.lock_file)
     if lab_is_up(topo):
         print("lab is already up")
         return 0
     start = time.monotonic()
-    RUN_DIR.mkdir(mode=0o755, exist_ok=True)
+    topo.run_dir.mkdir(mode=0o755, exist_ok=True)
     present = [ns for ns in topo.namespaces() if ns_id(netns_path(ns))]
     if not ns_id(netns_path(topo.ns("switch"))) or not all(ns_id(netns_path(topo.ns(n))) for n in INFRA):
         if present:
@@ -447,15 +605,23 @@ def create(topo):
     write_state(topo)
     for node in topo.nodes:
         if not ns_id(netns_path(topo.ns(node))):
-            if ns_id(mount_ns_path(node)):
-                raise LabError(f"node {node} has a mount namespace but no netns: run destroy first")
+            if ns_id(mount_ns_path(topo, node)) or machine_init_pid(topo, node):
+                raise LabError(f"node {node} runs but has no netns: run destroy first")
             build_node_netns(topo, node)
-    ensure_host_mountpoints()
+    if any(not topo.is_machine(n) for n in topo.nodes):
+        ensure_host_mountpoints(topo)
     for node in topo.nodes:
-        if not ns_id(mount_ns_path(node)):
+        if not topo.is_machine(node) and not ns_id(mount_ns_path(topo, node)):
             build_node_mount_ns(topo, node)
     start_echo_server(topo)
     start_router_dns(topo)
+    if topo.machines:
+        start_mirror(topo)
+        booting = [n for n in topo.nodes if topo.is_machine(n) and not machine_init_pid(topo, n)]
+        for node in booting:
+            boot_machine(topo, node, wait=False)
+        for node in booting:
+            print(f"  {node}: Debian {topo.release(node)}, systemd {wait_for_machine(topo, node)}")
     print(f"lab is up: {', '.join(topo.namespaces())} ({time.monotonic() - start:.2f} s)")
     return 0
 
@@ -470,11 +636,11 @@ def _is_zombie(pid):
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-def pod_netns_ids(node):
+def pod_netns_ids(topo, node):
     """Namespaces bound under the node's own /run/netns (its pods)."""
-    if not ns_id(mount_ns_path(node)):
-        return set()
-    proc = run(["nsenter", f"--mount={mount_ns_path(node)}", "--", "/bin/sh", "-c",
+    if topo.is_machine(node) or not ns_id(mount_ns_path(topo, node)):
+        return set()  # a machine's pods end with its PID namespace and mounts
+    proc = run(["nsenter", f"--mount={mount_ns_path(topo, node)}", "--", "/bin/sh", "-c",
                 'for f in /run/netns/*; do [ -e "$f" ] && stat -L -c "%d %i" "$f"; done; true'],
                check=False)
     return {tuple(int(x) for x in line.split()) for line in proc.stdout.splitlines() if line.strip()}
@@ -518,25 +684,29 @@ def kill_lab_processes(net_ids, mnt_ids):
 
 
 def destroy(topo):
-    _lock()
+    _lock(topo.lock_file)
     start = time.monotonic()
-    state_file = RUN_DIR / "state.json"
+    state_file = topo.run_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     namespaces = sorted(set(topo.namespaces()) | set(state.get("namespaces", [])))
     nodes = sorted(set(topo.nodes) | set(state.get("nodes", [])))
     net_ids = {ns_id(netns_path(ns)) for ns in namespaces}
     for node in nodes:
-        net_ids |= pod_netns_ids(node)
-    kill_lab_processes(net_ids, {ns_id(mount_ns_path(n)) for n in nodes})
+        net_ids |= pod_netns_ids(topo, node)
+    # A machine's PID 1 lives in its node's netns: killing it ends its whole PID
+    # namespace (pods, sshd, dnsmasq) and with it the machine's mounts.
+    kill_lab_processes(net_ids, {ns_id(mount_ns_path(topo, n)) for n in nodes})
     for node in nodes:
-        if ns_id(mount_ns_path(node)):
-            run(["umount", str(mount_ns_path(node))])
+        if ns_id(mount_ns_path(topo, node)):
+            run(["umount", str(mount_ns_path(topo, node))])
     present = [ns for ns in namespaces if netns_path(ns).exists()]
     if present:
         ip_batch([f"netns del {ns}" for ns in present])
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
-    created = json.loads(CREATED_MOUNTPOINTS.read_text()) if CREATED_MOUNTPOINTS.exists() else []
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    shutil.rmtree(topo.run_dir, ignore_errors=True)
+    record = created_mountpoints(topo)
+    created = json.loads(record.read_text()) if record.exists() else []
+    _refuse_mounts_below(topo.state_dir)
+    shutil.rmtree(topo.state_dir, ignore_errors=True)
     for path in reversed(created):
         try:
             os.rmdir(path)
@@ -546,18 +716,59 @@ def destroy(topo):
     return 0
 
 
+def _refuse_mounts_below(path):
+    """Never delete through a mount: a machine's root must be unmounted (its PID 1 dead)."""
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as mounts:
+        below = [line.split()[4] for line in mounts if line.split()[4].startswith(prefix)]
+    if below:
+        raise LabError(f"still mounted below {path}: {', '.join(below[:5])}")
+
+
+def reboot_machine(topo, node):
+    """Pull the plug and power on again: PID 1 killed (its PID namespace ends), the
+    network namespace torn down and made anew, systemd booted from the same disk; then
+    wait for podnet-restore.service, which brings the network back by itself."""
+    start = time.monotonic()
+    kill_lab_processes({ns_id(netns_path(topo.ns(node)))}, set())
+    run(["ip", "-n", topo.ns("switch"), "link", "del", topo.switch_port(node)], check=False)
+    if netns_path(topo.ns(node)).exists():
+        run(["ip", "netns", "del", topo.ns(node)])
+    build_node_netns(topo, node)
+    boot_machine(topo, node, wait=False)
+    state = wait_for_machine(topo, node)
+    print(f"{node} rebooted: systemd {state} after {time.monotonic() - start:.2f} s")
+    argv = nsenter_argv(topo, node)
+    unit = subprocess.run(argv + ["systemctl", "show", "-p", "ActiveState", "-p", "Result",
+                                  "podnet-restore.service"], capture_output=True, text=True).stdout
+    journal = subprocess.run(argv + ["journalctl", "-b", "-o", "cat", "--no-pager",
+                                     "-u", "podnet-restore.service"],
+                             capture_output=True, text=True).stdout
+    print(journal, end="")
+    if "LoadState=not-found" in unit or not journal.strip():
+        print(f"podnet-restore.service did not run on {node}")
+    elif "Result=success" not in unit:
+        print(f"podnet-restore.service failed on {node}: {unit.split()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def reboot(topo, node):
-    _lock()
+    _lock(topo.lock_file)
     if node not in topo.nodes:
         raise LabError(f"{node!r} is not a node of the inventory ({', '.join(topo.nodes)})")
-    if not (ns_id(mount_ns_path(node)) and ns_id(netns_path(topo.ns("switch")))):
+    if topo.is_machine(node):
+        if not ns_id(netns_path(topo.ns("switch"))):
+            raise LabError("the lab is not up: run create first")
+        return reboot_machine(topo, node)
+    if not (ns_id(mount_ns_path(topo, node)) and ns_id(netns_path(topo.ns("switch")))):
         raise LabError("the lab is not up: run `make lab` first")
     start = time.monotonic()
     old_net = ns_id(netns_path(topo.ns(node)))
-    kill_lab_processes({old_net} | pod_netns_ids(node), {ns_id(mount_ns_path(node))})
+    kill_lab_processes({old_net} | pod_netns_ids(topo, node), {ns_id(mount_ns_path(topo, node))})
     # /run (and with it the pods' namespaces) is a tmpfs: a reboot wipes it.
     # sysfs pins the old netns, so it goes too. The bind mounts are the disk.
-    run(["nsenter", f"--mount={mount_ns_path(node)}", "--", "/bin/sh", "-c",
+    run(["nsenter", f"--mount={mount_ns_path(topo, node)}", "--", "/bin/sh", "-c",
          "umount -l /run; umount -l /sys; true"])
     # Delete the veth explicitly: netns teardown is asynchronous and the
     # switch port name is reused at once.
@@ -567,7 +778,7 @@ def reboot(topo, node):
     build_node_netns(topo, node)
     mount_boot_filesystems(topo, node)
     print(f"{node} rebooted ({time.monotonic() - start:.2f} s)")
-    if not os.access(node_disk(node, RESTORE_ENTRY_POINT), os.X_OK):
+    if not os.access(node_disk(topo, node, RESTORE_ENTRY_POINT), os.X_OK):
         print(f"{RESTORE_ENTRY_POINT} is absent on {node}: nothing to restore")
         return 0
     print(f"running {RESTORE_ENTRY_POINT} on {node}", flush=True)
@@ -592,10 +803,19 @@ def status(topo):
         cidrs = " ".join(f"{a['local']}/{a['prefixlen']}" for link in addrs
                          for a in link.get("addr_info", []) if link["ifname"] != "lo")
         extra = ""
-        if name in topo.nodes:
-            mounted = bool(ns_id(mount_ns_path(name)))
+        if name in topo.nodes and topo.is_machine(name):
+            pid = machine_init_pid(topo, name)
+            up &= pid is not None
+            if pid:
+                state = subprocess.run(nsenter_argv(topo, name) + ["systemctl", "is-system-running"],
+                                       capture_output=True, text=True).stdout.strip()
+                extra = f"  Debian {topo.release(name)}, systemd PID {pid}: {state}"
+            else:
+                extra = f"  Debian {topo.release(name)}: powered off"
+        elif name in topo.nodes:
+            mounted = bool(ns_id(mount_ns_path(topo, name)))
             up &= mounted
-            extra = (f"  pods: {len(pod_netns_ids(name))}" if mounted else "  NO mount namespace")
+            extra = (f"  pods: {len(pod_netns_ids(topo, name))}" if mounted else "  NO mount namespace")
         print(f"  {name:10} {ns:20} {cidrs}{extra}")
     pid = echo_pid(topo) if ns_id(netns_path(topo.ns("internet"))) else None
     up &= pid is not None
@@ -603,6 +823,10 @@ def status(topo):
     dns = router_dns_pid(topo) if ns_id(netns_path(topo.ns("router"))) else None
     up &= dns is not None
     print(f"  DNS ({ROUTER_DNS_ZONE}) on {topo.router_ip}:53: " + (f"pid {dns}" if dns else "not running"))
+    if topo.machines:
+        pid = mirror_pid(topo) if ns_id(netns_path(topo.ns("internet"))) else None
+        up &= pid is not None
+        print(f"  Debian mirror at {mirror_url(topo)}: " + (f"pid {pid}" if pid else "not running"))
     print("lab is up" if up else "lab is NOT (fully) up")
     return 0 if up else 1
 
@@ -613,9 +837,9 @@ def exec_in(topo, node, cmd):
     if node not in topo.nodes and node not in INFRA:
         raise LabError(f"unknown lab host {node!r}: nodes are {', '.join(topo.nodes)}; "
                        f"also {', '.join(INFRA)}")
-    argv = nsenter_argv(topo, node)
-    if not ns_id(netns_path(topo.ns(node))) or (node in topo.nodes and not ns_id(mount_ns_path(node))):
+    if not ns_id(netns_path(topo.ns(node))) or (node in topo.nodes and not node_is_up(topo, node)):
         raise LabError(f"{node} does not exist: run `make lab` first")
+    argv = nsenter_argv(topo, node)
     sys.stdout.flush()
     os.execvp(argv[0], argv + cmd)
 

@@ -199,7 +199,7 @@ def test_destroy_leaves_the_root_namespace_as_it_was(own_lab):
     assert proc.returncode == 0, proc.stderr
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     assert not set(TOPO.namespaces()) & set(listed)
-    assert not podnet_lab.RUN_DIR.exists()
-    assert not podnet_lab.STATE_DIR.exists()
+    assert not TOPO.run_dir.exists()
+    assert not TOPO.state_dir.exists()
     assert root_snapshot() == own_lab["root_before"]
     assert lab_cli("destroy").returncode == 0

@@ -24,7 +24,7 @@ NODES = ("node1", "node2", "node3")
 
 
 def lab_pods():
-    group_vars = yaml.safe_load((LAB / "group_vars" / "all.yml").read_text())
+    group_vars = yaml.safe_load((LAB / "group_vars" / "all" / "cluster.yml").read_text())
     pods = expand_pods(group_vars["podnet_test_pods"], list(NODES))
     for index, pod in enumerate(pods):
         pod["ip"] = "10.244.%d.%d" % (NODES.index(pod["node"]), 10 + index)

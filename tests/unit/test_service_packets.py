@@ -26,7 +26,7 @@ NODES = {"node1": "192.168.56.11", "node2": "192.168.56.12", "node3": "192.168.5
 
 
 def lab_pods():
-    group_vars = yaml.safe_load((LAB / "group_vars" / "all.yml").read_text())
+    group_vars = yaml.safe_load((LAB / "group_vars" / "all" / "cluster.yml").read_text())
     pods = expand_pods(group_vars["podnet_test_pods"], sorted(NODES))
     for index, pod in enumerate(pods):
         pod["ip"] = f"10.244.{sorted(NODES).index(pod['node'])}.{10 + index}"
