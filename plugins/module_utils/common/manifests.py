@@ -15,6 +15,7 @@ import ipaddress
 import re
 
 import yaml
+from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS  # noqa: F401
 
 # reader -> {kind: apiVersion}: the kinds each reader consumes; it skips the others' kinds.
 KINDS = {
@@ -39,7 +40,6 @@ NAME_RULES = {
 }
 DEFAULT_NAMESPACE = "default"
 # Kubernetes' protocols -> the kernel's name for them (nft and iptables both write these).
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 class ManifestError(ValueError):

@@ -9,7 +9,7 @@ are named sets (selected pods, peer ranges, ports), in two chains (`pod_ingress`
 `pod_egress`) that the `forward` and `input` base chains enter for isolated local pods only.
 """
 
-from ansible_collections.podnet.network.plugins.module_utils.common.manifests import PROTOCOLS
+from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import DIRECTIONS, address_key
 
 DEFAULT_TABLE = "podnet-policy"

@@ -21,7 +21,7 @@ import collections
 import ipaddress
 import re
 
-from ansible_collections.podnet.network.plugins.module_utils.common.manifests import PROTOCOLS
+from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS
 
 REJECT, DROP = "REJECT", "DROP"
 

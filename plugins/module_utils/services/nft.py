@@ -24,7 +24,7 @@ bit 0x4000, as kube-proxy's KUBE-MARK-MASQ.
 No I/O here: the module lists the live table, passes it in, and runs nft.
 """
 
-from ansible_collections.podnet.network.plugins.module_utils.common.manifests import PROTOCOLS
+from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS
 from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (
     DROP,
     MASQ_EXTERNAL,
