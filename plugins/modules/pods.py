@@ -121,65 +121,27 @@ pods:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.podnet.network.plugins.module_utils.pods.cni import (
-    PodError,
+from ansible_collections.podnet.network.plugins.module_utils.pods.cni_exec import (
     conflist_digest,
     load_conflist,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pods.errors import PodError
+from ansible_collections.podnet.network.plugins.module_utils.pods.lifecycle import (
     pod_health,
-    read_resolv_conf,
-    read_states,
     recreate_pod,
-    render_resolv_conf,
     teardown_pod,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pods.plan import plan_pods
+from ansible_collections.podnet.network.plugins.module_utils.pods.resolv import (
+    read_resolv_conf,
     write_resolv_conf,
-    write_state,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
     PodSpecError,
     check_concrete_pods,
-    container_id,
     describe,
-    netns_name,
-    pod_key,
-    spec_hash,
 )
-
-
-def plan(desired, states, network_digest, netns_prefix, dns=None):
-    """Decide per pod: ok, update (metadata or resolv.conf only), create; and which recorded
-    pods go. dns: (dns_ip, cluster_domain, netns_etc_dir) when podnet writes resolv.conf."""
-    actions = []
-    for pod in desired:
-        key = pod_key(pod)
-        spec = dict(pod, netns=netns_name(pod, netns_prefix), container_id=container_id(pod),
-                    spec_hash=spec_hash(pod, network_digest))
-        if dns:
-            # Not part of spec_hash: a new resolv.conf is rewritten, the pod is not re-created.
-            spec["resolv_conf"] = render_resolv_conf(dns[0], pod["namespace"], dns[1])
-            spec["netns_etc_dir"] = dns[2]
-        state = states.get(key)
-        if state is None:
-            actions.append(("create", key, spec, None, "not recorded"))
-            continue
-        if network_digest is None:
-            reason = "CNI conflist not readable yet"
-        elif state.get("spec_hash") != spec["spec_hash"]:
-            reason = "spec or network config changed"
-        elif state.get("netns") != spec["netns"] or state.get("container_id") != spec["container_id"]:
-            reason = "netns name changed"
-        else:
-            healthy, reason = pod_health(state)
-            if healthy:
-                same = state.get("labels") == spec["labels"] and state.get("ports") == spec["ports"]
-                if dns and (state.get("resolv_conf") != spec["resolv_conf"]
-                            or read_resolv_conf(spec["netns"], dns[2]) != spec["resolv_conf"]):
-                    same = False
-                actions.append(("ok" if same else "update", key, spec, state, "running"))
-                continue
-        actions.append(("create", key, spec, state, reason))
-    wanted = {pod_key(p) for p in desired}
-    removals = [(key, state) for key, state in states.items() if key not in wanted]
-    return actions, removals
+from ansible_collections.podnet.network.plugins.module_utils.pods.state import read_states, write_state
 
 
 def summary(spec, ip):
@@ -236,7 +198,13 @@ def main():
     except PodError as e:
         module.fail_json(msg=str(e))
     dns = (p["dns_ip"], p["cluster_domain"].rstrip("."), p["netns_etc_dir"]) if p["dns_ip"] else None
-    actions, removals = plan(desired, states, network_digest, p["netns_prefix"], dns)
+    # Read the node once; the plan decides from what was read.
+    health = {key: pod_health(state) if state.get("netns") else (False, "no netns recorded")
+              for key, state in states.items()}
+    live_resolv = ({key: read_resolv_conf(state["netns"], dns[2]) for key, state in states.items()
+                    if state.get("netns")} if dns else {})
+    actions, removals = plan_pods(desired, states, health, network_digest, p["netns_prefix"], dns,
+                                  live_resolv)
 
     created, updated, removed = [], [], []
     results = {}

@@ -18,7 +18,7 @@ from ansible_collections.podnet.network.plugins.module_utils.dns.records import 
     upstream_servers,
     zone_lines,
 )
-from ansible_collections.podnet.network.plugins.module_utils.pods.cni import render_resolv_conf
+from ansible_collections.podnet.network.plugins.module_utils.pods.resolv import render_resolv_conf
 
 D = "cluster.local"
 

@@ -6,7 +6,13 @@ import stat
 import textwrap
 
 import pytest
-from ansible_collections.podnet.network.plugins.module_utils.pods import cni
+from ansible_collections.podnet.network.plugins.module_utils.pods import (
+    cni_exec,
+    errors,
+    lifecycle,
+    server,
+    state as pod_state,
+)
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
     PodSpecError,
     check_concrete_pods,
@@ -152,13 +158,13 @@ def test_spec_hash_follows_the_network_config():
     assert spec_hash(BASE, "a") == spec_hash(json.loads(json.dumps(BASE)), "a")
     conflist = {"cniVersion": "1.0.0", "name": "podnet", "plugins": [{"type": "bridge", "mtu": 1500}]}
     reordered = {"plugins": [{"mtu": 1500, "type": "bridge"}], "name": "podnet", "cniVersion": "1.0.0"}
-    assert cni.conflist_digest(conflist) == cni.conflist_digest(reordered)
+    assert cni_exec.conflist_digest(conflist) == cni_exec.conflist_digest(reordered)
 
 
 def test_listen_specs_answer_both_protocols_once_per_port():
     ports = [{"containerPort": 8080, "protocol": "UDP"}, {"containerPort": 8080}, {"containerPort": 53}]
-    assert cni.listen_specs(ports) == ["tcp:53", "udp:53", "tcp:8080", "udp:8080"]
-    assert cni.listen_specs([]) == []
+    assert server.listen_specs(ports) == ["tcp:53", "udp:53", "tcp:8080", "udp:8080"]
+    assert server.listen_specs([]) == []
 
 
 # --- leases -----------------------------------------------------------------------
@@ -173,22 +179,22 @@ def test_clean_leases_removes_only_dead_containers_leases(tmp_path):
     (data / "last_reserved_ip.0").write_text("10.244.1.4")
     (data / "lock").write_text("")
     (data / "notes.txt").write_text("podnet-default-gone")
-    removed = cni.clean_leases(str(data), ["podnet-default-web-0"])
+    removed = cni_exec.clean_leases(str(data), ["podnet-default-web-0"])
     assert removed == ["10.244.1.3", "10.244.1.4", "2001:db8::5"]
     assert sorted(os.listdir(data)) == ["10.244.1.2", "last_reserved_ip.0", "lock", "notes.txt"]
-    assert cni.clean_leases(str(data), ["podnet-default-web-0"]) == []
+    assert cni_exec.clean_leases(str(data), ["podnet-default-web-0"]) == []
 
 
 def test_clean_leases_without_data_dir(tmp_path):
-    assert cni.clean_leases(str(tmp_path / "missing"), []) == []
+    assert cni_exec.clean_leases(str(tmp_path / "missing"), []) == []
 
 
 def test_lease_data_dir_is_data_dir_plus_network_name():
     conflist = {"name": "podnet", "plugins": [{"type": "bridge", "ipam": {"type": "host-local"}}]}
-    assert cni.lease_data_dir(conflist) == "/var/lib/cni/networks/podnet"
+    assert cni_exec.lease_data_dir(conflist) == "/var/lib/cni/networks/podnet"
     conflist["plugins"][0]["ipam"]["dataDir"] = "/tmp/x"
-    assert cni.lease_data_dir(conflist) == "/tmp/x/podnet"
-    assert cni.lease_data_dir({"name": "n", "plugins": [{"type": "ptp", "ipam": {"type": "dhcp"}}]}) is None
+    assert cni_exec.lease_data_dir(conflist) == "/tmp/x/podnet"
+    assert cni_exec.lease_data_dir({"name": "n", "plugins": [{"type": "ptp", "ipam": {"type": "dhcp"}}]}) is None
 
 
 # --- state ------------------------------------------------------------------------
@@ -197,30 +203,30 @@ def test_state_round_trip_and_removal(tmp_path):
     state = {"name": "web-0", "namespace": "default", "labels": {}, "ports": [],
              "netns": "podnet-default-web-0", "container_id": "podnet-default-web-0",
              "ip": "10.244.1.2", "pid": None, "spec_hash": "x"}
-    path = cni.write_state(str(tmp_path / "pods"), state)
+    path = pod_state.write_state(str(tmp_path / "pods"), state)
     assert path.endswith("/default_web-0.json")
-    assert cni.read_states(str(tmp_path / "pods")) == {"default/web-0": state}
-    cni.remove_state(str(tmp_path / "pods"), state)
-    assert cni.read_states(str(tmp_path / "pods")) == {}
-    assert cni.read_states(str(tmp_path / "absent")) == {}
+    assert pod_state.read_states(str(tmp_path / "pods")) == {"default/web-0": state}
+    pod_state.remove_state(str(tmp_path / "pods"), state)
+    assert pod_state.read_states(str(tmp_path / "pods")) == {}
+    assert pod_state.read_states(str(tmp_path / "absent")) == {}
 
 
 def test_unreadable_state_names_the_file(tmp_path):
     (tmp_path / "default_x.json").write_text("{")
-    with pytest.raises(cni.PodError, match="default_x.json"):
-        cni.read_states(str(tmp_path))
+    with pytest.raises(errors.PodError, match="default_x.json"):
+        pod_state.read_states(str(tmp_path))
 
 
 def test_health_of_a_pod_without_ip_or_netns():
-    assert cni.pod_health({"name": "a", "netns": "x", "ip": None}) == (False, "no IP recorded")
-    healthy, reason = cni.pod_health({"name": "a", "netns": "podnet-unit-test-absent", "ip": "10.0.0.2"})
+    assert lifecycle.pod_health({"name": "a", "netns": "x", "ip": None}) == (False, "no IP recorded")
+    healthy, reason = lifecycle.pod_health({"name": "a", "netns": "podnet-unit-test-absent", "ip": "10.0.0.2"})
     assert not healthy and "missing" in reason
 
 
 def test_server_alive_refuses_foreign_pids():
-    assert not cni.server_alive(None, "/x/echo.py")
-    assert not cni.server_alive(os.getpid(), "/x/echo.py")  # a live PID that is not the echo server
-    assert cni.stop_server(os.getpid(), "/x/echo.py") is False
+    assert not server.server_alive(None, "/x/echo.py")
+    assert not server.server_alive(os.getpid(), "/x/echo.py")  # a live PID that is not the echo server
+    assert server.stop_server(os.getpid(), "/x/echo.py") is False
 
 
 # --- conflist chaining with fake plugins --------------------------------------------
@@ -276,10 +282,10 @@ def test_add_chains_prev_result_and_injects_name_and_version(fake_cni):
     bin_dir, calls = fake_cni
     net = conflist({"type": "fake-a", "ip": "10.244.1.7/24"},
                    {"type": "fake-b", "capabilities": {"portMappings": True}}, {"type": "fake-c"})
-    result = cni.cni_add(net, "podnet-default-web-0", "/run/netns/p", bin_dir, ip="10.244.1.7",
+    result = cni_exec.cni_add(net, "podnet-default-web-0", "/run/netns/p", bin_dir, ip="10.244.1.7",
                          runtime_config={"portMappings": [], "bandwidth": {}})
     assert result["seen"] == ["fake-a", "fake-b", "fake-c"]
-    assert cni.result_ip(result) == "10.244.1.7"
+    assert cni_exec.result_ip(result) == "10.244.1.7"
     log = calls()
     assert [c["plugin"] for c in log] == ["fake-a", "fake-b", "fake-c"]
     assert all(c["conf"]["name"] == "podnet" and c["conf"]["cniVersion"] == "1.0.0" for c in log)
@@ -298,7 +304,7 @@ def test_del_runs_in_reverse_with_cached_result(fake_cni, tmp_path):
     netns = tmp_path / "netns"
     netns.write_text("")
     net = conflist({"type": "fake-a"}, {"type": "fake-b"}, {"type": "fake-c"})
-    cni.cni_del(net, "cid", str(netns), bin_dir, prev_result={"cniVersion": "1.0.0", "ips": []})
+    cni_exec.cni_del(net, "cid", str(netns), bin_dir, prev_result={"cniVersion": "1.0.0", "ips": []})
     log = calls()
     assert [c["plugin"] for c in log] == ["fake-c", "fake-b", "fake-a"]
     assert all(c["env"]["CNI_COMMAND"] == "DEL" and c["env"]["CNI_NETNS"] == str(netns) for c in log)
@@ -308,15 +314,15 @@ def test_del_runs_in_reverse_with_cached_result(fake_cni, tmp_path):
 
 def test_del_of_a_gone_netns_passes_it_empty(fake_cni):
     bin_dir, calls = fake_cni
-    cni.cni_del(conflist({"type": "fake-a"}), "cid", "/run/netns/podnet-unit-test-absent", bin_dir)
+    cni_exec.cni_del(conflist({"type": "fake-a"}), "cid", "/run/netns/podnet-unit-test-absent", bin_dir)
     assert calls()[0]["env"]["CNI_NETNS"] == ""
 
 
 def test_failed_add_reports_plugin_error_and_rolls_back(fake_cni):
     bin_dir, calls = fake_cni
     net = conflist({"type": "fake-a"}, {"type": "fake-b", "fail": "ADD"}, {"type": "fake-c"})
-    with pytest.raises(cni.CNIError) as err:
-        cni.cni_add(net, "cid", "", bin_dir)
+    with pytest.raises(errors.CNIError) as err:
+        cni_exec.cni_add(net, "cid", "", bin_dir)
     assert err.value.plugin == "fake-b" and err.value.code == 11
     assert str(err.value) == "CNI ADD fake-b for cid failed (code 11): no luck (asked to fail)"
     assert [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in calls()] == [
@@ -326,14 +332,14 @@ def test_failed_add_reports_plugin_error_and_rolls_back(fake_cni):
 def test_failed_del_still_dels_the_rest(fake_cni):
     bin_dir, calls = fake_cni
     net = conflist({"type": "fake-a"}, {"type": "fake-b", "fail": "DEL"}, {"type": "fake-c"})
-    with pytest.raises(cni.CNIError, match="fake-b"):
-        cni.cni_del(net, "cid", "", bin_dir)
+    with pytest.raises(errors.CNIError, match="fake-b"):
+        cni_exec.cni_del(net, "cid", "", bin_dir)
     assert [c["plugin"] for c in calls()] == ["fake-c", "fake-b", "fake-a"]
 
 
 def test_loopback_uses_lo(fake_cni):
     bin_dir, calls = fake_cni
-    cni.loopback_add("cid", "/run/netns/p", bin_dir)
+    cni_exec.loopback_add("cid", "/run/netns/p", bin_dir)
     entry = calls()[0]
     assert entry["env"]["CNI_IFNAME"] == "lo"
     assert entry["conf"] == {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
@@ -341,8 +347,8 @@ def test_loopback_uses_lo(fake_cni):
 
 def test_missing_plugin_names_the_path(fake_cni):
     bin_dir, _ = fake_cni
-    with pytest.raises(cni.CNIError, match="no executable 'bridge' in CNI_PATH"):
-        cni.cni_add(conflist({"type": "bridge"}), "cid", "", bin_dir)
+    with pytest.raises(errors.CNIError, match="no executable 'bridge' in CNI_PATH"):
+        cni_exec.cni_add(conflist({"type": "bridge"}), "cid", "", bin_dir)
 
 
 @pytest.mark.parametrize("result, ip", [
@@ -353,16 +359,16 @@ def test_missing_plugin_names_the_path(fake_cni):
     (None, None),
 ])
 def test_result_ip(result, ip):
-    assert cni.result_ip(result) == ip
+    assert cni_exec.result_ip(result) == ip
 
 
 def test_load_conflist_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.conflist"
     bad.write_text("{nope")
-    with pytest.raises(cni.PodError, match="bad.conflist is not valid JSON"):
-        cni.load_conflist(str(bad))
+    with pytest.raises(errors.PodError, match="bad.conflist is not valid JSON"):
+        cni_exec.load_conflist(str(bad))
     bad.write_text(json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": [{}]}))
-    with pytest.raises(cni.PodError, match=r"plugins\[0\] needs a type"):
-        cni.load_conflist(str(bad))
-    with pytest.raises(cni.PodError, match="cannot read CNI conflist"):
-        cni.load_conflist(str(tmp_path / "absent"))
+    with pytest.raises(errors.PodError, match=r"plugins\[0\] needs a type"):
+        cni_exec.load_conflist(str(bad))
+    with pytest.raises(errors.PodError, match="cannot read CNI conflist"):
+        cni_exec.load_conflist(str(tmp_path / "absent"))
