@@ -11,6 +11,8 @@ from ansible_collections.podnet.network.plugins.module_utils.pods import (
     errors,
     lifecycle,
     server,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pods import (
     state as pod_state,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
@@ -194,7 +196,8 @@ def test_lease_data_dir_is_data_dir_plus_network_name():
     assert cni_exec.lease_data_dir(conflist) == "/var/lib/cni/networks/podnet"
     conflist["plugins"][0]["ipam"]["dataDir"] = "/tmp/x"
     assert cni_exec.lease_data_dir(conflist) == "/tmp/x/podnet"
-    assert cni_exec.lease_data_dir({"name": "n", "plugins": [{"type": "ptp", "ipam": {"type": "dhcp"}}]}) is None
+    assert cni_exec.lease_data_dir(
+        {"name": "n", "plugins": [{"type": "ptp", "ipam": {"type": "dhcp"}}]}) is None
 
 
 # --- state ------------------------------------------------------------------------
@@ -219,7 +222,8 @@ def test_unreadable_state_names_the_file(tmp_path):
 
 def test_health_of_a_pod_without_ip_or_netns():
     assert lifecycle.pod_health({"name": "a", "netns": "x", "ip": None}) == (False, "no IP recorded")
-    healthy, reason = lifecycle.pod_health({"name": "a", "netns": "podnet-unit-test-absent", "ip": "10.0.0.2"})
+    healthy, reason = lifecycle.pod_health(
+        {"name": "a", "netns": "podnet-unit-test-absent", "ip": "10.0.0.2"})
     assert not healthy and "missing" in reason
 
 

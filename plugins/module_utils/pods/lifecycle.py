@@ -21,6 +21,8 @@ from .cni_exec import (
     clean_leases,
     cni_add,
     cni_del,
+    lease_data_dir,
+    load_conflist,
     loopback_add,
     loopback_del,
     result_ip,
@@ -174,10 +176,11 @@ def restore_pods(state_dir=DEFAULT_STATE_DIR, bin_dir=DEFAULT_CNI_BIN_DIR, confl
     return report
 
 
-def restore_at_boot(state_dir=DEFAULT_STATE_DIR, cni_data_dir=None, cni_bin_dir=DEFAULT_CNI_BIN_DIR):
-    """The test pods' boot-time restore step: release the leases of pods that no longer
-    exist (after a reboot: all of them), then bring every recorded pod back asking for
-    the IP it had, so Services on other nodes that point at it stay right.
+def restore_at_boot(state_dir=DEFAULT_STATE_DIR, conflist=None, cni_bin_dir=DEFAULT_CNI_BIN_DIR):
+    """The test pods' boot-time restore step: release the host-local leases (of the
+    network `conflist` names) of pods that no longer exist (after a reboot: all of them),
+    then bring every recorded pod back asking for the IP it had, so Services on other
+    nodes that point at it stay right.
 
     Returns the lines to report; raises PodError naming every pod not restored.
     """
@@ -185,7 +188,8 @@ def restore_at_boot(state_dir=DEFAULT_STATE_DIR, cni_data_dir=None, cni_bin_dir=
         return ["no test pods recorded in %s" % state_dir]
     states = read_states(state_dir)
     live = [state["container_id"] for state in states.values() if pod_health(state)[0]]
-    clean_leases(cni_data_dir, live)
+    if conflist and os.path.exists(conflist):
+        clean_leases(lease_data_dir(load_conflist(conflist)), live)
     # Each pod comes back with the network config it was created with.
     restored = restore_pods(state_dir=state_dir, bin_dir=cni_bin_dir)
     failed = [entry for entry in restored if entry["status"] == "failed"]
