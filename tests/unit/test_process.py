@@ -12,6 +12,10 @@ from ansible_collections.podnet.network.plugins.module_utils.common import proce
 @pytest.fixture
 def sleeper():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "podnet-unit-sleeper"])
+    # Until the child has exec'd, /proc shows the parent's command line.
+    end = time.monotonic() + 5
+    while "podnet-unit-sleeper" not in (process.cmdline(proc.pid) or []) and time.monotonic() < end:
+        time.sleep(0.01)
     yield proc
     if proc.poll() is None:
         proc.kill()
