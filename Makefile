@@ -14,14 +14,26 @@ APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-
 	mmdebstrap dpkg-dev apt-utils openssh-client
 APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 VENV_STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
-LAB := $(PY) lab/podnet_lab.py
+# NODES=real: the machine lab (inventory/nodes: real Debian 12 and 13 machines with
+# systemd and sshd, reached over SSH as a sudo user); default: the fast namespace lab.
+NODES ?= namespaces
+ifeq ($(NODES),real)
+LAB_INVENTORY := inventory/nodes
+else
+LAB_INVENTORY := inventory/lab
+endif
+export PODNET_LAB_INVENTORY := $(CURDIR)/$(LAB_INVENTORY)
+LAB := $(PY) lab/podnet_lab.py --inventory $(LAB_INVENTORY)
+PLAYBOOK := ansible-playbook -i $(LAB_INVENTORY)/hosts.yml
 COLLECTION_PTH := $(VENV)/.collection-pth
 
-.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule test bench clean
+.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule molecule-nodes test bench clean
 
 help:
 	@echo "make demo         install, build the lab, run site.yml, show the network working"
-	@echo "make test         lint, unit tests and the molecule scenario (lab + site.yml + testinfra)"
+	@echo "make test         lint, unit tests and the molecule scenarios (lab + site.yml + testinfra),"
+	@echo "                  on the namespace lab and on real Debian machines (scenario nodes)"
+	@echo "make demo NODES=real   the same demo on real Debian 12/13 machines over SSH"
 	@echo "make lab          build the virtual lab cluster (network namespaces podnet-*)"
 	@echo "make site         run site.yml against the lab"
 	@echo "make lab-destroy  remove the lab and everything it made"
@@ -53,13 +65,16 @@ lab: deps
 	$(LAB) create
 
 lab-destroy:
-	@if [ -x $(PY) ]; then $(LAB) destroy; else python3 lab/podnet_lab.py destroy; fi
+	@if [ -x $(PY) ]; then $(LAB) destroy; else python3 lab/podnet_lab.py --inventory $(LAB_INVENTORY) destroy; fi
 
 site: lab
-	ansible-playbook site.yml
+	$(PLAYBOOK) site.yml
 
 demo: lab
-	ansible-playbook site.yml
+	$(PLAYBOOK) site.yml
+ifeq ($(NODES),real)
+	$(PLAYBOOK) molecule/nodes/prepare.yml
+endif
 	$(PY) lab/matrix.py
 	@echo
 	@echo "Look around:  ip netns exec podnet-node1 ip route        (node1's routes: proto podnet)"
@@ -84,14 +99,20 @@ unit: deps
 molecule: deps
 	molecule test
 
+# The same verify suites on real Debian machines (bookworm and trixie, systemd, SSH,
+# sudo, packages from the lab's mirror); images and mirror are cached in /var/cache/podnet-lab.
+molecule-nodes: deps
+	molecule test -s nodes
+
 # The root namespace is snapshotted before and compared after everything:
 # nothing the lab or the tests do may leave a trace there.
 # A lab left up by `make demo` is torn down first: the lab tests check a freshly
 # built lab, and molecule's scenario builds its own and destroys it anyway.
 test: deps
-	@$(LAB) destroy
+	@$(PY) lab/podnet_lab.py --inventory inventory/lab destroy
+	@$(PY) lab/podnet_lab.py --inventory inventory/nodes destroy
 	@mkdir -p .cache && $(PY) lab/rootns.py snapshot .cache/rootns-before.json
-	$(MAKE) lint unit lab-tests molecule
+	$(MAKE) lint unit lab-tests molecule molecule-nodes NODES=namespaces
 	$(PY) lab/rootns.py compare .cache/rootns-before.json
 
 lab-tests: deps
