@@ -1,0 +1,55 @@
+"""The plan's first play checks the controller and the inventory before anything else:
+real ansible-playbook runs, no node needed (the checks run on the controller)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab_runs import ansible_playbook  # noqa: E402
+
+INVENTORIES = {
+    # a group `nodes` with no host in it
+    "empty nodes group": "all:\n  children:\n    nodes:\n      hosts: {}\n",
+    # machines listed, but not in `nodes`
+    "no nodes group": ("all:\n  children:\n    servers:\n      hosts:\n        pi1:\n"
+                       "          ansible_host: 192.0.2.21\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVENTORIES))
+def test_an_inventory_without_nodes_fails_clearly(tmp_path, case):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(INVENTORIES[case])
+    run = ansible_playbook("-i", str(inventory), "site.yml", timeout=120)
+    assert run.returncode != 0, run.stdout[-2000:]
+    assert "has no hosts in a group called `nodes`" in run.stdout, run.stdout[-2000:]
+    assert str(inventory) in run.stdout
+
+
+OLD_ANSIBLE = "2.18"
+OLD_VENV = Path(__file__).resolve().parents[2] / ".cache" / f"venv-ansible-core-{OLD_ANSIBLE}"
+
+
+def test_an_older_ansible_core_fails_at_once_naming_the_version():
+    """ansible-core 2.18 used to fail deep in the plan ("a string or stream input is
+    required"); now the first task says what is needed. The old release comes from PyPI
+    into .cache (once)."""
+    python = OLD_VENV / "bin" / "python"
+    if not (OLD_VENV / "bin" / "ansible-playbook").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(OLD_VENV)], check=True, timeout=120)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        f"ansible-core=={OLD_ANSIBLE}.*"], check=True, timeout=600,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(repo / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
+    run = subprocess.run([str(OLD_VENV / "bin" / "ansible-playbook"), "-i", "inventory/lab/hosts.yml",
+                          "site.yml"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "podnet needs ansible-core 2.19 or newer; this controller runs ansible-core 2.18." in run.stdout, \
+        run.stdout[-2000:]
+    assert "PLAY [Plan the cluster]" not in run.stdout  # nothing else ran
