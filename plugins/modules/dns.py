@@ -132,11 +132,8 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
     remove_files,
     write_file,
 )
-from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
-    build_script,
-    explain_nft_error,
-    parse_state,
-)
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
 from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     ADDRESS_LABEL,
     FAMILY,
@@ -145,17 +142,19 @@ from ansible_collections.podnet.network.plugins.module_utils.dns.records import 
     conf_path,
     decode_response,
     encode_query,
-    render_instance,
-    render_table,
-    same_listing,
     settings_from,
     upstream_servers,
     zone_text,
 )
-
-ROLES = ("auth", "front")
-STATE_FILE = "active.json"
-
+from ansible_collections.podnet.network.plugins.module_utils.dns.update import (
+    CHECKED,
+    ROLES,
+    STATE_FILE,
+    active_port,
+    instance_confs,
+    plan_dns_removal,
+    plan_dns_update,
+)
 
 # --- our dnsmasq processes ---------------------------------------------------------
 
@@ -259,54 +258,16 @@ def lo_addresses(module):
             for a in link.get("addr_info", [])]
 
 
-def ensure_address(module, dns_ip):
-    """dns_ip/32 on lo, labelled podnet's; other addresses with podnet's label go (an old
-    dns_ip). An address podnet did not label is never touched."""
-    actions = []
-    present = lo_addresses(module)
-    if not any(ip == dns_ip for ip, _, _ in present):
-        actions.append(f"add {dns_ip}/32 to lo as {ADDRESS_LABEL}")
-        if not module.check_mode:
-            rc, _, err = module.run_command(["ip", "addr", "add", f"{dns_ip}/32", "dev", "lo",
-                                             "label", ADDRESS_LABEL])
-            if rc != 0:
-                module.fail_json(msg=f"cannot add {dns_ip}/32 to lo: {err.strip()}")
-    for ip, prefixlen, label in present:
-        if label == ADDRESS_LABEL and ip != dns_ip:
-            actions += remove_address(module, ip, prefixlen)
-    return actions
+def add_address(module, ip):
+    rc, _, err = module.run_command(["ip", "addr", "add", f"{ip}/32", "dev", "lo", "label", ADDRESS_LABEL])
+    if rc != 0:
+        module.fail_json(msg=f"cannot add {ip}/32 to lo: {err.strip()}")
 
 
 def remove_address(module, ip, prefixlen):
-    if not module.check_mode:
-        rc, _, err = module.run_command(["ip", "addr", "del", f"{ip}/{prefixlen}", "dev", "lo"])
-        if rc != 0:
-            module.fail_json(msg=f"cannot remove {ip}/{prefixlen} from lo: {err.strip()}")
-    return [f"remove {ip}/{prefixlen} ({ADDRESS_LABEL}) from lo"]
-
-
-# --- the table -----------------------------------------------------------------------
-
-def live_table(module, nft, table):
-    rc, out, err = module.run_command([nft, "list", "table", FAMILY, table])
-    if rc != 0 and "No such file or directory" in err:
-        return None
+    rc, _, err = module.run_command(["ip", "addr", "del", f"{ip}/{prefixlen}", "dev", "lo"])
     if rc != 0:
-        module.fail_json(msg=f"nft list table {FAMILY} {table} failed: {err.strip()}")
-    return out
-
-
-def load_table(module, nft, table, script):
-    """One `nft -f`: the table is replaced whole in one transaction, or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-dns.", suffix=".nft")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(script)
-    try:
-        rc, _, err = module.run_command([nft, "-c", "-f", tmp] if module.check_mode else [nft, "-f", tmp])
-    finally:
-        os.unlink(tmp)
-    if rc != 0:
-        module.fail_json(msg=f"nft refused table {FAMILY} {table}: {explain_nft_error(err, tmp)}")
+        module.fail_json(msg=f"cannot remove {ip}/{prefixlen} from lo: {err.strip()}")
 
 
 # --- instances -----------------------------------------------------------------------
@@ -336,11 +297,6 @@ def start_instance(module, dnsmasq, conf_dir, port, settings, timeout):
     return None
 
 
-def instance_healthy(processes, conf_dir, port, settings):
-    return (all(processes.get(conf_path(conf_dir, port, role)) for role in ROLES)
-            and answers(settings["dns_ip"], port, settings["domain"]))
-
-
 def clear_conntrack(module, dns_ip, old_port):
     """UDP entries still leading to the old port: a client that reuses its socket would keep
     reaching the old instance (it would be stopped) until its entry timed out."""
@@ -354,6 +310,72 @@ def clear_conntrack(module, dns_ip, old_port):
         module.warn(f"conntrack -D for the old DNS port {old_port} failed: {err.strip()}")
 
 
+def read_live(module, nft, conf_dir, table, table_path, settings=None):
+    """What the plan needs to know of the node (see dns/update.plan_dns_update)."""
+    names = sorted(os.listdir(conf_dir)) if os.path.isdir(conf_dir) else []
+    files = {os.path.join(conf_dir, name): read_file(module, os.path.join(conf_dir, name))
+             for name in names if name.endswith(".conf") or name == STATE_FILE}
+    state = parse_state(files.get(os.path.join(conf_dir, STATE_FILE))) or {}
+    running = set(find_processes(conf_dir))
+    addresses = lo_addresses(module)
+    active = active_port(state, settings["dns_ip"]) if settings else None
+    # Asked only of an instance whose processes run on an address lo has: otherwise the
+    # answer is no, and asking would cost the timeout.
+    answering = (bool(active) and all(c in running for c in instance_confs(conf_dir, active))
+                 and any(ip == settings["dns_ip"] for ip, _, _ in addresses)
+                 and answers(settings["dns_ip"], active, settings["domain"]))
+    return {
+        "state": state,
+        "addresses": addresses,
+        "running": running,
+        "answering": answering,
+        "files": files,
+        "table": nft.list(FAMILY, table),
+        "table_file": read_file(module, table_path),
+    }
+
+
+def execute(module, nft, dnsmasq, steps, table, conf_dir, start_timeout, settings=None):
+    """Run the plan's steps in order; in check mode only the checking ones. The actions reported."""
+    actions = []
+    for s in steps:
+        if s["action"]:
+            actions.append(s["action"])
+        if module.check_mode and s["do"] not in CHECKED:
+            continue
+        do = s["do"]
+        if do == "add_address":
+            add_address(module, s["ip"])
+        elif do == "remove_address":
+            remove_address(module, s["ip"], s["prefixlen"])
+        elif do == "test_conf":
+            test_conf(module, dnsmasq, s["text"], s["role"])
+        elif do == "stop":
+            stop_processes(module, conf_dir, s["confs"])
+        elif do == "write":
+            write_file(module, s["path"], s["text"])
+        elif do == "start":
+            error = start_instance(module, dnsmasq, conf_dir, s["port"], settings, start_timeout)
+            if error:
+                stop_processes(module, conf_dir, s["confs"])
+                remove_files(module, s["confs"])
+                serving = s["keeps_serving"]
+                module.fail_json(msg=f"podnet_dns: {error}; the instance on port {serving} keeps serving"
+                                 if serving else f"podnet_dns: {error}")
+        elif do == "load_table":
+            nft.load(Transaction(FAMILY, table).replace_table(s["content"]))
+        elif do == "drain":
+            time.sleep(s["seconds"])
+            clear_conntrack(module, s["dns_ip"], s["port"])
+        elif do == "remove":
+            remove_files(module, [s["path"]])
+        elif do == "delete_table":
+            nft.delete_table(FAMILY, table)
+        else:
+            module.fail_json(msg=f"podnet_dns: unknown step {do!r}")
+    return actions
+
+
 def ensure_present(module, dnsmasq, nft):
     p = module.params
     if not p["model"]:
@@ -362,7 +384,6 @@ def ensure_present(module, dnsmasq, nft):
         model = json.loads(p["model"])
     except ValueError as exc:
         module.fail_json(msg=f"model is not JSON: {exc}")
-    conf_dir, table = p["conf_dir"], p["table"]
     try:
         settings = settings_from(model, p["cluster_domain"], p["dns_ip"], p["ttl"])
         ports = check_ports(p["ports"])
@@ -370,111 +391,25 @@ def ensure_present(module, dnsmasq, nft):
         upstreams = upstream_servers(p["upstreams"], resolv, settings["dns_ip"])
     except DnsConfigError as exc:
         module.fail_json(msg=f"podnet_dns: {exc}")
-
-    state_path = os.path.join(conf_dir, STATE_FILE)
-    state = parse_state(read_file(module, state_path)) or {}
-    active = state.get("port") if state.get("dns_ip") == settings["dns_ip"] else None
-    actions = ensure_address(module, settings["dns_ip"])
-    processes = find_processes(conf_dir)
-    old_zone = state.get("zone", [])
-
+    live = read_live(module, nft, p["conf_dir"], p["table"], p["table_path"], settings)
+    desired = {"model": model, "settings": settings, "ports": ports, "upstreams": upstreams,
+               "conf_dir": p["conf_dir"], "table": p["table"], "table_path": p["table_path"],
+               "dnsmasq": dnsmasq, "drain_seconds": p["drain_seconds"]}
     try:
-        current = render_instance(model, settings, active, upstreams) if active else None
+        plan = plan_dns_update(live, desired)
     except (DnsConfigError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"podnet_dns: cannot render the services model: {exc!r}")
-    healthy = bool(current) and not actions and all(
-        read_file(module, conf_path(conf_dir, active, role)) == current[role] for role in ROLES
-    ) and instance_healthy(processes, conf_dir, active, settings)
-
-    port = active
-    if healthy:
-        zone = current["zone"]
-    else:
-        port = ports[1] if active == ports[0] else ports[0]
-        instance = render_instance(model, settings, port, upstreams)
-        zone = instance["zone"]
-        for role in ROLES:
-            test_conf(module, dnsmasq, instance[role], role)
-        why = ("no instance yet" if not active else "the address was missing" if actions
-               else "records or settings changed" if current["zone"] != zone or any(
-                   read_file(module, conf_path(conf_dir, active, r)) != current[r] for r in ROLES)
-               else "the instance is not answering")
-        actions.append(f"start instance on port {port} ({why})")
-        if not module.check_mode:
-            new_confs = [conf_path(conf_dir, port, role) for role in ROLES]
-            # Whatever still runs on the new port is a leftover of ours (a failed update).
-            stop_processes(module, conf_dir, new_confs)
-            for role in ROLES:
-                write_file(module, conf_path(conf_dir, port, role), instance[role])
-            error = start_instance(module, dnsmasq, conf_dir, port, settings, p["start_timeout"])
-            if error:
-                stop_processes(module, conf_dir, new_confs)
-                remove_files(module, new_confs)
-                module.fail_json(msg=f"podnet_dns: {error}; the instance on port {active} keeps serving"
-                                 if active else f"podnet_dns: {error}")
-
-    content = render_table(table, settings["dns_ip"], port)
-    script = build_script(FAMILY, table, content)
-    swapped = False
-    if not same_listing(live_table(module, nft, table), content):
-        actions.append(f"load table {FAMILY} {table}: port 53 of {settings['dns_ip']} to port {port}")
-        load_table(module, nft, table, script)
-        swapped = True
-    if read_file(module, p["table_path"]) != script:
-        actions.append(f"write {p['table_path']}")
-        if not module.check_mode:
-            write_file(module, p["table_path"], script)
-
-    new_state = {"port": port, "dns_ip": settings["dns_ip"], "label": ADDRESS_LABEL, "dnsmasq": dnsmasq,
-                 "confs": [conf_path(conf_dir, port, role) for role in ROLES], "zone": zone}
-    if new_state != state:
-        if not actions:
-            actions.append(f"write {state_path}")
-        if not module.check_mode:
-            write_file(module, state_path, json.dumps(new_state, indent=1, sort_keys=True) + "\n")
-
-    # The old instance finishes what it has, then its flows and processes go; so does
-    # anything else of ours (a crashed update's leftovers).
-    stale = sorted({conf for conf in find_processes(conf_dir)} - set(new_state["confs"]))
-    if stale or (active and active != port):
-        if not module.check_mode:
-            if swapped and active and active != port and any(
-                    c in stale for c in (conf_path(conf_dir, active, r) for r in ROLES)):
-                time.sleep(p["drain_seconds"])
-                clear_conntrack(module, settings["dns_ip"], active)
-            stop_processes(module, conf_dir, stale)
-        if stale:
-            actions.append(f"stop {', '.join(stale)}")
-    leftovers = [os.path.join(conf_dir, name) for name in sorted(os.listdir(conf_dir))
-                 if name.endswith(".conf") and os.path.join(conf_dir, name) not in new_state["confs"]] \
-        if os.path.isdir(conf_dir) else []
-    actions += remove_files(module, leftovers)
-    return actions, old_zone, zone, port
+    actions = execute(module, nft, dnsmasq, plan["steps"], p["table"], p["conf_dir"], p["start_timeout"],
+                      settings)
+    return actions, plan["old_zone"], plan["zone"], plan["port"]
 
 
 def ensure_absent(module, dnsmasq, nft):
     p = module.params
-    conf_dir, table = p["conf_dir"], p["table"]
-    state = parse_state(read_file(module, os.path.join(conf_dir, STATE_FILE))) or {}
-    actions = []
-    if live_table(module, nft, table) is not None:
-        actions.append(f"delete table {FAMILY} {table}")
-        if not module.check_mode:
-            rc, _, err = module.run_command([nft, "delete", "table", FAMILY, table])
-            if rc != 0:
-                module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
-    confs = sorted(find_processes(conf_dir))
-    if confs:
-        actions.append(f"stop {', '.join(confs)}")
-        if not module.check_mode:
-            stop_processes(module, conf_dir, confs)
-    for ip, prefixlen, label in lo_addresses(module):
-        if label == ADDRESS_LABEL:
-            actions += remove_address(module, ip, prefixlen)
-    files = [os.path.join(conf_dir, n) for n in sorted(os.listdir(conf_dir))
-             if n.endswith(".conf") or n == STATE_FILE] if os.path.isdir(conf_dir) else []
-    actions += remove_files(module, [*files, p["table_path"]])
-    return actions, state.get("zone", []), [], None
+    live = read_live(module, nft, p["conf_dir"], p["table"], p["table_path"])
+    plan = plan_dns_removal(live, p["conf_dir"], p["table"], p["table_path"])
+    actions = execute(module, nft, dnsmasq, plan["steps"], p["table"], p["conf_dir"], p["start_timeout"])
+    return actions, plan["old_zone"], plan["zone"], plan["port"]
 
 
 def main():
@@ -500,7 +435,7 @@ def main():
     # dnsmasq and ip live in /usr/sbin, which a non-login PATH may lack.
     dnsmasq = module.get_bin_path("dnsmasq", required=module.params["state"] == "present",
                                   opt_dirs=["/usr/sbin", "/sbin"])
-    nft = module.get_bin_path("nft", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+    nft = NftRunner(module)
     path = os.environ.get("PATH", "").split(os.pathsep)
     os.environ["PATH"] = os.pathsep.join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present

@@ -91,7 +91,6 @@ actions:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
@@ -103,56 +102,21 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
     NftContentError,
     build_script,
-    explain_nft_error,
     parse_state,
     scope_errors,
     state_record,
     table_is_current,
     validate_table_name,
 )
-
-
-def list_table(module, nft, family, table):
-    """The live table without counters, or None when it does not exist."""
-    rc, out, err = module.run_command([nft, "-s", "list", "table", family, table])
-    if rc == 0:
-        return out
-    if "No such file or directory" in err:
-        return None
-    module.fail_json(msg=f"nft list table {family} {table} failed: {err.strip()}")
-
-
-
-
-
-def run_nft_script(module, nft, script, family, table, check):
-    """Run `nft [-c] -f` on the script; fail with nft's message on refusal."""
-    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix=f"podnet-{family}-{table}.", suffix=".nft")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(script)
-    try:
-        args = [nft, "-c", "-f", tmp] if check else [nft, "-f", tmp]
-        rc, _, err = module.run_command(args)
-    finally:
-        os.unlink(tmp)
-    if rc != 0:
-        what = "check of" if check else "loading"
-        module.fail_json(
-            msg=f"nft refused the {what} table {family} {table}; the live table is unchanged: "
-            + explain_nft_error(err, tmp),
-            table=f"{family} {table}",
-        )
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
 
 
 def ensure_absent(module, nft, family, table, path, state_file):
-    live = list_table(module, nft, family, table)
+    # Without counters, like the listing the record hashes: the diff shows rules, not traffic.
+    live = nft.list(family, table, stateless=True)
     actions = []
-    if live is not None:
+    if live is not None and nft.delete_table(family, table):
         actions.append(f"delete table {family} {table}")
-        if not module.check_mode:
-            rc, _, err = module.run_command([nft, "delete", "table", family, table])
-            if rc != 0:
-                module.fail_json(msg=f"nft delete table {family} {table} failed: {err.strip()}")
     actions += remove_files(module, (path, state_file))
     return live, actions
 
@@ -162,7 +126,7 @@ def ensure_present(module, nft, family, table, content, path, state_file):
     if errors:
         module.fail_json(msg="content refused, nothing changed: " + "; ".join(errors))
     script = build_script(family, table, content)
-    live = list_table(module, nft, family, table)
+    live = nft.list(family, table, stateless=True)
     record = parse_state(read_file(module, state_file))
     actions = []
 
@@ -170,9 +134,9 @@ def ensure_present(module, nft, family, table, content, path, state_file):
         actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
         # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
         # `nft -c` pass first would only double the cost (seconds for a large table).
-        run_nft_script(module, nft, script, family, table, check=module.check_mode)
-        if not module.check_mode:
-            loaded = list_table(module, nft, family, table)
+        nft.load(Transaction(family, table).replace_table(content))
+        if not nft.check_mode:
+            loaded = nft.list(family, table, stateless=True)
             if loaded is None:
                 module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
             write_file(module, state_file, state_record(family, table, script, loaded))
@@ -204,7 +168,7 @@ def run_module():
         validate_table_name(family, table)
     except NftContentError as exc:
         module.fail_json(msg=str(exc))
-    nft = module.get_bin_path("nft", required=True)
+    nft = NftRunner(module)
     state_file = os.path.join(module.params["state_dir"], f"nft-{family}-{table}.json")
 
     if module.params["state"] == "absent":

@@ -107,11 +107,12 @@ from ansible_collections.podnet.network.plugins.module_utils.services.proxy impo
     udp_flows_to_clear,
     view_diff,
 )
+from ansible_collections.podnet.network.plugins.module_utils.services.sync import (
+    iptables_drift,
+    parse_iptables_save,
+)
 
 RECORD = "proxy-iptables.json"
-
-
-
 
 
 def live_chains(module, iptables_save):
@@ -121,35 +122,8 @@ def live_chains(module, iptables_save):
         rc, out, err = module.run_command([iptables_save, "-t", table])
         if rc != 0:
             module.fail_json(msg=f"iptables-save -t {table} failed: {err.strip()}")
-        chains = {}
-        for line in out.splitlines():
-            if line.startswith(":KUBE-"):
-                chains.setdefault(line[1:].split()[0], [])
-            elif line.startswith("-A KUBE-"):
-                chain = line.split()[1]
-                chains.setdefault(chain, []).append(line)
-        live[table] = chains
+        live[table] = parse_iptables_save(out)
     return live
-
-
-def drifted(previous, live):
-    """`previous` with every chain whose live rule count differs marked, so it is rewritten.
-
-    iptables-save prints rules in its own canonical order, not as rendered, so rules are
-    compared by count: a rule added or deleted by hand shows; a chain deleted by hand too.
-    """
-    result = {}
-    marks = []
-    for table in TABLES:
-        chains = {}
-        for chain, rules in (previous.get(table) or {}).items():
-            if len(live[table].get(chain, [None] * (len(rules) + 1))) != len(rules):
-                chains[chain] = ["(changed outside podnet)"]
-                marks.append(f"{table} {chain}")
-            else:
-                chains[chain] = rules
-        result[table] = chains
-    return result, marks
 
 
 def restore(module, restore_bin, text, test):
@@ -204,7 +178,6 @@ def boot_file(ruleset):
     return "# Managed by podnet (podnet_proxy_iptables): iptables-restore --noflush at boot.\n" + text
 
 
-
 def _jumps(ruleset):
     return [tuple(jump) for jump in (ruleset or {}).get("jumps") or []]
 
@@ -228,7 +201,7 @@ def ensure_present(module, bins, state_file, path):
     actions = []
 
     if previous is not None and params["verify_live"]:
-        previous, marks = drifted(previous, live_chains(module, bins["iptables-save"]))
+        previous, marks = iptables_drift(previous, live_chains(module, bins["iptables-save"]))
         if marks:
             actions.append(f"rewrite chains changed outside podnet: {', '.join(marks)}")
     text = restore_text(ruleset, previous)

@@ -86,7 +86,6 @@ conntrack_cleared:
 
 import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
@@ -98,17 +97,15 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     build_script,
-    explain_nft_error,
     parse_state,
     sha256,
 )
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     AFFINITY_MAP,
     FAMILY,
     NftProxyError,
-    changes,
     full_content,
-    has_changes,
     parse_listing,
     render_nftables,
     shape,
@@ -120,43 +117,22 @@ from ansible_collections.podnet.network.plugins.module_utils.services.proxy impo
     udp_flows_to_clear,
     view_diff,
 )
+from ansible_collections.podnet.network.plugins.module_utils.services.sync import (
+    plan_nft_update,
+    trusted_live,
+    update_summary,
+)
 
 
-def list_live(module, nft, table):
-    """The live table, parsed, or None when it does not exist."""
-    rc, out, err = module.run_command([nft, "-j", "list", "table", FAMILY, table])
-    if rc != 0 and "No such file or directory" in err:
+def parsed(module, nft, table, obj=None):
+    """The live table (or map `obj` in it), parsed, or None when the table does not exist."""
+    out = nft.list(FAMILY, table, json=True, obj=obj)
+    if out is None:
         return None
-    if rc != 0:
-        module.fail_json(msg=f"nft list table {FAMILY} {table} failed: {err.strip()}")
     try:
         return parse_listing(json.loads(out))
     except (ValueError, NftProxyError) as exc:
         module.fail_json(msg=f"cannot read nft's listing of table {FAMILY} {table}: {exc}")
-
-
-def list_affinity(module, nft, table):
-    rc, out, err = module.run_command([nft, "-j", "list", "map", FAMILY, table, AFFINITY_MAP])
-    if rc != 0:
-        module.fail_json(msg=f"nft list map {AFFINITY_MAP} failed: {err.strip()}")
-    return parse_listing(json.loads(out))["elements"].get(AFFINITY_MAP, set())
-
-
-def run_nft(module, nft, script, what, check, may_fail=False):
-    """`nft [-c] -f` the script in one transaction; refused, it changes nothing, and the
-    module fails with nft's reason (or, with may_fail, returns False)."""
-    fd, tmp = tempfile.mkstemp(dir=module.tmpdir, prefix="podnet-proxy.", suffix=".nft")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(script)
-    try:
-        rc, _, err = module.run_command([nft, "-c", "-f", tmp] if check else [nft, "-f", tmp])
-    finally:
-        os.unlink(tmp)
-    if rc != 0 and not may_fail:
-        module.fail_json(
-            msg=f"nft refused to {what}; the live table is unchanged: {explain_nft_error(err, tmp)}")
-    return rc == 0
-
 
 
 def ensure_present(module, nft, table, state_file, path):
@@ -173,48 +149,33 @@ def ensure_present(module, nft, table, state_file, path):
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
     record = parse_state(read_file(module, state_file))
     view = service_view(model)
-    full = build_script(FAMILY, table, full_content(ruleset))
+    content = full_content(ruleset)
+    full = build_script(FAMILY, table, content)
     actions = []
 
-    trusting = not params["verify_live"] and record is not None
-    if trusting:
-        # Listing 10,000 Services costs seconds; trust the record, and reload whole should
-        # the update not fit the live table (below).
-        live = {"elements": record.get("elements", {}), "chains": record.get("chains", {})}
-    else:
-        live = list_live(module, nft, table)
-    diff = changes(ruleset, live) if live is not None else None
-    if diff is not None and not diff["reload"] and record and record.get("skeleton_sha256") != sha256(
-            ruleset["skeleton"]):
-        diff["reload"] = "its skeleton changed (cluster CIDR or affinity timeouts)"
-
-    if diff is None or diff["reload"]:
-        why = "it does not exist" if diff is None else diff["reload"]
-        actions.append(f"load table {FAMILY} {table} whole: {why}")
-        # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
-        run_nft(module, nft, full, f"load table {FAMILY} {table}", check=module.check_mode)
-    else:
-        script = ""
-        if has_changes(diff):
-            script = update_script(ruleset, diff)
-            deleted = sum(len(d) for d, _ in diff["elements"].values())
-            added = sum(len(a) for _, a in diff["elements"].values())
-            actions.append(f"update table {FAMILY} {table}: {deleted} elements deleted, {added} added, "
-                           f"{len(diff['add_chains'])} pick chains added, "
-                           f"{len(diff['delete_chains'])} deleted")
-        # A client pinned to an endpoint that no longer serves the Service moves on now.
-        endpoint_changes = {"service_endpoints", "nodeport_endpoints"} & set(diff["elements"])
-        if endpoint_changes or (params["verify_live"] and live["elements"].get(AFFINITY_MAP)):
-            entries = live["elements"].get(AFFINITY_MAP) if params["verify_live"] else list_affinity(
-                module, nft, table)
+    live = trusted_live(record, params["verify_live"])
+    if live is None:
+        live = parsed(module, nft, table)
+    plan = plan_nft_update(ruleset, live, record, params["verify_live"])
+    reload = plan["reload"]
+    if not reload:
+        update = Transaction(FAMILY, table).raw(update_script(ruleset, plan["diff"]))
+        summary = update_summary(f"{FAMILY} {table}", plan["diff"])
+        if summary:
+            actions.append(summary)
+        if plan["forget_affinity"]:
+            pins = live if plan["affinity_from_live"] else parsed(module, nft, table, ("map", AFFINITY_MAP))
+            entries = (pins or {"elements": {}})["elements"].get(AFFINITY_MAP)
             stale = stale_affinity(entries or (), ruleset)
             if stale:
                 actions.append(f"forget {len(stale)} session affinity entries")
-                script += f"delete element {FAMILY} {table} {AFFINITY_MAP} {{ {', '.join(stale)} }}\n"
-        if script and not run_nft(module, nft, script, f"update table {FAMILY} {table}",
-                                  check=module.check_mode, may_fail=trusting):
-            actions.append(f"load table {FAMILY} {table} whole: the live table is not what was recorded")
-            run_nft(module, nft, full, f"load table {FAMILY} {table}", check=module.check_mode)
+                update.delete_element(AFFINITY_MAP, stale)
+        if not nft.load(update, f"update of table {FAMILY} {table}", may_fail=plan["fallback"]):
+            reload = "the live table is not what was recorded"
+    if reload:
+        actions.append(f"load table {FAMILY} {table} whole: {reload}")
+        # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
+        nft.load(Transaction(FAMILY, table).replace_table(content))
 
     old_view = record.get("view") if record else None
     cleared = []
@@ -240,13 +201,8 @@ def ensure_present(module, nft, table, state_file, path):
 def ensure_absent(module, nft, table, state_file, path):
     record = parse_state(read_file(module, state_file))
     actions = []
-    # In check mode only look (`nft -c delete` does not ask the kernel whether the table exists).
-    verb = ["-t", "list"] if module.check_mode else ["delete"]
-    rc, _, err = module.run_command([nft, *verb, "table", FAMILY, table])
-    if rc == 0:
+    if nft.delete_table(FAMILY, table):
         actions.append(f"delete table {FAMILY} {table}")
-    elif "No such file or directory" not in err:
-        module.fail_json(msg=f"nft delete table {FAMILY} {table} failed: {err.strip()}")
     actions += remove_files(module, (path, state_file))
     return actions, (record or {}).get("view"), {}, []
 
@@ -266,7 +222,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    nft = module.get_bin_path("nft", required=True)
+    nft = NftRunner(module)
     table = module.params["table"]
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
