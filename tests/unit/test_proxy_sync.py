@@ -86,8 +86,13 @@ ROWS = [
     P(ruleset(sticky=("10.244.1.12",)), live_of(ruleset(sticky=("10.244.1.12",)), [PIN]),
       record_of(ruleset(sticky=("10.244.1.12",))), True, None, True, True, False,
       id="pins in the listing are checked"),
-    P(ruleset(web=("10.244.1.5",)), live_of(OLD), record_of(OLD), False, None, True, False, True,
-      id="trusted record: pins are listed, a refused update reloads"),
+    P(ruleset(web=("10.244.1.5",)), trusted_live(record_of(OLD), False), record_of(OLD), False, None, True,
+      False, True, id="trusted record: an update; pins are listed, a refused update reloads"),
+    P(OLD, trusted_live(record_of(OLD), False), record_of(OLD), False, None, False, False, True,
+      id="trusted record, nothing changed"),
+    P(ruleset(sticky=("10.244.1.12",)), trusted_live(record_of(ruleset(sticky=("10.244.1.12",))), False),
+      record_of(ruleset(sticky=("10.244.1.12",))), False, None, False, False, True,
+      id="trusted record with session affinity, nothing changed"),
 ]
 
 
@@ -109,6 +114,13 @@ def test_plan_nft_update(wanted, live, record, verify_live, reload, forget, from
 ])
 def test_trusted_live(record, verify_live, trusted):
     assert (trusted_live(record, verify_live) is not None) == trusted
+
+
+def test_a_trusted_record_reads_as_the_listing_of_what_it_recorded():
+    for rules in (OLD, ruleset(sticky=("10.244.1.12",))):
+        live = trusted_live(record_of(rules), False)
+        assert {name: set(values) for name, values in live["elements"].items()} == live_of(rules)["elements"]
+        assert live["chains"] == live_of(rules)["chains"]
 
 
 def test_update_summary():

@@ -27,7 +27,11 @@ def trusted_live(record, verify_live):
     and a refused update then falls back to a whole reload."""
     if verify_live or record is None:
         return None
-    return {"elements": record.get("elements", {}), "chains": record.get("chains", {})}
+    # The skeleton always declares the affinity map; its entries are the kernel's run-time
+    # pins, never recorded. Without it the record would never match the table's sets, and
+    # every trusted run would reload the table whole.
+    elements = {AFFINITY_MAP: [], **record.get("elements", {})}
+    return {"elements": elements, "chains": record.get("chains", {})}
 
 
 def plan_nft_update(ruleset, live, record, verify_live):
