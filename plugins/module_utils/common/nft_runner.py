@@ -207,10 +207,12 @@ class NftRunner:
 class FakeNft:
     """A runner without nft: canned listings in, the operations that would have run out.
 
-    `tables` maps (family, table) to its listing; a listing may also be a dict of
-    {(flags tuple): text} to answer `-j`/`-s` differently. `refuse` holds (family, table)
-    whose loads nft would refuse. Every call is recorded in `calls`; `loaded` keeps the
-    scripts of loads that were applied (not checked).
+    `tables` maps (family, table) to its listing, or to {obj: listing} where obj is None for
+    the table and e.g. ("map", "affinity") for one of its maps (objects not given list as
+    missing). `refuse` holds the (family,
+    table) whose loads nft would refuse. Every call is recorded in `calls`; `loaded` keeps
+    the scripts of loads that were applied (not checked). A `replace_table` that is applied
+    becomes the table's listing, as if nft listed exactly what it was given.
     """
 
     def __init__(self, tables=None, check_mode=False, refuse=()):
@@ -224,8 +226,8 @@ class FakeNft:
         self.calls.append(("list", family, table, obj))
         listing = self.tables.get((family, table))
         if isinstance(listing, dict):
-            listing = listing.get(obj) if obj else listing.get(None)
-        return listing
+            return listing.get(obj)
+        return None if obj else listing
 
     def load(self, transaction, what=None, may_fail=False):
         if not transaction:
@@ -239,6 +241,9 @@ class FakeNft:
             raise FakeNftRefused(f"nft refused {what or 'table %s %s' % key}")
         if not self.check_mode:
             self.loaded.append(script)
+            verb, _, _, content = transaction.operations[0]
+            if verb == "replace":
+                self.tables[key] = content
         return True
 
     def delete_table(self, family, table):

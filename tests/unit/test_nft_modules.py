@@ -1,0 +1,171 @@
+"""The nftables-writing modules' logic with the fake nft runner: no nft, no root, no namespace.
+
+Each test runs a module's ensure_* the way main() does, against FakeNft and a stand-in
+for AnsibleModule (files in tmp_path), and checks what the module did and reported:
+idempotence, the reaction to a hand edit, and that check mode only checks.
+"""
+
+import json
+import os
+
+import pytest
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
+from ansible_collections.podnet.network.plugins.modules import nftables, proxy_nftables
+
+CONTENT = ("table ip podnet {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; "
+           "policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n")
+
+
+class Failed(Exception):
+    pass
+
+
+class Module:
+    """AnsibleModule as far as the modules and common/module_io use it."""
+
+    def __init__(self, tmp_path, params, check_mode=False):
+        self.params = params
+        self.check_mode = check_mode
+        self.tmpdir = str(tmp_path)
+        self.commands = []
+
+    def fail_json(self, msg, **kwargs):
+        raise Failed(msg)
+
+    def atomic_move(self, src, dest):
+        os.replace(src, dest)
+
+    def set_mode_if_different(self, path, mode, changed):
+        return changed
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return None  # no conntrack here: nothing to clear
+
+    def warn(self, msg):
+        pass
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return {"path": str(tmp_path / "boot" / "podnet.nft"), "state_file": str(tmp_path / "state" / "nft.json")}
+
+
+def present(module, nft, paths, content=CONTENT):
+    return nftables.ensure_present(module, nft, "ip", "podnet", content, paths["path"], paths["state_file"])
+
+
+def test_nftables_loads_once_then_is_idempotent(tmp_path, paths):
+    nft = FakeNft()
+    live, actions = present(Module(tmp_path, {}), nft, paths)
+    assert live is None
+    assert actions == ["load table ip podnet", f"write {paths['path']}"]
+    assert nft.loaded == [build_script("ip", "podnet", CONTENT)]
+    with open(paths["path"], encoding="utf-8") as handle:
+        assert handle.read() == build_script("ip", "podnet", CONTENT)
+    assert present(Module(tmp_path, {}), nft, paths) == (CONTENT, [])
+    assert len(nft.loaded) == 1
+
+
+def test_nftables_replaces_a_table_edited_by_hand(tmp_path, paths):
+    nft = FakeNft()
+    present(Module(tmp_path, {}), nft, paths)
+    nft.tables[("ip", "podnet")] = CONTENT.replace("masquerade", "masquerade\n\t\tcounter")
+    live, actions = present(Module(tmp_path, {}), nft, paths)
+    assert actions == ["replace table ip podnet"]
+    assert nft.tables[("ip", "podnet")] == CONTENT
+
+
+def test_nftables_check_mode_only_checks(tmp_path, paths):
+    nft = FakeNft(check_mode=True)
+    live, actions = present(Module(tmp_path, {}, check_mode=True), nft, paths)
+    assert actions == ["load table ip podnet", f"write {paths['path']}"]
+    assert [call[0] for call in nft.calls] == ["list", "check"]
+    assert nft.loaded == [] and nft.tables == {}
+    assert not os.path.exists(paths["path"]) and not os.path.exists(paths["state_file"])
+
+
+def test_nftables_refused_content_changes_nothing(tmp_path, paths):
+    nft = FakeNft()
+    with pytest.raises(Failed, match="touches table ip other"):
+        present(Module(tmp_path, {}), nft, paths, content=CONTENT + "add table ip other\n")
+    assert nft.calls == []
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_nftables_absent(tmp_path, paths, check_mode):
+    nft = FakeNft()
+    present(Module(tmp_path, {}), nft, paths)
+    nft.check_mode = check_mode
+    module = Module(tmp_path, {}, check_mode)
+    live, actions = nftables.ensure_absent(module, nft, "ip", "podnet", paths["path"], paths["state_file"])
+    assert live == CONTENT
+    assert actions == ["delete table ip podnet", f"remove {paths['path']}", f"remove {paths['state_file']}"]
+    assert (("ip", "podnet") in nft.tables) is check_mode
+    assert os.path.exists(paths["path"]) is check_mode
+
+
+def services_model(*endpoints):
+    return {"cluster_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12",
+            "node_port_range": [30000, 32767], "services": [{
+                "namespace": "default", "name": "web", "type": "ClusterIP", "cluster_ip": "10.96.0.20",
+                "external_ips": [], "external_traffic_policy": "Cluster",
+                "internal_traffic_policy": "Cluster",
+                "session_affinity_timeout": None,
+                "ports": [{"name": "", "protocol": "TCP", "port": 80, "node_port": None, "target_port": 8080,
+                           "endpoints": [{"ip": ip, "port": 8080, "node": "node1", "pod": None}
+                                         for ip in endpoints]}]}]}
+
+
+def proxy(tmp_path, nft, model, check_mode=False):
+    params = {"model": json.dumps(model), "node": "node1", "verify_live": False, "flush_conntrack": True}
+    return proxy_nftables.ensure_present(Module(tmp_path, params, check_mode), nft, "podnet-services",
+                                         str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
+
+
+def test_proxy_nftables_with_a_trusted_record_sends_only_deltas(tmp_path):
+    nft = FakeNft()
+    actions = proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))[0]
+    assert actions[0] == "load table ip podnet-services whole: it does not exist"
+    assert [call[0] for call in nft.calls] == ["list", "load"]
+    # Trusting its record, the module does not list the table again.
+    assert proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))[0] == []
+    assert [call[0] for call in nft.calls] == ["list", "load"]
+    actions = proxy(tmp_path, nft, services_model("10.244.1.5"))[0]
+    assert actions[0] == ("update table ip podnet-services: 3 elements deleted, 1 added, "
+                          "0 pick chains added, 0 deleted")
+    update = nft.loaded[-1]
+    assert "delete element ip podnet-services service_endpoints" in update and "table ip" not in update
+
+
+def test_proxy_nftables_reloads_when_nft_refuses_the_update(tmp_path):
+    nft = FakeNft()
+    proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
+    nft.refuse = {("ip", "podnet-services")}
+    # The record is trusted; the table was changed behind its back, so nft refuses the delta.
+    with pytest.raises(Exception, match="nft refused"):
+        proxy(tmp_path, nft, services_model("10.244.1.5"))
+    loads = [call for call in nft.calls if call[0] == "load"]
+    assert "delete element" in loads[-2][3] and loads[-1][3].startswith("#!/usr/sbin/nft -f")
+
+
+def test_proxy_nftables_check_mode_only_checks(tmp_path):
+    nft = FakeNft(check_mode=True)
+    actions = proxy(tmp_path, nft, services_model("10.244.1.5"), check_mode=True)[0]
+    assert actions == ["load table ip podnet-services whole: it does not exist",
+                       f"write {tmp_path / 'services.nft'}"]
+    assert [call[0] for call in nft.calls] == ["list", "check"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_proxy_nftables_absent(tmp_path, check_mode):
+    nft = FakeNft()
+    proxy(tmp_path, nft, services_model("10.244.1.5"))
+    nft.check_mode = check_mode
+    module = Module(tmp_path, {}, check_mode)
+    actions = proxy_nftables.ensure_absent(module, nft, "podnet-services", str(tmp_path / "proxy.json"),
+                                           str(tmp_path / "services.nft"))[0]
+    assert actions == ["delete table ip podnet-services", f"remove {tmp_path / 'services.nft'}",
+                       f"remove {tmp_path / 'proxy.json'}"]
+    assert (("ip", "podnet-services") in nft.tables) is check_mode
