@@ -84,8 +84,9 @@ options:
     type: float
     default: 5.0
 notes:
-  - Supports check mode (the new configuration is checked with C(dnsmasq --test)) and diff
-    mode (the records, as zone-file lines, before and after).
+  - Supports check mode (the new configuration is checked with C(dnsmasq --test), the table
+    with C(nft -c); nothing is started, stopped or written) and diff mode (the records, as
+    zone-file lines, before and after).
 requirements:
   - dnsmasq (Debian C(dnsmasq-base)), nft, ip, conntrack
 """
@@ -157,6 +158,7 @@ from ansible_collections.podnet.network.plugins.module_utils.dns.update import (
 )
 
 # --- our dnsmasq processes ---------------------------------------------------------
+
 
 def _netns():
     return os.stat("/proc/self/ns/net").st_ino
