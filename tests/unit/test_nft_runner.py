@@ -147,6 +147,10 @@ def test_runner_refusal_fails_with_content_lines(tmp_path, check_mode, message):
         NftRunner(module, nft="nft").load(Transaction("ip", "t").replace_table(TABLE))
     assert str(failed.value) == message + "content line 2, column 3-5: Error: syntax error"
     assert NftRunner(module, nft="nft").load(Transaction("ip", "t").add_table(), may_fail=True) is False
+    with pytest.raises(Failed) as failed:
+        NftRunner(module, nft="nft").load(Transaction("ip", "t").add_element("s", ["1.2.3.4"]), "update of t")
+    assert str(failed.value) == (message.replace("table ip t", "update of t")
+                                 + f"transaction line {HEADER_LINES + 2}:3-5: Error: syntax error")
 
 
 @pytest.mark.parametrize(("answer", "message"), [

@@ -43,6 +43,10 @@ class Transaction:
         self.table = table
         self.operations = []
 
+    def replaces(self):
+        """Does the script start with podnet's self-replacing header (see replace_table)?"""
+        return bool(self.operations) and self.operations[0][0] == "replace"
+
     def __len__(self):
         return len(self.operations)
 
@@ -185,11 +189,12 @@ class NftRunner:
             os.unlink(tmp)
         if rc != 0 and not may_fail:
             what = ("check of " if self.check_mode else "") + (what or f"table {family} {table}")
-            self.module.fail_json(
-                msg=f"nft refused the {what}; the live table is unchanged: "
-                + explain_nft_error(err, tmp),
-                table=f"{family} {table}",
-            )
+            # Positions in a self-replacing script are the user's content lines; in any other
+            # transaction they are its own lines.
+            reason = (explain_nft_error(err, tmp) if transaction.replaces() else
+                      err.strip().replace(f"{tmp}:", "transaction line "))
+            self.module.fail_json(msg=f"nft refused the {what}; the live table is unchanged: {reason}",
+                                  table=f"{family} {table}")
         return rc == 0
 
     def delete_table(self, family, table):
@@ -241,9 +246,8 @@ class FakeNft:
             raise FakeNftRefused(f"nft refused {what or 'table %s %s' % key}")
         if not self.check_mode:
             self.loaded.append(script)
-            verb, _, _, content = transaction.operations[0]
-            if verb == "replace":
-                self.tables[key] = content
+            if transaction.replaces():
+                self.tables[key] = transaction.operations[0][3]
         return True
 
     def delete_table(self, family, table):
