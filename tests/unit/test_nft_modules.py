@@ -11,7 +11,9 @@ import os
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
-from ansible_collections.podnet.network.plugins.modules import nftables, proxy_nftables
+from ansible_collections.podnet.network.plugins.modules import dns, nftables, proxy_nftables
+
+from tests.unit.test_dns_update import NEW_MODEL, desired, serving
 
 CONTENT = ("table ip podnet {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; "
            "policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n")
@@ -169,3 +171,18 @@ def test_proxy_nftables_absent(tmp_path, check_mode):
     assert actions == ["delete table ip podnet-services", f"remove {tmp_path / 'services.nft'}",
                        f"remove {tmp_path / 'proxy.json'}"]
     assert (("ip", "podnet-services") in nft.tables) is check_mode
+
+
+def test_dns_check_mode_runs_only_the_checks_of_a_blue_green_update(tmp_path):
+    """The plan of a records change, executed in check mode: two `dnsmasq --test`, one `nft -c`,
+    nothing started, stopped, written or swapped; every action still reported."""
+    plan = dns.plan_dns_update(serving(), desired(NEW_MODEL))
+    module = Module(tmp_path, {}, check_mode=True)
+    ran = []
+    module.run_command = lambda args, **kwargs: ran.append(args[:2]) or (0, "", "")
+    nft = FakeNft(check_mode=True)
+    actions = dns.execute(module, nft, "/usr/sbin/dnsmasq", plan["steps"], "podnet-dns", str(tmp_path), 1.0)
+    assert actions == [s["action"] for s in plan["steps"] if s["action"]]
+    assert ran == [["/usr/sbin/dnsmasq", "--test"]] * 2
+    assert [call[0] for call in nft.calls] == ["check"]
+    assert list(tmp_path.iterdir()) == []
