@@ -9,16 +9,12 @@ directly inside the lab host's namespaces, in milliseconds.
 """
 
 import subprocess
-import sys
-from pathlib import Path
 
 import testinfra.backend
 import testinfra.host
 from testinfra.backend import base
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "lab"))
-import podnet_lab  # noqa: E402
+from lab import podnet_lab
 
 
 class NetnsBackend(base.BaseBackend):

@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netns_backend import get_lab_host, podnet_lab  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
-import rootns  # noqa: E402
+from lab import podnet_lab, rootns
+from tests.lab.netns_backend import get_lab_host
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, str(REPO / "lab" / "podnet_lab.py")]

@@ -15,18 +15,14 @@ import sys
 from collections import defaultdict
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.dns.records import build_records, zone_lines
+
+from lab import probe
+from lab.podnet_lab import load_topology
+from tests.lab.lab_runs import ansible_playbook
+from tests.lab.netns_backend import get_lab_host
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import probe  # noqa: E402
-from ansible_collections.podnet.network.plugins.module_utils.dns.records import build_records, zone_lines  # noqa: E402
-from lab_runs import ansible_playbook  # noqa: E402
-from netns_backend import get_lab_host  # noqa: E402
-from podnet_lab import load_topology  # noqa: E402
 
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)

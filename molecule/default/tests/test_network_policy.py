@@ -22,20 +22,15 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
+
+from lab import probe
+from lab.podnet_lab import load_topology, node_exec_argv
+from tests import policy_cases
+from tests.lab.lab_runs import ansible_playbook
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import probe  # noqa: E402
-from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies  # noqa: E402
-from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table  # noqa: E402
-from lab_runs import ansible_playbook  # noqa: E402
-from podnet_lab import load_topology, node_exec_argv  # noqa: E402
-
-from tests import policy_cases  # noqa: E402
 
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)

@@ -14,15 +14,12 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
+from lab import podnet_lab, probe
+from lab.podnet_lab import load_topology
+from tests.lab.lab_runs import ansible_playbook
+from tests.lab.netns_backend import get_lab_host
 
-import podnet_lab  # noqa: E402
-import probe  # noqa: E402
-from lab_runs import ansible_playbook  # noqa: E402
-from netns_backend import get_lab_host  # noqa: E402
-from podnet_lab import load_topology  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[3]
 
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)

@@ -9,24 +9,18 @@ iptables one; switching backend must leave no trace of the other.
 
 import json
 import pathlib
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from lab import probe
+from lab.podnet_lab import load_topology
+from tests import service_packets
+from tests.lab.lab_runs import ansible_playbook
+from tests.lab.netns_backend import get_lab_host
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import probe  # noqa: E402
-from lab_runs import ansible_playbook  # noqa: E402
-from netns_backend import get_lab_host  # noqa: E402
-from podnet_lab import load_topology  # noqa: E402
-
-from tests import service_packets  # noqa: E402
 
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)
