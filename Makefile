@@ -93,6 +93,11 @@ lint: deps
 	ansible-lint --profile production
 	$(PY) tools/role_docs.py --check
 
+# ansible-test sanity on the collection as built and installed (tests/sanity/run.sh).
+.PHONY: sanity
+sanity: deps
+	tests/sanity/run.sh
+
 unit: deps
 	pytest -q tests/unit
 
