@@ -9,7 +9,7 @@ description:
   - Built for the podnet lab (C(make lab)), where every node is such a pair of
     namespaces. Files are copied on the shared filesystem (Ansible's temporary
     directory is not private to a node), as with the C(local) connection.
-author: podnet
+author: podnet developers (!UNKNOWN)
 extends_documentation_fragment:
   - connection_pipelining
 options:

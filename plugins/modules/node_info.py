@@ -25,7 +25,7 @@ options:
     description: Where podnet persists the clusterIPs and nodePorts it allocated.
     type: path
     default: /etc/podnet/services/allocations.json
-author: podnet
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -47,6 +47,7 @@ requirements:
 notes:
   - Supports check mode and diff mode. The diff lists the owned routes, sorted, one per line.
   - IPv4 only.
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -235,7 +236,7 @@ def run_module():
         result = {
             "changed": plan.changed,
             "added": [route_line(r) for r in plan.add],
-            "replaced": [route_line(new) for _, new in plan.replace],
+            "replaced": [route_line(new) for _old, new in plan.replace],
             "removed": [route_line(r) for r in plan.delete],
         }
         after = final_routes(plan, owned)

@@ -20,7 +20,7 @@ options:
     description: The sysctl.d file podnet owns.
     type: path
     default: /etc/sysctl.d/90-podnet.conf
-author: podnet
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -59,7 +59,7 @@ def clear_conntrack(module, commands):
     done = []
     for args in commands if conntrack else []:
         # conntrack exits 1 when nothing matched, which is the common case.
-        rc, _, err = module.run_command([conntrack, *args])
+        rc, _out, err = module.run_command([conntrack, *args])
         if rc not in (0, 1):
             module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
         done.append(args)

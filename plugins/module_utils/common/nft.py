@@ -15,6 +15,9 @@ grammar in full:
 No I/O here: the module runs nft and passes text in.
 """
 
+# Annotations stay text: `X | None` must not be evaluated on a node's Python older than 3.10.
+from __future__ import annotations
+
 import hashlib
 import json
 import re

@@ -102,7 +102,7 @@ def check_ttl(ttl):
 def parse_upstream(text, dns_ip):
     """`IP` or `IP#port` (dnsmasq's spelling) or `IP:port`; the DNS address itself would loop."""
     value = str(text).strip()
-    host, _, port = value.replace(":", "#", 1).partition("#")
+    host, _sep, port = value.replace(":", "#", 1).partition("#")
     try:
         address = ipaddress.IPv4Address(host)
     except (ipaddress.AddressValueError, ValueError) as exc:
@@ -284,7 +284,7 @@ def render_auth_conf(records, settings, port):
     domain, ttl = settings["domain"], settings["ttl"]
     subnets = reverse_subnets([settings["service_cidr"], settings["cluster_cidr"]])
     covered = [*subnets]
-    extra = sorted({ipaddress.IPv4Network(ip) for _, ip in records["hosts"]
+    extra = sorted({ipaddress.IPv4Network(ip) for _name, ip in records["hosts"]
                     if not any(ipaddress.IPv4Address(ip) in s for s in covered)})
     # auth-zone keeps only A records inside its subnets: endpoints outside the cluster
     # (from Endpoints objects) are let in one /32 each.
@@ -308,8 +308,8 @@ def render_front_conf(settings, port, upstreams):
     the rest to the upstream servers."""
     domain, dns_ip = settings["domain"], settings["dns_ip"]
     auth = f"{AUTH_LISTEN}#{port}"
-    zones = [domain] + [reverse_zone(s) for s in reverse_subnets([settings["service_cidr"],
-                                                                   settings["cluster_cidr"]])]
+    subnets = reverse_subnets([settings["service_cidr"], settings["cluster_cidr"]])
+    zones = [domain] + [reverse_zone(s) for s in subnets]
     lines = _common(port, dns_ip) + [
         # A cached NXDOMAIN would come back without the auth process's aa flag.
         "no-negcache",
@@ -420,14 +420,14 @@ def decode_response(message):
     """{id, rcode, aa, answers: [(name, type, ttl, data)]} of a DNS response (answer section only)."""
     qid, flags, qdcount, ancount = struct.unpack("!HHHH", message[:8])
     offset = 12
-    for _ in range(qdcount):
-        _, offset = _read_name(message, offset)
+    for _question in range(qdcount):
+        _name, offset = _read_name(message, offset)
         offset += 4
     names = {v: k for k, v in RR_TYPES.items()}
     answers = []
-    for _ in range(ancount):
+    for _answer in range(ancount):
         name, offset = _read_name(message, offset)
-        rtype, _, ttl, length = struct.unpack("!HHIH", message[offset:offset + 10])
+        rtype, _rclass, ttl, length = struct.unpack("!HHIH", message[offset:offset + 10])
         offset += 10
         data = message[offset:offset + length]
         if rtype == 1:

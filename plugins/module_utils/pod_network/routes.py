@@ -8,6 +8,9 @@ where podnet needs to put one of its own.
 No I/O here: the module reads the kernel and passes plain values in.
 """
 
+# Annotations stay text: `X | None` must not be evaluated on a node's Python older than 3.10.
+from __future__ import annotations
+
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
@@ -181,9 +184,9 @@ def plan_routes(desired, live_owned, live_foreign) -> RoutePlan:
 
 def final_routes(plan: RoutePlan, live_owned) -> list:
     """Owned routes once the plan is applied."""
-    gone = {id(r) for r in plan.delete} | {id(old) for old, _ in plan.replace}
+    gone = {id(r) for r in plan.delete} | {id(old) for old, _new in plan.replace}
     kept = [r for r in live_owned if id(r) not in gone]
-    return sort_routes(kept + [new for _, new in plan.replace] + list(plan.add))
+    return sort_routes(kept + [new for _old, new in plan.replace] + list(plan.add))
 
 
 def render_routes(routes) -> str:

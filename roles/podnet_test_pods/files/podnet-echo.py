@@ -86,7 +86,7 @@ def own_ip():
     try:
         import fcntl
         import struct
-        for _, ifname in socket.if_nameindex():
+        for _index, ifname in socket.if_nameindex():
             if ifname == "lo":
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -111,7 +111,7 @@ def main(argv=None):
     ip = own_ip()
     servers = []
     for spec in args.listen:
-        proto, _, port = spec.partition(":")
+        proto, _sep, port = spec.partition(":")
         cls, handler = {"tcp": (TCPServer, TCPHandler), "udp": (UDPServer, UDPHandler)}[proto.lower()]
         server = cls(("0.0.0.0", int(port)), handler)
         server.pod_name = args.name
