@@ -6,9 +6,9 @@
 # What runs: every sanity test ansible-test 2.19 has for a collection, on Python 3.11 only
 # (--python 3.11: the controller's and the nodes' Python on Debian 12; the compile and import
 # tests would otherwise want 3.8 to 3.14 interpreters this machine does not have), --local
-# (no docker here). Tests with nothing to check skip themselves: pslint (no PowerShell),
-# changelog (no changelogs/), action-plugin-docs (no action plugins), shellcheck (no shell
-# scripts ship). tests/sanity/ignore-2.19.txt lists what cannot be fixed, with a reason each.
+# (no docker here). Three report "No tests applicable": pslint (no PowerShell), changelog
+# (no changelogs/), shellcheck (no shell script ships). tests/sanity/ignore-2.19.txt lists
+# what cannot be fixed, with a reason each.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/podnet-sanity.XXXXXX")
