@@ -54,8 +54,9 @@ def user(tmp_path_factory):
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("ANSIBLE_") and name != "PYTHONPATH"}
     env.update(HOME=str(home), ANSIBLE_COLLECTIONS_PATH=str(home / "collections"),
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
-               ANSIBLE_NOCOLOR="1")
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_NOCOLOR="1",
+               # the local connection's "remote" tmp is under the passwd home (nobody's is /nonexistent)
+               ANSIBLE_LOCAL_TEMP=str(home / "tmp"), ANSIBLE_REMOTE_TMP=str(home / "tmp"))
     run([BIN / "ansible-galaxy", "collection", "build", "--output-path", home / "dist", REPO], home, env)
     (tarball,) = (home / "dist").glob("podnet-network-*.tar.gz")
     # --force: ansible-galaxy, like Python, would otherwise find the repository through the .pth.
