@@ -14,7 +14,13 @@ import difflib
 import ipaddress
 import re
 
-import yaml
+# Only the controller reads manifests, and it has PyYAML; a node may not. module_utils must
+# import anywhere (ansible-test's import check), so its absence is an error only when reading.
+try:
+    import yaml
+except ImportError:
+    yaml = None
+
 from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS  # noqa: F401
 
 # reader -> {kind: apiVersion}: the kinds each reader consumes; it skips the others' kinds.
@@ -65,7 +71,7 @@ class Where:
 # --- YAML -----------------------------------------------------------------------------
 
 # libyaml's parser when PyYAML has it (about 7x faster on a large file); same nodes, same marks.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeLoader = getattr(yaml, "CSafeLoader", None) or getattr(yaml, "SafeLoader", object)
 
 
 class _Loader(_SafeLoader):
@@ -73,7 +79,7 @@ class _Loader(_SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         lines = {}
-        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+        for key_node, _value in node.value if isinstance(node, yaml.MappingNode) else ():
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 key = self.construct_object(key_node)
                 if key in lines:
@@ -85,6 +91,8 @@ class _Loader(_SafeLoader):
 
 def documents(text, filename, error=ManifestError):
     """[(number, first line, data)] for every document; null ones count, so numbers match the file."""
+    if yaml is None:
+        raise error("%s: reading it needs PyYAML (python3-yaml)" % filename)
     docs = []
     try:
         loader = _Loader(text or "")  # the reader checks every character here

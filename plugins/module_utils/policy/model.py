@@ -57,7 +57,7 @@ def _label_key(where, path, key):
     if not isinstance(key, str) or not key:
         raise where.error(path, "%r is not %s", key, meaning)
     prefix, slash, name = key.rpartition("/")
-    pattern, longest, _ = manifests.NAME_RULES["a DNS-1123 subdomain"]
+    pattern, longest, _meaning = manifests.NAME_RULES["a DNS-1123 subdomain"]
     if slash and (not prefix or len(prefix) > longest or not pattern.match(prefix)):
         raise where.error(path, "%r is not %s (the prefix %r is not)", key, meaning, prefix)
     if len(name) > LABEL_NAME_MAX or not _LABEL_NAME.match(name):
@@ -88,7 +88,7 @@ def _selector(where, path, value):
     check_fields(where, path, selector, SELECTOR_FIELDS)
     expressions = []
     for i, expression in enumerate(typed(where, path + ".matchExpressions", selector.get("matchExpressions"),
-                                          list)):
+                                         list)):
         here = "%s.matchExpressions[%d]" % (path, i)
         expression = typed(where, here, expression, dict)
         check_fields(where, here, expression, EXPRESSION_FIELDS)
@@ -220,7 +220,7 @@ def _policy_types(where, spec):
 
 
 def _parse_policy(where, obj):
-    namespace, name, _ = manifests.metadata(where, obj, "a DNS-1123 subdomain")
+    namespace, name, _labels = manifests.metadata(where, obj, "a DNS-1123 subdomain")
     spec = typed(where, "spec", obj.get("spec"), dict)
     check_fields(where, "spec", spec, SPEC_FIELDS)
     if spec.get("podSelector") is None:
@@ -228,10 +228,10 @@ def _parse_policy(where, obj):
     policy = {"where": where, "namespace": namespace, "name": name,
               "pod_selector": _selector(where, "spec.podSelector", spec["podSelector"])}
     # Both sections are checked; one whose type is not in policyTypes is then ignored, as in Kubernetes.
-    for direction, (peer_field, _) in DIRECTIONS.items():
+    for direction, (peer_field, _type) in DIRECTIONS.items():
         policy[direction] = [_rule(where, "spec.%s[%d]" % (direction, i), rule, peer_field)
                              for i, rule in enumerate(typed(where, "spec." + direction, spec.get(direction),
-                                                             list))]
+                                                            list))]
     policy["policy_types"] = _policy_types(where, spec)
     return policy
 
@@ -338,7 +338,7 @@ def _cidrs(ranges):
             cidrs.append("%s/32" % ipaddress.IPv4Address(first))
         else:
             cidrs += [str(net) for net in ipaddress.summarize_address_range(ipaddress.IPv4Address(first),
-                                                                             ipaddress.IPv4Address(last))]
+                                                                            ipaddress.IPv4Address(last))]
     return cidrs
 
 
@@ -379,7 +379,7 @@ def _resolve_ports(rule, direction, selected, pods, peers):
     if not rule["ports"]:
         return None
     ranges = [[protocol, first, last] for protocol, first, last, name in rule["ports"] if name is None]
-    wanted = sorted({(protocol, name) for protocol, _, _, name in rule["ports"] if name is not None})
+    wanted = sorted({(protocol, name) for protocol, _first, _last, name in rule["ports"] if name is not None})
     if direction == "ingress" or not wanted:
         targets = selected if wanted else []
     else:
@@ -406,7 +406,7 @@ def _policy_model(policy, pods, namespaces):
              "policy_types": policy["policy_types"],
              "pods": [{"pod": _pod_name(pod), "ip": pod["ip"], "node": pod["node"]} for pod in running],
              "pending_pods": sorted(_pod_name(pod) for pod in selected if not pod["ip"])}
-    for direction, (_, policy_type) in DIRECTIONS.items():
+    for direction, (_peer_field, policy_type) in DIRECTIONS.items():
         rules = []
         for index, rule in enumerate(policy[direction] if policy_type in policy["policy_types"] else []):
             peers, peer_pods, peer_blocks = _resolve_peers(rule, policy, pods, namespaces)
@@ -462,13 +462,13 @@ def describe(model):
     for policy in model["policies"]:
         pods = [pod["pod"] for pod in policy["pods"]] + ["%s (no IP yet)" % p for p in policy["pending_pods"]]
         parts = []
-        for direction, (_, policy_type) in DIRECTIONS.items():
+        for direction, (_peer_field, policy_type) in DIRECTIONS.items():
             if policy_type not in policy["policy_types"]:
                 continue
             word = "from" if direction == "ingress" else "to"
             rules = ["%s %s on %s" % (rule["name"], _describe_peers(rule, word),
                                       _describe_ports(rule["ports"])) for rule in policy[direction]]
             parts.append("isolates %s of %s; %s" % (direction, ", ".join(pods) or "no pod",
-                                                     "; ".join(rules) or "allows none"))
+                                                    "; ".join(rules) or "allows none"))
         lines.append("%s/%s: %s" % (policy["namespace"], policy["name"], "; ".join(parts)))
     return lines

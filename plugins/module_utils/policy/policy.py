@@ -10,3 +10,5 @@ from ansible_collections.podnet.network.plugins.module_utils.policy.model import
     load_policies,
 )
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table  # noqa: F401
+
+__all__ = ["PolicySpecError", "describe", "load_policies", "render_table"]

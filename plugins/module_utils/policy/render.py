@@ -65,7 +65,7 @@ def _rule_lines(table, index, direction, number, policy, local):
         elements = ("%s . %s" % (PROTOCOLS[proto], first if first == last else "%d-%d" % (first, last))
                     for proto, first, last in ports["ranges"])
         lines.append("%s %s %s %s" % (head, PORTS_KEY, table.add_set(prefix + "_ports", PORTS_KEY, elements,
-                                                                       True), tail))
+                                                                     True), tail))
     if ports["named_ports"]:
         # Ingress: the selected pod receives; only this node's are ever looked up here.
         named = [entry for entry in ports["named"] if direction == "egress" or entry[0] in local]
@@ -79,7 +79,7 @@ def _build(model, node):
     table, isolated = _Table(), {"ingress": set(), "egress": set()}
     for index, policy in enumerate(model["policies"]):
         local = [pod["ip"] for pod in policy["pods"] if pod["node"] == node]
-        directions = [d for d, (_, t) in DIRECTIONS.items() if t in policy["policy_types"]]
+        directions = [d for d, (_peer_field, t) in DIRECTIONS.items() if t in policy["policy_types"]]
         if not local or not directions:
             continue  # it selects no pod here: another node enforces it
         table.add_set("p%d_pods" % index, "ip daddr", local)
@@ -125,7 +125,7 @@ def render_table(model, node, table=DEFAULT_TABLE):
         # Forward sees pod-to-pod traffic on the bridge (br_netfilter) and between nodes, after
         # Service DNAT (prerouting) and before masquerade (postrouting): real endpoints, real sources.
         ("forward", "type filter hook forward priority filter; policy accept;", [established, to_egress,
-                                                                                  to_ingress]),
+                                                                                 to_ingress]),
         # Input: a pod talking to its node's own addresses (node-local DNS, say) is egress too.
         ("input", "type filter hook input priority filter; policy accept;", [established, to_egress]),
         (EGRESS_CHAIN, None, built.rules[EGRESS_CHAIN] + [
@@ -139,7 +139,7 @@ def render_table(model, node, table=DEFAULT_TABLE):
         lines += ["\t\t" + rule for rule in rules]
         lines.append("\t}")
     lines.append("}")
-    for name, (_, _, elements) in built.sets.items():
+    for name, (_typeof, _interval, elements) in built.sets.items():
         for start in range(ELEMENTS_PER_STATEMENT, len(elements), ELEMENTS_PER_STATEMENT):
             chunk = elements[start:start + ELEMENTS_PER_STATEMENT]
             lines.append("add element ip %s %s { %s }" % (table, name, ", ".join(chunk)))

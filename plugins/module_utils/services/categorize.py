@@ -136,9 +136,10 @@ def _endpoints(port, what):
     # Tens of thousands of these: the common case checks inline, _ipv4 and _port say what is wrong.
     for ep in port.get("endpoints") or ():
         ip, number = ep.get("ip"), ep.get("port")
-        if type(ip) is not str or not _DOTTED_QUAD.match(ip):
+        if not isinstance(ip, str) or not _DOTTED_QUAD.match(ip):
             ip = _ipv4(ip, what + " endpoint")
-        if type(number) is not int or not 1 <= number <= 65535:  # bool is not a port either
+        # A bool is an int to Python, not a port.
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
             _port(number, what + " endpoint " + ip)
         key = "%s:%d" % (ip, number)
         if key not in seen:

@@ -41,7 +41,7 @@ No I/O here: the module runs iptables and iptables-restore and passes text in an
 import base64
 import hashlib
 
-from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (
+from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (  # pylint: disable=unused-import
     DROP,
     MASQ_EXTERNAL,
     MASQ_OUTSIDE_CLUSTER,
@@ -183,7 +183,7 @@ def _portal_rules(nat, filt, port, chains, cluster_cidr):
     cluster_ip_match = "-m %s -p %s -d %s --dport %d" % (port.l4, port.l4, port.cluster_ip, port.port)
     if port.internal_verdict:
         filt[KUBE_SERVICES].append("%s %s -j %s" % (_comment(port.internal_verdict[1]), cluster_ip_match,
-                                                     port.internal_verdict[0]))
+                                                    port.internal_verdict[0]))
     else:
         nat[KUBE_SERVICES].append(
             "%s %s -j %s" % (_comment(port.name + " cluster IP"), cluster_ip_match, chains.internal))
@@ -191,7 +191,7 @@ def _portal_rules(nat, filt, port, chains, cluster_cidr):
         match = "-m %s -p %s -d %s --dport %d" % (port.l4, port.l4, ip, port.port)
         if port.endpoints:
             nat[KUBE_SERVICES].append("%s %s -j %s" % (_comment(port.name + " external IP"), match,
-                                                        chains.ext))
+                                                       chains.ext))
         if port.external_verdict:
             filt[KUBE_EXTERNAL_SERVICES].append(_filter_rule(port.external_verdict, match, cluster_cidr))
     # nodePort: the node's own addresses only, never loopback (as in KUBE-SERVICES' last rule).

@@ -51,8 +51,9 @@ ServiceSpecError = ManifestError
 
 # --- Service --------------------------------------------------------------------------
 
+
 def _parse_service(where, obj, net, port_range):
-    namespace, name, _ = metadata(where, obj, "a DNS-1035 label")
+    namespace, name, _labels = metadata(where, obj, "a DNS-1035 label")
     spec = typed(where, "spec", obj.get("spec"), dict)
     check_fields(where, "spec", spec, SPEC_FIELDS)
     kind = choice(where, "spec.type", spec.get("type"), TYPES, "ClusterIP")
@@ -87,10 +88,10 @@ def _parse_service(where, obj, net, port_range):
         "external_ips": external_ips,
         "external_traffic_policy": choice(where, "spec.externalTrafficPolicy", etp, POLICIES, "Cluster"),
         "internal_traffic_policy": choice(where, "spec.internalTrafficPolicy",
-                                           spec.get("internalTrafficPolicy"), POLICIES, "Cluster"),
+                                          spec.get("internalTrafficPolicy"), POLICIES, "Cluster"),
         "session_affinity_timeout": _affinity_timeout(where, spec),
         "publish_not_ready": typed(where, "spec.publishNotReadyAddresses",
-                                    spec.get("publishNotReadyAddresses"), bool, False),
+                                   spec.get("publishNotReadyAddresses"), bool, False),
         "ports": _service_ports(where, spec, kind, cluster_ip is None and not allocate, port_range),
         "wants_node_ports": kind == "NodePort" or kind == "LoadBalancer" and allocate_lb,
         "manual": {},
@@ -225,7 +226,7 @@ def _entries(ports, ip, node, ready):
 
 
 def _parse_endpoints(where, obj):
-    namespace, name, _ = metadata(where, obj, "a DNS-1123 subdomain")
+    namespace, name, _labels = metadata(where, obj, "a DNS-1123 subdomain")
     entries = []
     for s, subset in enumerate(typed(where, "subsets", obj.get("subsets"), list)):
         path = "subsets[%d]" % s

@@ -292,7 +292,7 @@ def _skeleton(table, cluster_cidr, timeouts):
 def _pick_chains(elements):
     """{chain: rule}: for every endpoint map, counts 1..PICK_CHAINS and any larger in use."""
     chains = {}
-    for endpoint_map, (_, count_map) in PICKS.items():
+    for endpoint_map, (_key, count_map) in PICKS.items():
         counts = set(range(1, PICK_CHAINS + 1))
         counts.update(int(e.rsplit("_", 1)[1]) for e in elements[count_map])
         for count in sorted(counts):
@@ -409,9 +409,9 @@ def update_script(ruleset, diff):
     lines = []
     for name in diff["add_chains"]:
         lines += _add_chain(table, name, ruleset["pick_chains"][name])
-    for name, (to_delete, _) in diff["elements"].items():
+    for name, (to_delete, _to_add) in diff["elements"].items():
         lines += _element_statements("delete", table, name, to_delete)
-    for name, (_, to_add) in diff["elements"].items():
+    for name, (_to_delete, to_add) in diff["elements"].items():
         lines += _element_statements("add", table, name, to_add)
     for name in diff["delete_chains"]:
         lines.append(f"delete chain {FAMILY} {table} {name}")

@@ -79,4 +79,3 @@ def udp_flows_to_clear(old, new):
             for address in entry["addresses"]:
                 commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"])])
     return commands
-
