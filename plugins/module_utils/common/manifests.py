@@ -21,7 +21,7 @@ try:
 except ImportError:
     yaml = None
 
-from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS  # noqa: F401
+from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS  # noqa: F401  # pylint: disable=unused-import
 
 # reader -> {kind: apiVersion}: the kinds each reader consumes; it skips the others' kinds.
 KINDS = {
