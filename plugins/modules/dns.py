@@ -89,6 +89,7 @@ notes:
     zone-file lines, before and after).
 requirements:
   - dnsmasq (Debian C(dnsmasq-base)), nft, ip, conntrack
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -261,13 +262,13 @@ def lo_addresses(module):
 
 
 def add_address(module, ip):
-    rc, _, err = module.run_command(["ip", "addr", "add", f"{ip}/32", "dev", "lo", "label", ADDRESS_LABEL])
+    rc, _out, err = module.run_command(["ip", "addr", "add", f"{ip}/32", "dev", "lo", "label", ADDRESS_LABEL])
     if rc != 0:
         module.fail_json(msg=f"cannot add {ip}/32 to lo: {err.strip()}")
 
 
 def remove_address(module, ip, prefixlen):
-    rc, _, err = module.run_command(["ip", "addr", "del", f"{ip}/{prefixlen}", "dev", "lo"])
+    rc, _out, err = module.run_command(["ip", "addr", "del", f"{ip}/{prefixlen}", "dev", "lo"])
     if rc != 0:
         module.fail_json(msg=f"cannot remove {ip}/{prefixlen} from lo: {err.strip()}")
 
@@ -306,8 +307,8 @@ def clear_conntrack(module, dns_ip, old_port):
     if not conntrack:
         module.warn("conntrack is not installed: UDP flows to the old DNS instance stay until they time out")
         return
-    rc, _, err = module.run_command([conntrack, "-D", "-p", "udp", "--orig-dst", dns_ip,
-                                     "--orig-port-dst", "53", "--reply-port-src", str(old_port)])
+    rc, _out, err = module.run_command([conntrack, "-D", "-p", "udp", "--orig-dst", dns_ip,
+                                       "--orig-port-dst", "53", "--reply-port-src", str(old_port)])
     if rc not in (0, 1):  # 1: nothing matched
         module.warn(f"conntrack -D for the old DNS port {old_port} failed: {err.strip()}")
 
@@ -324,7 +325,7 @@ def read_live(module, nft, conf_dir, table, table_path, settings=None):
     # Asked only of an instance whose processes run on an address lo has: otherwise the
     # answer is no, and asking would cost the timeout.
     answering = (bool(active) and all(c in running for c in instance_confs(conf_dir, active))
-                 and any(ip == settings["dns_ip"] for ip, _, _ in addresses)
+                 and any(ip == settings["dns_ip"] for ip, _prefixlen, _label in addresses)
                  and answers(settings["dns_ip"], active, settings["domain"]))
     return {
         "state": state,

@@ -53,6 +53,7 @@ notes:
     and would make every run reload the table.
 requirements:
   - nft (nftables)
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

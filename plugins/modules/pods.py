@@ -66,9 +66,11 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports the pods it would create, replace and remove, and changes nothing.
   diff_mode:
     support: full
-author: podnet
+    description: Shows the pods before and after, one line each.
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -218,7 +220,7 @@ def main():
                 teardown_pod(state, p["cni_bin_dir"], p["state_dir"])
                 removed.append(key)
         else:
-            removed = [key for key, _ in removals]
+            removed = [key for key, _state in removals]
         for action, key, spec, state, _reason in actions:
             ip = state.get("ip") if state else None
             if action == "update":

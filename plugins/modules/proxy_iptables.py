@@ -54,6 +54,7 @@ notes:
     would; do not run it beside a real kube-proxy in iptables mode.
 requirements:
   - iptables, iptables-restore, conntrack
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -128,7 +129,7 @@ def live_chains(module, iptables_save):
 
 def restore(module, restore_bin, text, test):
     args = [restore_bin, "--noflush", "-w"] + (["--test"] if test else [])
-    rc, _, err = module.run_command(args, data=text, binary_data=True)
+    rc, _out, err = module.run_command(args, data=text, binary_data=True)
     if rc != 0:
         what = "refused" if test else "failed on"
         module.fail_json(msg=f"iptables-restore {what} podnet's chains; the live rules are unchanged: "
@@ -136,7 +137,7 @@ def restore(module, restore_bin, text, test):
 
 
 def jump_present(module, iptables, table, chain, rule):
-    rc, _, _ = module.run_command([iptables, "-w", "-t", table, "-C", chain, *shlex.split(rule)])
+    rc, _out, _err = module.run_command([iptables, "-w", "-t", table, "-C", chain, *shlex.split(rule)])
     return rc == 0
 
 
@@ -148,7 +149,7 @@ def ensure_jumps(module, iptables, jumps):
             actions.append(f"insert {table} {chain} {rule}")
             if not module.check_mode:
                 insert = [iptables, "-w", "-t", table, "-I", chain, "1", *shlex.split(rule)]
-                rc, _, err = module.run_command(insert)
+                rc, _out, err = module.run_command(insert)
                 if rc != 0:
                     module.fail_json(msg=f"iptables -t {table} -I {chain} {rule} failed: {err.strip()}")
     return list(reversed(actions))
@@ -161,7 +162,7 @@ def remove_jumps(module, iptables, jumps):
             actions.append(f"delete {table} {chain} {rule}")
             if module.check_mode:
                 break
-            rc, _, err = module.run_command([iptables, "-w", "-t", table, "-D", chain, *shlex.split(rule)])
+            rc, _out, err = module.run_command([iptables, "-w", "-t", table, "-D", chain, *shlex.split(rule)])
             if rc != 0:
                 module.fail_json(msg=f"iptables -t {table} -D {chain} {rule} failed: {err.strip()}")
     return actions

@@ -55,6 +55,7 @@ notes:
     ports whose frontends or endpoints change, before and after).
 requirements:
   - nft (nftables), conntrack
+author: podnet developers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

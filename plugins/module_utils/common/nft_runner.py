@@ -184,7 +184,7 @@ class NftRunner:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(transaction.script())
         try:
-            rc, _, err = self._run(["-c", "-f", tmp] if self.check_mode else ["-f", tmp])
+            rc, _out, err = self._run(["-c", "-f", tmp] if self.check_mode else ["-f", tmp])
         finally:
             os.unlink(tmp)
         if rc != 0 and not may_fail:
@@ -203,7 +203,7 @@ class NftRunner:
             return False
         if self.check_mode:
             return True
-        rc, _, err = self._run(["delete", "table", family, table])
+        rc, _out, err = self._run(["delete", "table", family, table])
         if rc != 0 and NO_SUCH_TABLE not in err:
             self.module.fail_json(msg=f"nft delete table {family} {table} failed: {err.strip()}")
         return rc == 0

@@ -58,7 +58,7 @@ def plan_address(addresses, dns_ip):
     """dns_ip/32 on lo, labelled podnet's; other addresses with podnet's label go (an old
     dns_ip). An address podnet did not label is never touched."""
     steps = []
-    if not any(ip == dns_ip for ip, _, _ in addresses):
+    if not any(ip == dns_ip for ip, _prefixlen, _label in addresses):
         steps.append(step("add_address", f"add {dns_ip}/32 to lo as {ADDRESS_LABEL}", ip=dns_ip))
     for ip, prefixlen, label in addresses:
         if label == ADDRESS_LABEL and ip != dns_ip:

@@ -103,7 +103,7 @@ def exec_plugin(bin_dir, command, config, container_id, netns_path, ifname, cni_
         env["CNI_ARGS"] = cni_args
     try:
         proc = subprocess.run([path], input=json.dumps(config).encode(), env=env, cwd="/",
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as e:
         raise CNIError(plugin_type, command, "no answer within %ss" % timeout,
                        container_id=container_id) from e

@@ -157,7 +157,7 @@ def restore_pods(state_dir=DEFAULT_STATE_DIR, bin_dir=DEFAULT_CNI_BIN_DIR, confl
     """
     report = []
     for key, state in read_states(state_dir).items():
-        healthy, _ = pod_health(state)
+        healthy, _reason = pod_health(state)
         if healthy:
             report.append({"pod": key, "status": "running", "ip": state["ip"], "old_ip": state["ip"]})
             continue

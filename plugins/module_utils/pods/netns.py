@@ -22,10 +22,10 @@ def netns_exists(name):
 
 
 def _run(argv, what):
-    proc = subprocess.run(argv, capture_output=True, cwd="/")
+    proc = subprocess.run(argv, capture_output=True, cwd="/", check=False)
     if proc.returncode != 0:
         raise PodError("%s: `%s` failed: %s" % (what, " ".join(argv),
-                                               proc.stderr.decode(errors="replace").strip()))
+                                                proc.stderr.decode(errors="replace").strip()))
     return proc.stdout.decode(errors="replace")
 
 

@@ -126,7 +126,7 @@ def start_server(netns, pod_name, ports, echo_server=DEFAULT_ECHO_SERVER, log_pa
     if tcp_ports:
         probe = subprocess.run(["ip", "netns", "exec", netns, python, "-c", _PROBE, str(tcp_ports[0]),
                                 str(timeout)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd="/", timeout=timeout + 5)
+                               cwd="/", timeout=timeout + 5, check=False)
         ready = probe.returncode == 0 and proc.poll() is None
     else:
         udp_ports = [int(s.split(":")[1]) for s in specs]

@@ -162,7 +162,7 @@ def expand_pods(pods, nodes):
                                          labels=dict(base["labels"]),
                                          ports=[dict(p) for p in base["ports"]])))
     _check_unique(concrete)
-    return [pod for _, pod in concrete]
+    return [pod for _index, pod in concrete]
 
 
 def check_concrete_pods(pods):
@@ -182,7 +182,7 @@ def check_concrete_pods(pods):
             base["node"] = pod["node"]
         concrete.append((index, base))
     _check_unique(concrete)
-    return [pod for _, pod in concrete]
+    return [pod for _index, pod in concrete]
 
 
 def pod_key(pod):

@@ -70,8 +70,8 @@ def update_summary(table_name, diff):
     """The action line of an element update, or None when the elements already match."""
     if not has_changes(diff):
         return None
-    deleted = sum(len(d) for d, _ in diff["elements"].values())
-    added = sum(len(a) for _, a in diff["elements"].values())
+    deleted = sum(len(d) for d, _added in diff["elements"].values())
+    added = sum(len(a) for _deleted, a in diff["elements"].values())
     return (f"update table {table_name}: {deleted} elements deleted, {added} added, "
             f"{len(diff['add_chains'])} pick chains added, {len(diff['delete_chains'])} deleted")
 
