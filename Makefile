@@ -117,7 +117,7 @@ test: deps
 	@$(PY) lab/podnet_lab.py --inventory inventory/lab destroy
 	@$(PY) lab/podnet_lab.py --inventory inventory/nodes destroy
 	@mkdir -p .cache && $(PY) lab/rootns.py snapshot .cache/rootns-before.json
-	$(MAKE) lint unit lab-tests molecule molecule-nodes NODES=namespaces
+	$(MAKE) lint sanity unit lab-tests molecule molecule-nodes NODES=namespaces
 	$(PY) lab/rootns.py compare .cache/rootns-before.json
 
 lab-tests: deps
