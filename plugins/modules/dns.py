@@ -123,12 +123,12 @@ records:
 
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common import process
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     read_file,
     remove_files,
@@ -159,33 +159,14 @@ from ansible_collections.podnet.network.plugins.module_utils.dns.update import (
 )
 
 # --- our dnsmasq processes ---------------------------------------------------------
+# Found the way every podnet process is (common/process.py): by namespace and command
+# line, never by name alone, and checked again right before each signal.
 
 
-def _netns():
-    return os.stat("/proc/self/ns/net").st_ino
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return [arg.decode(errors="replace") for arg in handle.read().split(b"\0") if arg]
-    except OSError:
-        return []
-
-
-def _owned_conf(pid, conf_dir, netns):
-    """The podnet configuration file PID runs with, or None when PID is not podnet's dnsmasq
-    in this network namespace (another node's in the lab, the distribution's, a reused PID)."""
-    argv = _cmdline(pid)
+def conf_of(argv, conf_dir):
+    """The podnet configuration file a dnsmasq command line runs with, or None when it is
+    not podnet's dnsmasq (the distribution's, another program, a reused PID)."""
     if not argv or os.path.basename(argv[0]) != "dnsmasq":
-        return None
-    try:
-        if os.stat(f"/proc/{pid}/ns/net").st_ino != netns:
-            return None
-        with open(f"/proc/{pid}/stat") as handle:
-            if handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return None
-    except (OSError, IndexError):
         return None
     prefix = "--conf-file=" + conf_dir.rstrip("/") + "/"
     confs = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith(prefix)]
@@ -193,36 +174,31 @@ def _owned_conf(pid, conf_dir, netns):
 
 
 def find_processes(conf_dir):
-    """{configuration file: [pids]} of podnet's dnsmasq processes here (TCP children included)."""
-    netns, found = _netns(), {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            conf = _owned_conf(int(entry), conf_dir, netns)
-            if conf:
-                found.setdefault(conf, []).append(int(entry))
+    """{configuration file: [pids]} of podnet's dnsmasq processes in this network namespace
+    (another lab node's share /proc), TCP children included."""
+    found = {}
+    for pid in process.find(argv_match=lambda argv: conf_of(argv, conf_dir) is not None,
+                            net=process.own_ns_inode("net")):
+        conf = conf_of(process.cmdline(pid), conf_dir)
+        if conf:  # None: it ended between the two reads
+            found.setdefault(conf, []).append(pid)
     return found
 
 
 def stop_processes(module, conf_dir, confs, timeout=3.0):
-    """SIGTERM, then SIGKILL, every process of ours running one of `confs`; each PID is
-    checked again right before it is signalled."""
-    netns = _netns()
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 1.0)):
-        pids = [pid for conf, pids in find_processes(conf_dir).items() if conf in confs for pid in pids]
-        if not pids:
-            return
-        for pid in pids:
-            if _owned_conf(pid, conf_dir, netns) in confs:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            if not any(_owned_conf(pid, conf_dir, netns) for pid in pids):
-                return
-            time.sleep(0.02)
-    module.fail_json(msg=f"dnsmasq with {', '.join(confs)} would not stop")
+    """SIGTERM, then SIGKILL, every process of ours running one of `confs`."""
+    net = process.own_ns_inode("net")
+
+    def ours(pid):
+        return process.matches(pid, lambda argv: conf_of(argv, conf_dir) in confs, net=net)
+
+    try:
+        for conf, pids in sorted(find_processes(conf_dir).items()):
+            if conf in confs:
+                for pid in pids:
+                    process.terminate(pid, ours, timeout=timeout)
+    except process.ProcessError:
+        module.fail_json(msg=f"dnsmasq with {', '.join(confs)} would not stop")
 
 
 # --- DNS -----------------------------------------------------------------------------
