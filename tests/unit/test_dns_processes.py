@@ -34,7 +34,8 @@ def fake_dnsmasq(*args):
 
 
 @pytest.mark.parametrize("argv, conf", [
-    (["dnsmasq", f"--conf-file={CONF_DIR}/front-10053.conf", "--keep-in-foreground"], f"{CONF_DIR}/front-10053.conf"),
+    (["dnsmasq", f"--conf-file={CONF_DIR}/front-10053.conf", "--keep-in-foreground"],
+     f"{CONF_DIR}/front-10053.conf"),
     (["/usr/sbin/dnsmasq", f"--conf-file={CONF_DIR}/auth-10054.conf"], f"{CONF_DIR}/auth-10054.conf"),
     (["dnsmasq", "--conf-file=/etc/dnsmasq.conf"], None),            # the distribution's
     (["dnsmasq"], None),
