@@ -12,7 +12,8 @@ import pathlib
 import pytest
 import yaml
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import expand_pods
-from ansible_collections.podnet.network.plugins.module_utils.policy.policy import load_policies, render_table
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
 
