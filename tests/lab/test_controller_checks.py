@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab_runs import ansible_playbook  # noqa: E402
+from tests.lab.lab_runs import ansible_playbook
 
 INVENTORIES = {
     # a group `nodes` with no host in it
