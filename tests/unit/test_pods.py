@@ -13,6 +13,9 @@ from ansible_collections.podnet.network.plugins.module_utils.pods import (
     server,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods import (
+    netns as pod_netns,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pods import (
     state as pod_state,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import (
@@ -220,7 +223,9 @@ def test_unreadable_state_names_the_file(tmp_path):
         pod_state.read_states(str(tmp_path))
 
 
-def test_health_of_a_pod_without_ip_or_netns():
+def test_health_of_a_pod_without_ip_or_netns(tmp_path, monkeypatch):
+    # An empty netns directory of the test's own: the host's /run/netns is never read.
+    monkeypatch.setattr(pod_netns, "NETNS_RUN_DIR", str(tmp_path))
     assert lifecycle.pod_health({"name": "a", "netns": "x", "ip": None}) == (False, "no IP recorded")
     healthy, reason = lifecycle.pod_health(
         {"name": "a", "netns": "podnet-unit-test-absent", "ip": "10.0.0.2"})
@@ -316,9 +321,9 @@ def test_del_runs_in_reverse_with_cached_result(fake_cni, tmp_path):
     assert all("CNI_ARGS" not in c["env"] for c in log)
 
 
-def test_del_of_a_gone_netns_passes_it_empty(fake_cni):
+def test_del_of_a_gone_netns_passes_it_empty(fake_cni, tmp_path):
     bin_dir, calls = fake_cni
-    cni_exec.cni_del(conflist({"type": "fake-a"}), "cid", "/run/netns/podnet-unit-test-absent", bin_dir)
+    cni_exec.cni_del(conflist({"type": "fake-a"}), "cid", str(tmp_path / "gone-netns"), bin_dir)
     assert calls()[0]["env"]["CNI_NETNS"] == ""
 
 
