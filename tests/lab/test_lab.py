@@ -137,10 +137,9 @@ def test_exec_passes_the_exit_code_through(lab):
 
 
 def test_ansible_reaches_each_node_through_the_netns_connection(lab):
-    env = dict(os.environ, ANSIBLE_CONNECTION_PLUGINS=str(REPO / "plugins" / "connection"))
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ansible"), "-i", str(REPO / "inventory" / "lab"),
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ansible"), "-i", str(podnet_lab.DEFAULT_INVENTORY),
                            "nodes", "-o", "-m", "ansible.builtin.command", "-a", "ip -4 -br addr show eth0"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = {line.split(" | ")[0]: line for line in proc.stdout.splitlines() if " | " in line}
     for node, ip in TOPO.nodes.items():

@@ -16,7 +16,7 @@ import pytest
 
 from lab import podnet_lab, probe
 from lab.podnet_lab import load_topology
-from tests.lab.lab_runs import ansible_playbook
+from tests.lab.lab_runs import ansible_playbook, inventory_args
 from tests.lab.netns_backend import get_lab_host
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -219,7 +219,7 @@ def test_routes_module_agrees_under_pypi_pyroute2():
     routes = json.loads(host(NODES[0]).file("/etc/podnet/routes.json").content_string)
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0")
     run = subprocess.run(
-        [str(pathlib.Path(sys.executable).parent / "ansible"), NODES[0], "--check",
+        [str(pathlib.Path(sys.executable).parent / "ansible"), *inventory_args(), NODES[0], "--check",
          "-m", "podnet.network.routes",
          "-a", json.dumps({"routes": routes["routes"], "protocol": routes["protocol"]}),
          "-e", "ansible_python_interpreter=%s" % sys.executable],
