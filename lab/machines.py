@@ -21,6 +21,8 @@ clock. Stopping a machine is pulling its plug: SIGKILL to its PID 1 ends the who
 namespace.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shlex
@@ -30,7 +32,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = Path("/var/cache/podnet-lab")
+# Shared by every lab on this machine (a build takes a minute, a lab seconds); a
+# developer can point a lab at another cache with PODNET_LAB_CACHE.
+CACHE = Path(os.environ.get("PODNET_LAB_CACHE") or "/var/cache/podnet-lab")
 MIRROR_PORT = 3142
 ADMIN = "admin"
 
@@ -71,6 +75,15 @@ def _recipe_hash(*parts):
     return hashlib.sha256("\n".join([RECIPE_VERSION, *parts]).encode()).hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def _building(target):
+    """One build of a cache entry at a time: labs with other prefixes share the cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _run(argv, log):
     with open(log, "ab") as out:
         proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -89,8 +102,13 @@ def mirror(release):
     their dependencies, as Debian has them today. Built once, then cached."""
     packages = sorted(set(BASE_PACKAGES) | set(role_packages()) | set(EXTRA_MIRROR_PACKAGES))
     target = CACHE / "mirror" / f"{release}-{_recipe_hash(release, *packages)}"
-    if (target / "Packages").exists():
-        return target
+    with _building(target):
+        if not (target / "Packages").exists():
+            _build_mirror(target, release, packages)
+    return target
+
+
+def _build_mirror(target, release, packages):
     tmp = target.with_name(target.name + ".tmp")
     subprocess.run(["rm", "-rf", str(tmp)], check=True)
     (tmp / "pool").mkdir(parents=True)
@@ -112,7 +130,6 @@ def mirror(release):
     (tmp / "Release").write_bytes(release_text)
     subprocess.run(["rm", "-rf", str(target)], check=True)
     tmp.rename(target)
-    return target
 
 
 def image(release):
@@ -122,9 +139,13 @@ def image(release):
     packages = sorted(BASE_PACKAGES)
     recipe = _recipe_hash(release, source.name, *packages, *MASKED_UNITS)
     target = CACHE / "images" / f"{release}-{recipe}.tar"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _building(target):
+        if not target.exists():
+            _build_image(target, release, source, packages)
+    return target
+
+
+def _build_image(target, release, source, packages):
     log = target.with_suffix(".log")
     masks = " ".join(f'ln -sf /dev/null "$1/etc/systemd/system/{u}";' for u in MASKED_UNITS)
     hooks = [
@@ -143,7 +164,6 @@ def image(release):
           *(f"--customize-hook={h}" for h in hooks),
           release, str(tmp), f"deb [trusted=yes] copy://{source} ./"], log)
     tmp.rename(target)
-    return target
 
 
 def prepare_root(root, release, hostname, mirror_url, authorized_key):

@@ -281,6 +281,14 @@ def machine_pidfile(topo, node):
     return topo.run_dir / f"{node}.boot.pid"
 
 
+def _boot_process_alive(topo, node):
+    try:
+        pid = int(machine_pidfile(topo, node).read_text())
+    except (OSError, ValueError):
+        return False
+    return not _is_zombie(pid)
+
+
 def machine_init_pid(topo, node):
     """PID 1 of a machine node (as this host numbers it), or None when it is down."""
     try:
@@ -524,6 +532,10 @@ def wait_for_machine(topo, node, timeout=90):
     state = "no PID 1"
     while time.monotonic() < deadline:
         pid = machine_init_pid(topo, node)
+        if pid is None and not _boot_process_alive(topo, node):
+            log = topo.run_dir / f"{node}.boot.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise LabError(f"machine {node} did not boot: {' / '.join(tail)} (see {log})")
         if pid:
             proc = subprocess.run(machines.enter_argv(pid) + ["systemctl", "is-system-running"],
                                   capture_output=True, text=True)
