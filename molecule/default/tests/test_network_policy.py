@@ -22,6 +22,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 
@@ -52,7 +53,17 @@ def live_table(node):
 
 
 def load_table(node, content):
-    """The real module, run in the node as Ansible would run it, without a playbook."""
+    """The real module, run in the node as Ansible would run it, without a playbook. A
+    machine node (inventory/nodes) has neither this repository nor Ansible's Python: there
+    the module's own one-transaction script goes to nft."""
+    if TOPOLOGY.is_machine(node):
+        proc = subprocess.run(node_exec_argv(node) + ["nft", "-f", "-"],
+                              input=build_script("ip", TABLE, content), capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, (node, proc.stderr[-2000:])
+        flushed = node_run(node, ["conntrack", "-F"])
+        assert flushed.returncode == 0, flushed.stderr
+        return
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"family": "ip", "table": TABLE, "content": content}, handle)
     try:

@@ -1,0 +1,127 @@
+"""What only real machines show (molecule scenario `nodes`, after the shared suites).
+
+The lab's nodes here are Debian 12 and Debian 13 machines: their own root filesystem,
+systemd as PID 1, apt pointed only at the lab's mirror, reached over SSH as `admin` with
+sudo. The shared suites (linked beside this file) already ran against them; these tests
+state what a homelab has and the fast lab cannot: the packages came from the roles, the
+plays become root themselves, and a real reboot under systemd brings the network back.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from lab import machines, probe
+from lab.podnet_lab import DEFAULT_INVENTORY, load_topology, mirror_url
+from tests.lab.lab_runs import ansible_playbook
+from tests.lab.netns_backend import get_lab_host
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+
+TOPOLOGY = load_topology()
+NODES = sorted(TOPOLOGY.nodes)
+REBOOTED = "node3"  # Debian 13: the newer systemd, nft and Python
+
+pytestmark = pytest.mark.skipif(not TOPOLOGY.machines, reason="the lab's nodes are not machines")
+
+
+def release(node):
+    return dict(TOPOLOGY.machines)[node]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_node_is_a_debian_machine_booted_by_systemd(node):
+    h = get_lab_host(node)
+    codename = h.run(". /etc/os-release; echo $VERSION_CODENAME").stdout.strip()
+    assert codename == release(node)
+    assert h.run("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert h.run("systemctl is-system-running").stdout.strip() in ("running", "degraded")
+    # A node never holds the host's consoles or devices.
+    assert not h.run("systemctl list-units --no-legend 'getty@*' 'serial-getty@*'").stdout.strip()
+    assert sorted(h.run("ls /dev").stdout.split()) == sorted(set(h.run("ls /dev").stdout.split()) & {
+        "console", "core", "fd", "full", "hugepages", "initctl", "log", "mqueue", "null", "ptmx", "pts",
+        "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"})
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_apt_reads_only_the_lab_mirror(node):
+    """So every package podnet has on a node came through a role's apt task."""
+    h = get_lab_host(node)
+    sources = h.run("cat /etc/apt/sources.list; cat /etc/apt/sources.list.d/* 2>/dev/null; true").stdout
+    assert [line for line in sources.splitlines() if line.strip() and not line.startswith("#")] == [
+        f"deb [trusted=yes] {mirror_url(TOPOLOGY)}/{release(node)} ./"]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_every_package_a_role_declares_is_installed(node):
+    h = get_lab_host(node)
+    for package in machines.role_packages():
+        assert h.package(package).is_installed, f"{package} (a role's *_packages) is not on {node}"
+    assert h.exists("dnsmasq"), "the DNS role must bring dnsmasq itself (dnsmasq-base)"
+
+
+def test_image_has_nothing_of_podnets():
+    """The base image is a fresh minimal server: what podnet needs must come from the roles."""
+    image = machines.image(release(NODES[0]))
+    listing = subprocess.run(["tar", "-tf", str(image)], capture_output=True, text=True, check=True).stdout
+    for path in ("./usr/sbin/nft", "./usr/sbin/dnsmasq", "./usr/lib/cni/bridge", "./usr/sbin/conntrack"):
+        assert path not in listing.splitlines(), f"{path} is in the base image"
+
+
+def test_plays_become_root_whatever_the_inventory_says_of_become(tmp_path):
+    """The admin has sudo; the plays say `become: true` where they need root. An inventory
+    that also sets ansible_become: true changes nothing."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(DEFAULT_INVENTORY, inventory, symlinks=False)
+    group_vars = inventory / "group_vars" / "all" / "become.yml"
+    group_vars.write_text(yaml.safe_dump({"ansible_become": True}))
+    run = ansible_playbook("-i", str(inventory / "hosts.yml"), "site.yml", "--tags", "dns")
+    assert run.returncode == 0, run.stdout[-3000:]
+    recap = [line for line in run.stdout.splitlines() if line.startswith("node")]
+    assert recap and all("changed=0" in line and "failed=0" in line for line in recap), recap
+
+
+def reachable(rebooted_pods, other):
+    """Every pod of the rebooted node answers a pod on another node, keeping its source."""
+    client = probe.Source(other["node"], other)
+    for pod in rebooted_pods:
+        port = probe.first_tcp_port(pod)
+        answer = probe.http(client, pod["ip"], port, timeout=1) if port else None
+        if not answer or answer["client"] != other["ip"]:
+            return False
+    return True
+
+
+def test_a_real_reboot_brings_the_network_back_under_systemd():
+    pods = probe.pods(NODES)
+    rebooted = [p for p in pods if p["node"] == REBOOTED and probe.first_tcp_port(p)]
+    other = next(p for p in pods if p["node"] != REBOOTED and p["namespace"] == "default")
+    assert rebooted and reachable(rebooted, other)
+    old_init = get_lab_host(REBOOTED).run("stat -L -c %i /proc/1/ns/pid").stdout
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", REBOOTED],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout
+    booted = time.monotonic() - start
+    while not reachable(rebooted, other):
+        assert time.monotonic() - start < 60, "pods on the rebooted node unreachable 60 s after the reboot"
+        time.sleep(0.2)
+    reachable_after = time.monotonic() - start
+    h = get_lab_host(REBOOTED)
+    assert h.run("stat -L -c %i /proc/1/ns/pid").stdout != old_init, "a new PID 1"
+    unit = h.run("systemctl show -p Result -p ActiveState podnet-restore.service").stdout.split()
+    assert "Result=success" in unit and "ActiveState=active" in unit, unit
+    assert "podnet-restore: done" in h.run("journalctl -b -o cat -u podnet-restore.service").stdout
+    report = os.environ.get("PODNET_LAB_REPORT")
+    line = (f"reboot {REBOOTED} (Debian {release(REBOOTED)}): systemd up {booted:.1f} s, "
+            f"pods reachable {reachable_after:.1f} s after the plug was pulled\n")
+    print(line)
+    if report:
+        with open(report, "a") as out:
+            out.write(line)
