@@ -4,6 +4,7 @@ Separate from test_services.py, whose module-scoped backend fixture may still ho
 iptables backend while its tests run; these expect the default (nftables) lab.
 """
 
+import difflib
 import re
 import subprocess
 import sys
@@ -36,13 +37,27 @@ BAD_FILES = [
 ]
 
 
+LEARNED = re.compile(r"(\n\t+flags timeout\n)\t+elements = \{[^}]*\}\n")
+
+
 def node_rules():
-    # Session affinity entries count down ("expires 9m58s"): time, not a change.
-    return {node: (re.sub(r" expires \S+", "", host(node).run("nft -s list ruleset").stdout),
+    # The affinity map's elements are what the kernel learned from traffic, each expiring
+    # after the Service's timeoutSeconds (600 s here): on slow machines one can lapse
+    # between the two listings. Time, not a change podnet made.
+    return {node: (LEARNED.sub(r"\1", host(node).run("nft -s list ruleset").stdout),
                    [line for line in host(node).run("iptables-save").stdout.splitlines()
                     if not line.startswith("#")],
                    host(node).file("/etc/podnet/services/allocations.json").content_string)
             for node in NODES}
+
+
+def changes(before, after):
+    """The lines that differ, for a failure message that says what changed."""
+    lines = []
+    for old, new in zip(before, after, strict=True):
+        old, new = (x if isinstance(x, list) else x.splitlines() for x in (old, new))
+        lines += difflib.unified_diff(old, new, lineterm="", n=1)
+    return "\n".join(lines[:60])
 
 
 @pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
@@ -55,7 +70,9 @@ def test_bad_services_file_fails_in_the_plan_and_changes_nothing(tmp_path, case)
     assert run.returncode != 0
     for word in [str(path), *words]:
         assert word in run.stdout, f"{word!r} missing from the error:\n{run.stdout[-2000:]}"
-    assert node_rules() == before
+    after = node_rules()
+    for node in NODES:
+        assert after[node] == before[node], f"{node} changed:\n" + changes(before[node], after[node])
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
