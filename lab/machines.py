@@ -215,16 +215,27 @@ ln -s pts/ptmx "$root/dev/ptmx"
 touch "$root/dev/console"
 mount --bind /dev/null "$root/dev/console"
 ln -s /proc/self/fd "$root/dev/fd"
+if [ "$2" = sshd ]; then
+  # The fallback when a release's systemd cannot boot here: sshd alone, so the node is
+  # still reachable as a homelab machine is (but nothing runs podnet-restore at boot).
+  exec chroot "$root" /usr/bin/env -i container=podnet-lab TERM=dumb /bin/sh -c \
+    'mkdir -p -m 0755 /run/sshd && exec /usr/sbin/sshd -D -e'
+fi
 exec chroot "$root" /usr/bin/env -i container=podnet-lab TERM=dumb /lib/systemd/systemd --log-target=journal
 """
 
+INITS = ("systemd", "sshd")
 
-def boot_argv(netns_path, root):
-    """argv that boots the machine in `root` inside the network namespace at `netns_path`;
-    the process it starts (unshare) stays outside, its child is the machine's PID 1."""
+
+def boot_argv(netns_path, root, init="systemd"):
+    """argv that boots the machine in `root` inside the network namespace at `netns_path`
+    with `init` (systemd, or sshd alone as the fallback) as its PID 1; the process it
+    starts (unshare) stays outside, its child is the machine's PID 1."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: one of {', '.join(INITS)}")
     return ["nsenter", f"--net={netns_path}", "--",
             "unshare", "--mount", "--pid", "--uts", "--ipc", "--cgroup", "--fork", "--kill-child",
-            "--", "/bin/sh", "-c", _BOOT, "boot", str(root)]
+            "--", "/bin/sh", "-c", _BOOT, "boot", str(root), init]
 
 
 def init_pid(unshare_pid):

@@ -115,6 +115,9 @@ class Topology:
     # node -> Debian release, for nodes that are machines (lab/machines.py); the
     # others are namespaces sharing this machine's packages.
     machines: tuple = ()
+    # node -> the init it must boot with, where the inventory names one (systemd is the
+    # default; sshd alone is the fallback when a release's systemd cannot boot here).
+    inits: tuple = ()
 
     def ns(self, name):
         return self.prefix + name
@@ -138,6 +141,9 @@ class Topology:
 
     def release(self, node):
         return dict(self.machines)[node]
+
+    def init(self, node):
+        return dict(self.inits).get(node, "systemd")
 
     def namespaces(self):
         return [self.ns(n) for n in (*INFRA, *self.nodes)]
@@ -218,15 +224,28 @@ def load_topology(inventory=DEFAULT_INVENTORY):
         router_internet_ip=lab["router_internet_ip"],
         internet_ip=lab["internet_ip"],
         client_routes=tuple(_client_routes(inventory, lab, nodes)),
-        machines=tuple(_machines(inventory, lab, nodes)),
+        machines=tuple((node, release) for node, release, _ in _machines(inventory, lab, nodes)),
+        inits=tuple((node, init) for node, _, init in _machines(inventory, lab, nodes) if init),
     )
 
 
 def _machines(inventory, lab, nodes):
-    for node, release in (lab.get("machines") or {}).items():
+    """(node, release, init or None) from `machines: {node: release}` or
+    `machines: {node: {release: ..., init: systemd|sshd}}`."""
+    for node, spec in (lab.get("machines") or {}).items():
+        where = f"{inventory}/group_vars/all: podnet_lab.machines[{node}]"
         if node not in nodes:
-            raise LabError(f"{inventory}/group_vars/all: podnet_lab.machines[{node}]: not a node")
-        yield node, str(release)
+            raise LabError(f"{where}: not a node")
+        if not isinstance(spec, dict):
+            spec = {"release": spec}
+        unknown = sorted(set(spec) - {"release", "init"})
+        if unknown or "release" not in spec:
+            raise LabError(f"{where}: needs `release` (and may have `init`), "
+                           f"not {', '.join(unknown) or 'nothing'}")
+        init = spec.get("init")
+        if init is not None and init not in machines.INITS:
+            raise LabError(f"{where}.init: {init!r} is not one of {', '.join(machines.INITS)}")
+        yield node, str(spec["release"]), init
 
 
 def _client_routes(inventory, lab, nodes):
@@ -513,21 +532,51 @@ def ssh_key(topo):
     return key
 
 
-def boot_machine(topo, node, wait=True):
-    """Power on a machine node: systemd as PID 1 in its own namespaces, inside its netns."""
+def machine_init_file(topo, node):
+    """What the machine booted as PID 1 (`systemd`, or `sshd` and why)."""
+    return topo.run_dir / f"{node}.init"
+
+
+def machine_init(topo, node):
+    try:
+        init, _, why = machine_init_file(topo, node).read_text().partition("\n")
+    except OSError:
+        return "systemd", ""
+    return init.strip() or "systemd", why.strip()
+
+
+def boot_machine(topo, node, wait=True, init=None, why=""):
+    """Power on a machine node: systemd (or, as the fallback, sshd alone) as PID 1 in its
+    own namespaces, inside its netns."""
+    init = init or topo.init(node)
     root = machine_root(topo, node)
     machines.prepare_root(root, topo.release(node), node, mirror_url(topo),
                           ssh_key(topo).with_suffix(".pub").read_text())
+    machine_init_file(topo, node).write_text(f"{init}\n{why}\n")
     log = open(topo.run_dir / f"{node}.boot.log", "ab")
-    proc = subprocess.Popen(machines.boot_argv(netns_path(topo.ns(node)), root), stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True)
+    proc = subprocess.Popen(machines.boot_argv(netns_path(topo.ns(node)), root, init),
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                            start_new_session=True)
     machine_pidfile(topo, node).write_text(f"{proc.pid}\n")
     if wait:
-        wait_for_machine(topo, node)
+        return await_machine(topo, node)
+    return None
+
+
+class BootFailed(LabError):
+    """A machine's init did not come up."""
+
+
+def _ssh_answers(topo, node):
+    return subprocess.run(nsenter_argv(topo, "client")
+                          + ["/bin/sh", "-c", f"echo | socat -T1 - TCP:{topo.nodes[node]}:22"],
+                          capture_output=True, text=True).stdout.startswith("SSH-")
 
 
 def wait_for_machine(topo, node, timeout=90):
-    """Until systemd has finished booting (running or degraded) and sshd answers."""
+    """Until the machine has booted (systemd running or degraded; or its sshd-only
+    fallback up) and sshd answers. Returns a word or two for the status line."""
+    init, why = machine_init(topo, node)
     deadline = time.monotonic() + timeout
     state = "no PID 1"
     while time.monotonic() < deadline:
@@ -535,19 +584,34 @@ def wait_for_machine(topo, node, timeout=90):
         if pid is None and not _boot_process_alive(topo, node):
             log = topo.run_dir / f"{node}.boot.log"
             tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            raise LabError(f"machine {node} did not boot: {' / '.join(tail)} (see {log})")
-        if pid:
+            raise BootFailed(f"machine {node} did not boot: {' / '.join(tail)} (see {log})")
+        if pid and init == "sshd":
+            if _ssh_answers(topo, node):
+                return f"NO systemd: sshd runs as PID 1{' (' + why + ')' if why else ''}"
+        elif pid:
             proc = subprocess.run(machines.enter_argv(pid) + ["systemctl", "is-system-running"],
                                   capture_output=True, text=True)
             state = proc.stdout.strip() or proc.stderr.strip()
-            if state in ("running", "degraded") and subprocess.run(
-                    nsenter_argv(topo, "client")
-                    + ["/bin/sh", "-c", f"echo | socat -T1 - TCP:{topo.nodes[node]}:22"],
-                    capture_output=True, text=True).stdout.startswith("SSH-"):
-                return state
+            if state in ("running", "degraded") and _ssh_answers(topo, node):
+                return f"systemd {state}"
         time.sleep(0.2)
-    raise LabError(f"machine {node} did not finish booting in {timeout} s (systemd: {state}); "
-                   f"see {topo.run_dir / (node + '.boot.log')}")
+    raise BootFailed(f"machine {node} did not finish booting in {timeout} s ({init}: {state}); "
+                     f"see {topo.run_dir / (node + '.boot.log')}")
+
+
+def await_machine(topo, node):
+    """wait_for_machine, falling back to sshd alone when systemd cannot boot: the node
+    stays reachable over SSH, and the status line says it runs without an init."""
+    try:
+        return wait_for_machine(topo, node)
+    except BootFailed as failed:
+        if machine_init(topo, node)[0] != "systemd":
+            raise
+        print(f"  {node}: systemd could not boot on Debian {topo.release(node)} here ({failed}); "
+              f"falling back to sshd as PID 1 (no podnet-restore at boot)", file=sys.stderr)
+        kill_lab_processes({ns_id(netns_path(topo.ns(node)))}, set())
+        boot_machine(topo, node, wait=False, init="sshd", why=f"systemd could not boot: {failed}")
+        return wait_for_machine(topo, node)
 
 
 def echo_pid(topo):
@@ -633,7 +697,7 @@ def create(topo):
         for node in booting:
             boot_machine(topo, node, wait=False)
         for node in booting:
-            print(f"  {node}: Debian {topo.release(node)}, systemd {wait_for_machine(topo, node)}")
+            print(f"  {node}: Debian {topo.release(node)}, {await_machine(topo, node)}")
     print(f"lab is up: {', '.join(topo.namespaces())} ({time.monotonic() - start:.2f} s)")
     return 0
 
@@ -748,8 +812,8 @@ def reboot_machine(topo, node):
         run(["ip", "netns", "del", topo.ns(node)])
     build_node_netns(topo, node)
     boot_machine(topo, node, wait=False)
-    state = wait_for_machine(topo, node)
-    print(f"{node} rebooted: systemd {state} after {time.monotonic() - start:.2f} s")
+    state = await_machine(topo, node)
+    print(f"{node} rebooted: {state} after {time.monotonic() - start:.2f} s")
     argv = nsenter_argv(topo, node)
     unit = subprocess.run(argv + ["systemctl", "show", "-p", "ActiveState", "-p", "Result",
                                   "podnet-restore.service"], capture_output=True, text=True).stdout
@@ -818,7 +882,11 @@ def status(topo):
         if name in topo.nodes and topo.is_machine(name):
             pid = machine_init_pid(topo, name)
             up &= pid is not None
-            if pid:
+            init, why = machine_init(topo, name)
+            if pid and init == "sshd":
+                extra = (f"  Debian {topo.release(name)}, NO systemd: sshd is PID {pid} "
+                         f"({why or 'as the inventory says'})")
+            elif pid:
                 state = subprocess.run(nsenter_argv(topo, name) + ["systemctl", "is-system-running"],
                                        capture_output=True, text=True).stdout.strip()
                 extra = f"  Debian {topo.release(name)}, systemd PID {pid}: {state}"
