@@ -13,8 +13,9 @@ description:
     O(dns_ip)#P and an authoritative server for the cluster zone on 127.0.0.1#P; port 53 is
     DNATed to the active P by podnet's own nftables table O(table). See docs/dns.md.
   - A change starts a new instance on the other of O(ports), waits until it answers, swaps
-    the table in one transaction, lets O(drain_seconds) pass, deletes the UDP conntrack
-    entries that still lead to the old port and stops the old instance. Queries never find
+    the table in one transaction, lets O(drain_seconds) pass (and then waits, up to 5 s more,
+    while conntrack shows queries the old instance has not answered yet), deletes the UDP
+    conntrack entries that still lead to the old port and stops the old instance. Queries never find
     nobody answering. If the new instance does not start, the old one keeps serving and the
     module fails with dnsmasq's message.
   - O(dns_ip) lives on C(lo) as a /32 labelled C(lo:podnet); only addresses with that label
@@ -276,6 +277,34 @@ def start_instance(module, dnsmasq, conf_dir, port, settings, timeout):
     return None
 
 
+# How long a drain waits, beyond drain_seconds, for queries the old instance has not
+# answered yet (on a loaded machine a reply can take longer than the drain).
+DRAIN_WAIT_MAX = 5.0
+
+
+def unanswered(module, dns_ip, old_port):
+    """UDP queries to the DNS address that were sent to the old port and have no reply yet
+    (conntrack's [UNREPLIED]); None when conntrack cannot say."""
+    conntrack = module.get_bin_path("conntrack")
+    if not conntrack:
+        return None
+    rc, out, _err = module.run_command([conntrack, "-L", "-p", "udp", "--orig-dst", dns_ip,
+                                        "--orig-port-dst", "53", "--reply-port-src", str(old_port)])
+    if rc != 0:
+        return None
+    return sum("[UNREPLIED]" in line for line in out.splitlines())
+
+
+def drain(module, dns_ip, old_port, seconds, wait_max=DRAIN_WAIT_MAX):
+    """Let the old instance finish: drain_seconds, then as long as it still owes replies
+    (bounded by wait_max), so deleting its flows never drops a reply on its way back."""
+    time.sleep(seconds)
+    deadline = time.monotonic() + wait_max
+    while (unanswered(module, dns_ip, old_port) or 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    clear_conntrack(module, dns_ip, old_port)
+
+
 def clear_conntrack(module, dns_ip, old_port):
     """UDP entries still leading to the old port: a client that reuses its socket would keep
     reaching the old instance (it would be stopped) until its entry timed out."""
@@ -344,8 +373,7 @@ def execute(module, nft, dnsmasq, steps, table, conf_dir, start_timeout, setting
         elif do == "load_table":
             nft.load(Transaction(FAMILY, table).replace_table(s["content"]))
         elif do == "drain":
-            time.sleep(s["seconds"])
-            clear_conntrack(module, s["dns_ip"], s["port"])
+            drain(module, s["dns_ip"], s["port"], s["seconds"])
         elif do == "remove":
             remove_files(module, [s["path"]])
         elif do == "delete_table":
