@@ -300,7 +300,7 @@ def drain(module, dns_ip, old_port, seconds, wait_max=DRAIN_WAIT_MAX):
     (bounded by wait_max), so deleting its flows never drops a reply on its way back."""
     time.sleep(seconds)
     deadline = time.monotonic() + wait_max
-    while (unanswered(module, dns_ip, old_port) or 0) and time.monotonic() < deadline:
+    while unanswered(module, dns_ip, old_port) and time.monotonic() < deadline:
         time.sleep(0.1)
     clear_conntrack(module, dns_ip, old_port)
 
