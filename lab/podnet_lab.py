@@ -785,7 +785,10 @@ def destroy(topo):
     # rm(1), not shutil.rmtree: a machine's root filesystem is tens of thousands of files,
     # and --one-file-system never follows a mount that appeared since the check.
     run(["rm", "-rf", "--one-file-system", "--", str(topo.state_dir)])
-    for path in reversed(created):
+    # Another lab's nodes may have these host directories as their mountpoints: removing
+    # one would detach that lab's bind mounts. Only the last lab standing removes them.
+    others = [d for d in Path("/run").glob("*lab") if d != topo.run_dir and (d / "state.json").exists()]
+    for path in reversed(created if not others else []):
         try:
             os.rmdir(path)
         except OSError:
