@@ -75,11 +75,15 @@ def node_sections(name, backend):
         if other != name
     ]
     pods = [dict(p, netns="podnet-%s-%s" % (p["namespace"], p["name"])) for p in PODS if p["node"] == name]
+    # The host side of each pod's veth: a port of cbr0 whose peer is in the pod's netns.
+    links = [{"ifname": "veth-" + p["name"], "master": "cbr0", "link_netnsid": i} for i, p in enumerate(pods)]
+    netns = [{"name": p["netns"], "id": i} for i, p in enumerate(pods)]
     sections = {key: "" for key in SECTIONS}
     sections.update(
         addresses=json.dumps(addresses),
         routes=json.dumps(routes),
-        links="[]",
+        links=json.dumps(links),
+        netns=json.dumps(netns),
         pods="\n".join(json.dumps(p) for p in pods),
         policy=render_table(POLICIES, name),
         egress=render_egress_table("10.244.0.0/16"),
@@ -139,6 +143,8 @@ def test_the_demo_flow_names_service_endpoint_route_and_reply():
     assert "proto podnet" in words and "next hop node2" in words, words
     assert "not masqueraded" in words and "conntrack on node1" in words, words
     assert "numgen drew" in text and "1/3 share" in text, text
+    assert "host-side veth veth-client on node1's bridge cbr0" in text, text
+    assert "bridge cbr0 -> veth-frontend-1 -> pod default/frontend-1" in words, words
     assert "Service default/frontend port http" in text
 
 

@@ -14,6 +14,7 @@ SECTIONS = {
     "addresses": "ip -j addr show",
     "routes": "ip -j route show table main",
     "links": "ip -j link show",
+    "netns": "ip -j netns list",
     "pods": "cat /var/lib/podnet/pods/*.json 2>/dev/null",
     "services_nft": "nft list table ip podnet-services 2>/dev/null",
     "iptables": "iptables-save -t nat 2>/dev/null; iptables-save -t filter 2>/dev/null",
@@ -83,6 +84,7 @@ class Node:
                     self.addresses.append((link["ifname"], info["local"], info["prefixlen"]))
         self.routes = _json(sections["routes"], [])
         self.links = {link["ifname"]: link for link in _json(sections["links"], [])}
+        self.netns_ids = {ns["name"]: ns.get("id") for ns in _json(sections.get("netns", ""), [])}
         self.pods = []
         for pod in decode_all(sections["pods"]):
             pod["node"] = name
@@ -139,10 +141,13 @@ class Node:
         return best
 
     def pod_interface(self, pod):
-        """The host side of a pod's veth on this node, if the pod's state names it."""
-        for key in ("host_veth", "veth", "host_interface"):
-            if pod.get(key):
-                return pod[key]
+        """The host side of a pod's veth: the bridge port whose peer lives in the pod's netns."""
+        netns_id = self.netns_ids.get(pod.get("netns"))
+        if netns_id is None:
+            return None
+        for name, link in sorted(self.links.items()):
+            if link.get("master") == "cbr0" and link.get("link_netnsid") == netns_id:
+                return name
         return None
 
 

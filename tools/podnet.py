@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""podnet: look at a live podnet cluster from the controller.
+
+    podnet explain FROM TO [--json] [--svg FILE] [--live]   a packet's road, hop by hop
+    podnet diagram [-o FILE.svg|FILE.png]                 the cluster as a picture
+
+FROM: a pod (`default/client`, `client`), a node (`node1`) or an address (`192.168.56.100`,
+`client` for the lab's external client). TO: a Service port (`frontend:http`, `web-local:80/TCP`,
+`web:http@node1` for its NodePort on node1, `frontend:http@external`), a pod (`default/db`,
+`default/db:5432`), or `IP:PORT[/PROTO]`.
+
+The live state comes from the nodes through Ansible itself (an ad-hoc `ansible.builtin.shell`
+of read-only commands over the inventory's own connection: the netns lab, or SSH to real
+machines), the names from the inventory's services file, as the services play reads them.
+The explaining is plugins/module_utils/explain/, pure and unit-tested.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / ".collections"), str(REPO)]
+
+from ansible_collections.podnet.network.plugins.module_utils.explain import cluster as live  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.explain import diagram, live_trace, road  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.explain.cluster import ExplainError  # noqa: E402
+from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services  # noqa: E402
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def default_inventory():
+    return pathlib.Path(os.environ.get("PODNET_LAB_INVENTORY") or REPO / "inventory" / "lab")
+
+
+def _ansible_env():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    env["PATH"] = "%s:%s" % (BIN, env.get("PATH", ""))
+    return env
+
+
+def inventory_source(inventory):
+    """What `-i` takes: an inventory directory's hosts.yml (its services.yml is no inventory)."""
+    inventory = pathlib.Path(inventory)
+    if inventory.is_dir() and (inventory / "hosts.yml").exists():
+        return inventory / "hosts.yml"
+    return inventory
+
+
+def inventory_vars(inventory):
+    """{host: vars} of the group `nodes`, as Ansible resolves them."""
+    proc = subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(inventory_source(inventory)), "--list"],
+        capture_output=True,
+        text=True,
+        env=_ansible_env(),
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise ExplainError("cannot read the inventory %s: %s" % (inventory, proc.stderr.strip()[-500:]))
+    data = json.loads(proc.stdout)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    nodes = data.get("nodes", {}).get("hosts", [])
+    if not nodes:
+        raise ExplainError("inventory %s has no hosts in the group `nodes`" % inventory)
+    return {host: hostvars.get(host, {}) for host in nodes}
+
+
+def ansible_shell(inventory, script, limit=None, timeout=120):
+    """{host: result}: `script` run by ansible.builtin.shell on the group `nodes` (or `limit`),
+    over the inventory's own connection; each host's result as Ansible's tree callback saved it."""
+    with tempfile.TemporaryDirectory(prefix="podnet-explain.") as tree:
+        argv = [str(BIN / "ansible"), "-i", str(inventory_source(inventory)), "nodes"]
+        argv += ["--limit", limit] if limit else []
+        argv += ["-m", "ansible.builtin.shell", "-a", script, "--tree", tree]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_ansible_env(), timeout=timeout)
+        results = {path.name: json.loads(path.read_text()) for path in pathlib.Path(tree).iterdir()}
+    return proc, results
+
+
+def gather(inventory, timeout=120):
+    """(proc, {host: result}) of the read-only GATHER_SCRIPT on every node."""
+    return ansible_shell(inventory, live.GATHER_SCRIPT, timeout=timeout)
+
+
+def node_sections(hosts, proc, results):
+    """{host: {section: text}}, or an error naming every node that did not answer and why."""
+    answers, problems = {}, []
+    for host in hosts:
+        result = results.get(host, {})
+        if result.get("unreachable") or result.get("failed") or "stdout" not in result:
+            why = (result.get("msg") or result.get("stderr") or "no answer").strip()
+            problems.append("%s: %s" % (host, why[:300]))
+            continue
+        answers[host] = live.split_sections(result["stdout"])
+    if problems:
+        raise ExplainError(
+            "cannot read the live state of every node (ansible exited %d):\n  %s"
+            % (proc.returncode, "\n  ".join(problems))
+        )
+    return answers
+
+
+def services_text(inventory, hostvars):
+    path = hostvars.get("podnet_services_file")
+    folder = inventory if inventory.is_dir() else inventory.parent
+    path = pathlib.Path(path) if path else folder / "services.yml"
+    return (path.read_text(), str(path)) if path.exists() else ("", str(path))
+
+
+def load_cluster(inventory=None):
+    """The live Cluster: node state through Ansible, names from the inventory's services file."""
+    inventory = pathlib.Path(inventory or default_inventory())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # The inventory's variables and the nodes' state are independent: ask at once.
+        gathered = pool.submit(gather, inventory)
+        hostvars = inventory_vars(inventory)
+        sections = node_sections(sorted(hostvars), *gathered.result())
+    nodes = {
+        name: live.Node(name, sections[name], hostvars[name].get("node_ip")) for name in sorted(hostvars)
+    }
+    first = hostvars[sorted(hostvars)[0]]
+    pods = [pod for node in nodes.values() for pod in node.pods]
+    text, filename = services_text(inventory, first)
+    previous = next((n.allocations for n in nodes.values() if n.allocations), None)
+    kwargs = {
+        key: first[var]
+        for key, var in (("service_cidr", "service_cidr"), ("cluster_cidr", "cluster_cidr"))
+        if var in first
+    }
+    model = load_services(text, filename, pods, previous=previous, **kwargs) if text else {"services": []}
+    lab = first.get("podnet_lab") or {}
+    client = (
+        {"ip": lab.get("client_ip"), "routes": lab.get("client_routes") or {}, "gateway": sorted(hostvars)[0]}
+        if lab
+        else {}
+    )
+    return live.Cluster(nodes, model, client)
+
+
+def write_picture(dot_source, path):
+    """SVG or PNG (by the suffix) from Graphviz's dot, through the graphviz Python binding."""
+    import graphviz  # the PyPI binding to Debian's graphviz (dot); only the pictures need it
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".") or "svg"
+    graph = graphviz.Source(dot_source)
+    data = graph.pipe(format=fmt)
+    path.write_bytes(data)
+    return path
+
+
+def cmd_explain(args):
+    cluster = load_cluster(args.inventory)
+    result = road.explain(cluster, args.source, args.target, args.protocol, args.via)
+    if args.live:
+        result["live"] = run_live(args, cluster, result)
+    if args.svg:
+        write_picture(diagram.cluster_dot(cluster, result), args.svg)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(road.render_text(result, colour=sys.stdout.isatty()))
+        if args.svg:
+            print("picture: %s" % args.svg)
+        if result.get("live"):
+            print(live_words(result["live"]))
+    if result.get("live") and not result["live"]["agrees"]:
+        return 3
+    return 0
+
+
+def run_live(args, cluster, result):
+    """One real connection of the flow, traced by the kernel on the node it starts from."""
+    source = road.parse_source(cluster, args.source, args.via)
+    if source["kind"] == "external":
+        raise ExplainError("--live sends from a pod or a node; %s is neither" % args.source)
+    script = live_trace.trace_script(result["packet"], live_trace.sender_argv(source, result["packet"]))
+    inventory = pathlib.Path(args.inventory or default_inventory())
+    proc, results = ansible_shell(inventory, script, limit=source["node"])
+    answer = results.get(source["node"], {})
+    if "stdout" not in answer:
+        raise ExplainError(
+            "--live: %s did not run the trace (ansible exited %d): %s"
+            % (source["node"], proc.returncode, (answer.get("msg") or proc.stdout)[-500:])
+        )
+    events = live_trace.parse_trace(answer["stdout"])
+    return live_trace.compare(result, events)
+
+
+def live_words(live):
+    kernel = live["kernel"]
+    head = "live: one real connection, traced by the kernel (%d trace events): %s%s" % (
+        live["events"],
+        kernel["verdict"],
+        " at %s" % kernel["endpoint"] if kernel["endpoint"] else "",
+    )
+    chains = ", ".join(
+        "%s %s%s" % (table, chain, " (%s)" % verdict if verdict else "")
+        for table, chain, verdict in kernel["rules"]
+    )
+    lines = [head, "  rules the kernel reports: %s" % (chains or "none")]
+    if live["agrees"]:
+        lines.append("  the kernel's trace agrees with the explanation")
+    else:
+        lines += ["  DISAGREES: %s" % difference for difference in live["differences"]]
+    return "\n".join(lines)
+
+
+def cmd_diagram(args):
+    cluster = load_cluster(args.inventory)
+    for path in args.output:
+        write_picture(diagram.cluster_dot(cluster), path)
+        print("wrote %s" % path)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="podnet", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-i", "--inventory", help="inventory directory (default: $PODNET_LAB_INVENTORY or inventory/lab)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    explain = sub.add_parser("explain", help="a packet's road through the live cluster")
+    explain.add_argument("source", metavar="FROM")
+    explain.add_argument("target", metavar="TO")
+    explain.add_argument("--protocol", "-p", choices=["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"])
+    explain.add_argument("--via", help="the node an external source's packet enters by")
+    explain.add_argument("--json", action="store_true", help="the road as JSON")
+    explain.add_argument(
+        "--svg", metavar="FILE", help="also draw the road on the cluster diagram (.svg or .png)"
+    )
+    explain.add_argument(
+        "--live",
+        action="store_true",
+        help="send one real packet with nftables tracing on and compare the kernel's trace",
+    )
+    explain.set_defaults(run=cmd_explain)
+    drawing = sub.add_parser("diagram", help="the cluster as a picture")
+    drawing.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        metavar="FILE",
+        help="FILE.svg or FILE.png (repeatable; default podnet-cluster.svg)",
+    )
+    drawing.set_defaults(run=cmd_diagram)
+    args = parser.parse_args(argv)
+    if args.command == "diagram" and not args.output:
+        args.output = ["podnet-cluster.svg"]
+    try:
+        return args.run(args)
+    except ExplainError as error:
+        print("podnet %s: %s" % (args.command, error), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
