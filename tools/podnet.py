@@ -182,17 +182,24 @@ def run_live(args, cluster, result):
     source = road.parse_source(cluster, args.source, args.via)
     if source["kind"] == "external":
         raise ExplainError("--live sends from a pod or a node; %s is neither" % args.source)
-    script = live_trace.trace_script(result["packet"], live_trace.sender_argv(source, result["packet"]))
+    endpoints = [e["endpoint"] for e in result.get("endpoints", [])]
+    script = live_trace.trace_script(
+        result["packet"], live_trace.sender_argv(source, result["packet"]), source["node"], endpoints
+    )
     inventory = pathlib.Path(args.inventory or default_inventory())
-    proc, results = ansible_shell(inventory, script, limit=source["node"])
+    proc, results = ansible_shell(inventory, script)
     answer = results.get(source["node"], {})
-    if "stdout" not in answer:
+    if "stdout" not in answer or "sender exited" not in answer["stdout"]:
         raise ExplainError(
             "--live: %s did not run the trace (ansible exited %d): %s"
-            % (source["node"], proc.returncode, (answer.get("msg") or proc.stdout)[-500:])
+            % (
+                source["node"],
+                proc.returncode,
+                (answer.get("msg") or answer.get("stderr") or proc.stdout)[-500:],
+            )
         )
-    events = live_trace.parse_trace(answer["stdout"])
-    return live_trace.compare(result, events)
+    traces = {host: live_trace.parse_trace(r.get("stdout", "")) for host, r in results.items()}
+    return live_trace.compare(result, traces)
 
 
 def live_words(live):

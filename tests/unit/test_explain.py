@@ -224,29 +224,56 @@ def test_diagram_draws_nodes_pods_services_and_the_road():
     assert "denied by NetworkPolicy" in dropped and "octagon" in dropped
 
 
-# nft monitor trace's own lines, two packets' worth.
+# nft monitor trace's own lines: the source's node (the first packet, then a second one) ...
 TRACE = """\
-trace id 1f2e3d4c ip podnet-explain-trace trace packet: iif "veth1" ip saddr 10.244.0.12 ip daddr 10.96.0.13 ip protocol tcp tcp sport 40000 tcp dport 80
-trace id 1f2e3d4c ip podnet-explain-trace trace rule ip saddr 10.244.0.12 ip daddr 10.96.0.13 tcp dport 80 meta nftrace set 1 (verdict continue)
+trace id 1f2e3d4c ip podnet-explain-trace trace packet: iif "veth1" ip saddr 10.244.0.17 ip daddr 10.96.0.14 ip protocol tcp tcp sport 40000 tcp dport 80
+trace id 1f2e3d4c ip podnet-explain-trace trace rule ip saddr 10.244.0.17 ip daddr 10.96.0.14 tcp dport 80 meta nftrace set 1 (verdict continue)
 trace id 1f2e3d4c ip podnet-services nat_prerouting rule jump services (verdict jump services)
 trace id 1f2e3d4c ip podnet-services services rule ip daddr . meta l4proto . th dport vmap @service_endpoint_count (verdict goto service_pick_3)
 trace id 1f2e3d4c ip podnet-services service_pick_3 rule meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service_endpoints (verdict accept)
-trace id 1f2e3d4c ip podnet-policy forward packet: iif "cbr0" oif "eth0" ip saddr 10.244.0.12 ip daddr 10.244.1.13 ip protocol tcp tcp sport 40000 tcp dport 8081
-trace id 1f2e3d4c ip podnet-policy forward verdict continue
-trace id 99999999 ip podnet-explain-trace trace packet: iif "veth1" ip saddr 10.244.0.12
+trace id 7a7a7a7a ip podnet-policy forward packet: iif "cbr0" oif "eth0" ip saddr 10.244.0.17 ip daddr 10.244.1.13 ip protocol tcp tcp sport 40000 tcp dport 8081
+trace id 7a7a7a7a ip podnet-policy forward policy accept
+trace id 1f2e3d4c ip podnet-explain-trace trace packet: iif "veth1" ip saddr 10.244.0.17 ip daddr 10.96.0.14 tcp flags == ack
+trace id 1f2e3d4c ip podnet-policy forward rule ct state established,related accept (verdict accept)
+"""  # noqa: E501
+# ... and the endpoint's node, accepting it, or dropping it as db-access would.
+ARRIVES = """\
+trace id 2b2b2b2b ip podnet-explain-trace trace packet: iif "eth0" ip saddr 10.244.0.17 ip daddr 10.244.1.13 tcp dport 8081
+trace id 2b2b2b2b ip podnet-policy forward packet: iif "eth0" oif "cbr0" ip saddr 10.244.0.17 ip daddr 10.244.1.13 tcp dport 8081
+trace id 2b2b2b2b ip podnet-policy forward policy accept
+"""  # noqa: E501
+DROPPED = """\
+trace id 3c3c3c3c ip podnet-explain-trace trace packet: iif "eth0" ip saddr 10.244.0.17 ip daddr 10.244.1.18 tcp dport 5432
+trace id 3c3c3c3c ip podnet-policy forward rule ip daddr @ingress_isolated jump pod_ingress (verdict jump pod_ingress)
+trace id 3c3c3c3c ip podnet-policy pod_ingress rule counter packets 1 bytes 60 drop comment "ingress to an isolated pod that no policy allows" (verdict drop)
 """  # noqa: E501
 
 
 def test_a_kernel_trace_is_read_and_compared():
     events = live_trace.parse_trace(TRACE)
-    assert all(event["table"] != "99999999" for event in events) and len(events) == 7
+    assert len(events) == 7 and events[-1]["table"] == "podnet-policy", events  # the first packet only
     kernel = live_trace.kernel_outcome(events)
     assert kernel["endpoint"] == "10.244.1.13:8081" and kernel["verdict"] == "ACCEPT", kernel
     result = road.explain(CLUSTERS["nftables"], "default/client", "frontend:http")
-    endpoints = {e["endpoint"] for e in result["endpoints"]}
-    comparison = live_trace.compare(result, events)
-    assert comparison["agrees"] == ("10.244.1.13:8081" in endpoints), comparison
-    wrong = live_trace.compare(road.explain(CLUSTERS["nftables"], "default/client", "nothing:80"), events)
-    assert not wrong["agrees"] and wrong["differences"], wrong
-    script = live_trace.trace_script(result["packet"], ["curl", "http://10.96.0.13:80/"])
+    assert "10.244.1.13:8081" in {e["endpoint"] for e in result["endpoints"]}
+    traces = {"node1": events, "node2": live_trace.parse_trace(ARRIVES), "node3": []}
+    assert live_trace.compare(result, traces)["agrees"], live_trace.compare(result, traces)
+    silent = live_trace.compare(result, dict(traces, node2=[]))
+    assert silent["differences"] == ["the endpoint's node node2 traced nothing"], silent
+    rejected = live_trace.compare(road.explain(CLUSTERS["nftables"], "default/client", "nothing:80"), traces)
+    assert not rejected["agrees"] and "verdict: explained REJECT, kernel ACCEPT" in rejected["differences"]
+    script = live_trace.trace_script(result["packet"], ["curl", "http://10.96.0.14:80/"], "node1",
+                                     [e["endpoint"] for e in result["endpoints"]])
     assert "meta nftrace set 1" in script and "nft delete table ip podnet-explain-trace" in script
+    assert "ip daddr { 10.244.0.12, 10.244.1.13, 10.244.2.14 }" in script, script
+
+
+def test_a_drop_on_the_endpoints_node_is_the_kernels_verdict():
+    result = road.explain(CLUSTERS["nftables"], "default/client", "db")
+    first = TRACE.replace("10.96.0.14", "10.96.0.13").replace("dport 8081", "dport 5432").replace(
+        "dport 80", "dport 5432").replace("10.244.1.13", "10.244.1.18").replace("pick_3", "pick_1")
+    traces = {"node1": live_trace.parse_trace(first), "node2": live_trace.parse_trace(DROPPED)}
+    comparison = live_trace.compare(result, traces)
+    assert comparison["agrees"] and comparison["kernel"]["verdict"] == "DROP", comparison
+    traces["node2"] = live_trace.parse_trace(ARRIVES.replace("10.244.1.13", "10.244.1.18"))
+    assert not live_trace.compare(result, traces)["agrees"]

@@ -19,30 +19,45 @@ LINE = re.compile(
 )
 
 
-def trace_script(packet, sender, seconds=3):
-    """Shell for the source's node: trace one connection of `packet` sent by `sender` (argv).
+def trace_script(packet, sender, source_node, endpoints, seconds=4):
+    """Shell for every node (Ansible templates `{{ inventory_hostname }}` into it): on the
+    source's node, trace the flow's packets from their first hook and send one connection with
+    `sender` (argv); on the others, trace what arrives for the explained endpoints, so the
+    endpoint node's verdict (its NetworkPolicy) is seen too.
 
     The table is deleted whatever happens (trap), and created fresh (an old one from an
     interrupted run is deleted first)."""
     proto = packet["protocol"].lower()
-    match = "ip saddr %s ip daddr %s %s dport %d" % (packet["saddr"], packet["daddr"], proto, packet["dport"])
+    first = "ip saddr %s ip daddr %s %s dport %d" % (packet["saddr"], packet["daddr"], proto, packet["dport"])
     hook = "prerouting" if packet["path"] == "prerouting" else "output"
-    table = (
-        "table ip %s { chain trace { type filter hook %s priority %d; policy accept; "
-        "%s meta nftrace set 1; } }" % (TRACE_TABLE, hook, PRIORITY, match)
-    )
+    addresses = sorted({e.rpartition(":")[0] for e in endpoints}) or [packet["daddr"]]
+    arriving = "ip daddr { %s } meta l4proto %s" % (", ".join(addresses), proto)
+
+    def table(hook, match):
+        return (
+            "table ip %s { chain trace { type filter hook %s priority %d; policy accept; "
+            "%s meta nftrace set 1; }; }" % (TRACE_TABLE, hook, PRIORITY, match)
+        )
+
     out = "/tmp/podnet-explain-trace.$$"
     return "\n".join(
         [
+            "node='{{ inventory_hostname }}'",
             "nft delete table ip %s 2>/dev/null" % TRACE_TABLE,
             "trap 'nft delete table ip %s 2>/dev/null; rm -f %s' EXIT" % (TRACE_TABLE, out),
-            "nft -f - <<'EOF'\n%s\nEOF" % table,
-            "timeout %d nft monitor trace > %s 2>&1 &" % (seconds + 2, out),
+            'if [ "$node" = %s ]; then echo %s; else echo %s; fi | nft -f - || exit 1'
+            % (
+                shlex.quote(source_node),
+                shlex.quote(table(hook, first)),
+                shlex.quote(table("prerouting", arriving)),
+            ),
+            "timeout %d nft monitor trace > %s 2>&1 &" % (seconds + 4, out),
             "monitor=$!",
-            "sleep 0.5",
-            "%s >/dev/null 2>&1" % " ".join(shlex.quote(a) for a in sender),
-            'echo "sender exited $?"',
-            "sleep 0.5",
+            # Every node's monitor is up before the one connection goes out.
+            "sleep 2",
+            'if [ "$node" = %s ]; then %s >/dev/null 2>&1; echo "sender exited $?"; fi'
+            % (shlex.quote(source_node), " ".join(shlex.quote(a) for a in sender)),
+            "sleep %d" % seconds,
             "kill $monitor 2>/dev/null; wait $monitor 2>/dev/null",
             "cat %s" % out,
         ]
@@ -59,24 +74,29 @@ def sender_argv(source, packet, timeout=2):
 
 
 def parse_trace(text):
-    """The first traced packet's events: [{"table", "chain", "kind", "rest"}], in order."""
-    events, first = [], None
+    """The first traced packet's events: [{"table", "chain", "kind", "rest"}], in order.
+
+    A packet's trace id changes along its way (a new one after routing) and ids are reused,
+    so the first packet is everything from the trace table's first `packet:` line to its next.
+    """
+    events, started = [], False
     for line in text.splitlines():
         match = LINE.match(line.strip())
         if not match:
             continue
-        if first is None:
-            first = match.group("id")
-        if match.group("id") != first:
-            continue
-        events.append(
-            {
-                "table": match.group("table"),
-                "chain": match.group("chain"),
-                "kind": match.group("kind").rstrip(":"),
-                "rest": match.group("rest"),
-            }
-        )
+        if match.group("table") == TRACE_TABLE and match.group("kind") == "packet:":
+            if started:
+                break
+            started = True
+        if started:
+            events.append(
+                {
+                    "table": match.group("table"),
+                    "chain": match.group("chain"),
+                    "kind": match.group("kind").rstrip(":"),
+                    "rest": match.group("rest"),
+                }
+            )
     return events
 
 
@@ -89,10 +109,19 @@ def _verdict_of(event):
     return None
 
 
+def _refusal(event, word):
+    """DROP or REJECT when this event refused the packet, else None."""
+    text = event["rest"].split("(verdict")[0]
+    if event["kind"] == "rule" and word != "continue" and ("reject" in text or "REJECT" in text):
+        return "REJECT"
+    if word == "drop":
+        return "DROP"
+    return None
+
+
 def kernel_outcome(events):
-    """{"verdict", "endpoint", "masquerade", "rules": [(table, chain, verdict)]} from the events."""
-    verdict, endpoint, masquerade, rules = "ACCEPT", None, False, []
-    original = None
+    """{"verdict", "endpoint", "masquerade", "rules": [(table, chain, verdict)]} of one node's events."""
+    verdict, endpoint, masquerade, rules, original = "ACCEPT", None, False, [], None
     for event in events:
         word = _verdict_of(event)
         if event["kind"] == "packet":
@@ -106,24 +135,37 @@ def kernel_outcome(events):
                     endpoint = here
         if event["kind"] == "rule" and event["table"] != TRACE_TABLE:
             rules.append((event["table"], event["chain"], word))
-            if "masquerade" in event["rest"] or "MASQUERADE" in event["rest"]:
-                masquerade = True
-        if word in ("drop", "reject") or (
-            event["kind"] == "rule" and "reject" in event["rest"].split("(verdict")[0] and word != "continue"
-        ):
-            verdict = "REJECT" if "reject" in (word or "") or "reject" in event["rest"] else "DROP"
+            masquerade = masquerade or "masquerade" in event["rest"] or "MASQUERADE" in event["rest"]
+        refusal = _refusal(event, word)
+        if refusal and verdict == "ACCEPT":
+            verdict = refusal
     return {"verdict": verdict, "endpoint": endpoint, "masquerade": masquerade, "rules": rules}
 
 
-def compare(road, events):
-    """Whether the kernel's trace agrees with the explanation: verdict, endpoint, masquerade."""
-    kernel = kernel_outcome(events)
+def compare(road, traces):
+    """Whether the kernel's traces ({node: parse_trace() events}) agree with the explanation:
+    the verdict, the endpoint among the explained ones, the masquerade on the first node, and
+    the endpoint node's own verdict (its NetworkPolicy)."""
+    entry = road["entry_node"]
+    kernel = kernel_outcome(traces.get(entry, []))
+    kernel["nodes"] = {}
     differences = []
-    if not events:
-        differences.append("the kernel traced nothing: the packet never reached the node's hooks")
+    if not traces.get(entry):
+        differences.append("the kernel traced nothing on %s: the packet never reached its hooks" % entry)
     explained = {e["endpoint"]: e for e in road.get("endpoints", [])}
     target = "%s:%s" % (road["packet"]["daddr"], road["packet"]["dport"])
     chosen = explained.get(kernel["endpoint"] or target)
+    if (
+        chosen is not None
+        and chosen.get("node")
+        and chosen["node"] != entry
+        and kernel["verdict"] == "ACCEPT"
+    ):
+        remote = kernel_outcome(traces.get(chosen["node"], []))
+        kernel["nodes"][chosen["node"]] = remote
+        if not traces.get(chosen["node"]):
+            differences.append("the endpoint's node %s traced nothing" % chosen["node"])
+        kernel["verdict"] = remote["verdict"]
     if road["verdict"] in ("DROP", "REJECT") and not explained:
         want = road["verdict"]
     elif chosen is not None:
@@ -135,17 +177,10 @@ def compare(road, events):
             % (kernel["endpoint"], ", ".join(explained) or "no endpoints")
         )
     if want is not None and want != kernel["verdict"]:
-        # A policy drop happens on the endpoint's node, which this trace (the source's node) may not see.
-        remote = chosen is not None and chosen.get("node") and chosen["node"] != road["entry_node"]
-        if not (want == "DROP" and kernel["verdict"] == "ACCEPT" and remote):
-            differences.append("verdict: explained %s, kernel %s" % (want, kernel["verdict"]))
-    if (
-        chosen is not None
-        and kernel["verdict"] == "ACCEPT"
-        and chosen["masquerade"] != kernel["masquerade"]
-        and chosen.get("masquerade_here", True)
-    ):
+        differences.append("verdict: explained %s, kernel %s" % (want, kernel["verdict"]))
+    if chosen is not None and kernel["verdict"] == "ACCEPT" and chosen["masquerade"] != kernel["masquerade"]:
         differences.append(
             "masquerade: explained %s, kernel %s" % (chosen["masquerade"], kernel["masquerade"])
         )
-    return {"agrees": not differences, "kernel": kernel, "differences": differences, "events": len(events)}
+    events = sum(len(e) for e in traces.values())
+    return {"agrees": not differences, "kernel": kernel, "differences": differences, "events": events}
