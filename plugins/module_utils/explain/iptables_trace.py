@@ -103,6 +103,10 @@ def parse_rule(text, table, chains):
             # Target options.
             if target == "MARK" and tok in ("--or-mark", "--xor-mark"):
                 target_args[tok] = _number(value(), tok)
+            elif target == "MARK" and tok == "--set-xmark":
+                # iptables-save's spelling of both: --or-mark M is M/M, --xor-mark M is M/0x0.
+                mark, _, mask = value().partition("/")
+                target_args[tok] = (_number(mark, tok), _number(mask or "0xffffffff", tok))
             elif target == "MASQUERADE" and tok == "--random-fully":
                 target_args[tok] = True
                 step = 1
@@ -172,7 +176,7 @@ def parse_rule(text, table, chains):
     if target == "DNAT" and "--to-destination" not in target_args:
         raise TracerError("rule %r: DNAT without --to-destination" % text)
     if target == "MARK" and len(target_args) != 1:
-        raise TracerError("rule %r: MARK needs exactly one of --or-mark, --xor-mark" % text)
+        raise TracerError("rule %r: MARK needs exactly one of --or-mark, --xor-mark, --set-xmark" % text)
     return Rule(text, matches, probability, target, target_args)
 
 
@@ -373,6 +377,9 @@ def _apply_target(rule, pkt, table, hook):
         pkt = dict(pkt)
         if "--or-mark" in rule.target_args:
             pkt["mark"] |= rule.target_args["--or-mark"]
+        elif "--set-xmark" in rule.target_args:
+            value, mask = rule.target_args["--set-xmark"]
+            pkt["mark"] = (pkt["mark"] & ~mask) ^ value
         else:
             pkt["mark"] ^= rule.target_args["--xor-mark"]
         return pkt, None
