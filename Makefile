@@ -80,10 +80,9 @@ ifeq ($(NODES),real)
 endif
 	$(PY) lab/matrix.py
 	@echo
-	$(PODNET) explain default/client frontend:http --svg .cache/explain-frontend.svg
-	@echo
-	$(PODNET) explain default/client db --svg .cache/explain-db.svg
-	$(PODNET) diagram -o .cache/podnet-cluster.svg -o .cache/podnet-cluster.png
+	$(PODNET) explain default/client frontend:http default/client db \
+		--svg .cache/explain-frontend.svg --svg .cache/explain-db.svg \
+		--diagram .cache/podnet-cluster.svg --diagram .cache/podnet-cluster.png
 	@echo
 	@echo "Look around:  ip netns exec podnet-node1 ip route        (node1's routes: proto podnet)"
 	@echo "              ip netns exec podnet-node1 nft list table ip podnet-services   (Service NAT: sets and maps)"
@@ -92,7 +91,7 @@ endif
 	@echo "              ip netns exec podnet-node2 nft list table ip podnet-policy     (NetworkPolicy: db-access, with drop counters)"
 	@echo "              $(LAB) exec node1 -- ip netns exec podnet-default-client getent hosts frontend   (Service DNS)"
 	@echo "              $(LAB) shell node1                          (a shell on node1: its files, its pods)"
-	@echo "              make explain FROM=client TO=web:http@node3     (any flow, in words; --json, --live)"
+	@echo "              make explain FROM=192.168.56.100 TO=web:http@node3   (any flow, in words; ARGS=--json, --live)"
 	@echo "              $(LAB) exec node1 -- ip netns list          (node1's pods)"
 	@echo "Tear down:    make lab-destroy"
 

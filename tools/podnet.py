@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """podnet: look at a live podnet cluster from the controller.
 
-    podnet explain FROM TO [--json] [--svg FILE] [--live]   a packet's road, hop by hop
-    podnet diagram [-o FILE.svg|FILE.png]                 the cluster as a picture
+    podnet explain FROM TO [FROM TO ...] [--json] [--svg FILE]... [--diagram FILE]... [--live]
+                                          a packet's road, hop by hop (one per pair)
+    podnet diagram [-o FILE.svg|FILE.png]...  the cluster as a picture
 
 FROM: a pod (`default/client`, `client`), a node (`node1`) or an address (`192.168.56.100`,
 `client` for the lab's external client). TO: a Service port (`frontend:http`, `web-local:80/TCP`,
@@ -158,30 +159,43 @@ def write_picture(dot_source, path):
 
 
 def cmd_explain(args):
+    if len(args.flow) % 2:
+        raise ExplainError("FROM and TO come in pairs; %r has no TO" % args.flow[-1])
+    flows = list(zip(args.flow[0::2], args.flow[1::2], strict=True))
+    if args.svg and len(args.svg) != len(flows):
+        raise ExplainError("one --svg per flow: %d flows, %d --svg" % (len(flows), len(args.svg)))
     cluster = load_cluster(args.inventory)
-    result = road.explain(cluster, args.source, args.target, args.protocol, args.via)
-    if args.live:
-        result["live"] = run_live(args, cluster, result)
-    if args.svg:
-        write_picture(diagram.cluster_dot(cluster, result), args.svg)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print(road.render_text(result, colour=sys.stdout.isatty()))
+    results = []
+    for index, (source, target) in enumerate(flows):
+        result = road.explain(cluster, source, target, args.protocol, args.via)
+        if args.live:
+            result["live"] = run_live(args, cluster, source, result)
         if args.svg:
-            print("picture: %s" % args.svg)
-        if result.get("live"):
-            print(live_words(result["live"]))
-    if result.get("live") and not result["live"]["agrees"]:
+            write_picture(diagram.cluster_dot(cluster, result), args.svg[index])
+        results.append(result)
+    for path in args.diagram or []:
+        write_picture(diagram.cluster_dot(cluster), path)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2, default=str))
+    else:
+        for index, result in enumerate(results):
+            print(("\n" if index else "") + road.render_text(result, colour=sys.stdout.isatty()))
+            if args.svg:
+                print("picture: %s" % args.svg[index])
+            if result.get("live"):
+                print(live_words(result["live"]))
+        for path in args.diagram or []:
+            print("cluster picture: %s" % path)
+    if any(r.get("live") and not r["live"]["agrees"] for r in results):
         return 3
     return 0
 
 
-def run_live(args, cluster, result):
+def run_live(args, cluster, source_text, result):
     """One real connection of the flow, traced by the kernel on the node it starts from."""
-    source = road.parse_source(cluster, args.source, args.via)
+    source = road.parse_source(cluster, source_text, args.via)
     if source["kind"] == "external":
-        raise ExplainError("--live sends from a pod or a node; %s is neither" % args.source)
+        raise ExplainError("--live sends from a pod or a node; %s is neither" % source_text)
     endpoints = [e["endpoint"] for e in result.get("endpoints", [])]
     script = live_trace.trace_script(
         result["packet"], live_trace.sender_argv(source, result["packet"]), source["node"], endpoints
@@ -236,14 +250,19 @@ def main(argv=None):
     )
     sub = parser.add_subparsers(dest="command", required=True)
     explain = sub.add_parser("explain", help="a packet's road through the live cluster")
-    explain.add_argument("source", metavar="FROM")
-    explain.add_argument("target", metavar="TO")
+    explain.add_argument(
+        "flow", nargs="+", metavar="FROM TO", help="one or more pairs: FROM TO [FROM TO ...]"
+    )
     explain.add_argument("--protocol", "-p", choices=["TCP", "UDP", "SCTP", "tcp", "udp", "sctp"])
     explain.add_argument("--via", help="the node an external source's packet enters by")
     explain.add_argument("--json", action="store_true", help="the road as JSON")
     explain.add_argument(
-        "--svg", metavar="FILE", help="also draw the road on the cluster diagram (.svg or .png)"
+        "--svg",
+        metavar="FILE",
+        action="append",
+        help="draw the road on the cluster (.svg or .png), one per flow",
     )
+    explain.add_argument("--diagram", metavar="FILE", action="append", help="also draw the cluster alone")
     explain.add_argument(
         "--live",
         action="store_true",
