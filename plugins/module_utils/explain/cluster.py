@@ -102,14 +102,14 @@ class Node:
         for route in self.routes:
             if route.get("dst") == "default" and route.get("prefsrc"):
                 return route["prefsrc"]
-        for ifname, address, _ in self.addresses:
+        for ifname, address, _unused in self.addresses:
             if ifname not in ("lo", "cbr0"):
                 return address
         return None
 
     @property
     def local_addresses(self):
-        return sorted({address for _, address, _ in self.addresses})
+        return sorted({address for _unused, address, _unused in self.addresses})
 
     @property
     def pod_cidr(self):

@@ -105,7 +105,7 @@ def parse_rule(text, table, chains):
                 target_args[tok] = _number(value(), tok)
             elif target == "MARK" and tok == "--set-xmark":
                 # iptables-save's spelling of both: --or-mark M is M/M, --xor-mark M is M/0x0.
-                mark, _, mask = value().partition("/")
+                mark, _unused, mask = value().partition("/")
                 target_args[tok] = (_number(mark, tok), _number(mask or "0xffffffff", tok))
             elif target == "MASQUERADE" and tok == "--random-fully":
                 target_args[tok] = True
@@ -213,7 +213,7 @@ def _module_option(text, tokens, i, module, protocol, negate, matches, recent):
         return 2
     if module == "mark" and tok == "--mark":
         raw = need_value()
-        mark, _, mask = raw.partition("/")
+        mark, _unused, mask = raw.partition("/")
         matches.append(("mark", negate, (_number(mark, tok), _number(mask, tok) if mask else 0xFFFFFFFF)))
         return 2
     if module == "statistic" and tok == "--mode":
@@ -385,7 +385,7 @@ def _apply_target(rule, pkt, table, hook):
         return pkt, None
     if target == "DNAT":
         dest = rule.target_args["--to-destination"]
-        host, _, port = dest.rpartition(":") if ":" in dest else (dest, "", "")
+        host, _unused, port = dest.rpartition(":") if ":" in dest else (dest, "", "")
         pkt = dict(pkt)
         pkt["daddr"] = ipaddress.IPv4Address(host)
         if port:
@@ -507,7 +507,7 @@ def trace_tables(tables, packet, local_addresses, steps=False):
         raise TracerError("output path needs a local source address, not %s" % pkt["saddr"])
 
     results = list(_branches(tables, pkt, local))
-    total = sum(p["weight"] for p, _ in results)
+    total = sum(p["weight"] for p, _unused in results)
     if abs(total - 1.0) > 1e-9:
         raise TracerError("branch weights add up to %r" % total)
 

@@ -337,7 +337,7 @@ class _Ruleset:
         for line in body:
             words = line.split()
             if words[0] == "typeof":
-                key_text, _, data_text = line[len("typeof"):].partition(" : ")
+                key_text, _unused, data_text = line[len("typeof"):].partition(" : ")
                 parser = _Parser(key_text)
                 decl["key"] = tuple(_selector_kind(s) for s in parser.concat())
                 if not parser.done():
@@ -723,22 +723,22 @@ class _Walk:
                 if self.is_local(address) == op[2]:
                     return None
             elif kind == "mark_mask":
-                _, mask, negate, value = op
+                _unused, mask, negate, value = op
                 if ((self.mark & mask) == value) == negate:
                     return None
             elif kind == "mark_set":
-                _, operator, value = op
+                _unused, operator, value = op
                 self.mark = {
                     "=": value, "|": self.mark | value, "^": self.mark ^ value, "&": self.mark & value,
                 }[operator]
             elif kind == "compare":
-                _, selector, negate, literals = op
+                _unused, selector, negate, literals = op
                 value = self.get(selector)
                 hit = any(_matches(SELECTORS[selector], value, lit) for lit in literals)
                 if hit == negate:
                     return None
             elif kind == "lookup":
-                _, selectors, name, negate = op
+                _unused, selectors, name, negate = op
                 if (self.key(selectors) in self.ruleset.sets[name]["elements"]) == negate:
                     return None
             elif kind == "vmap":
@@ -829,23 +829,23 @@ def _trace(ruleset_text, packet, local_addresses):
             continue
         outcomes.append((weight, outcome))
 
-    verdicts = {verdict for _, (verdict, _, _, _) in outcomes}
+    verdicts = {verdict for _unused, (verdict, _unused, _unused, _unused) in outcomes}
     if len(verdicts) != 1:
         raise TracerError(f"branches disagree on the verdict: {_describe(outcomes)}")
     verdict = verdicts.pop()
     steps = outcomes[0][1][3]
     if verdict != "ACCEPT":
         return {"verdict": verdict, "endpoints": {}, "masquerade": False, "steps": steps}
-    dnat = {endpoint is not None for _, (_, endpoint, _, _) in outcomes}
+    dnat = {endpoint is not None for _unused, (_unused, endpoint, _unused, _unused) in outcomes}
     if len(dnat) != 1:
         raise TracerError(f"some branches DNAT and others do not: {_describe(outcomes)}")
     if dnat == {False}:
-        masquerades = {masq for _, (_, _, masq, _) in outcomes}
+        masquerades = {masq for _unused, (_unused, _unused, masq, _unused) in outcomes}
         if len(masquerades) != 1:
             raise TracerError(f"branches disagree on masquerade: {_describe(outcomes)}")
         return {"verdict": "ACCEPT", "endpoints": {}, "masquerade": masquerades.pop(), "steps": steps}
     shares, masq, paths = {}, {}, {}
-    for weight, (_, endpoint, masquerade, walked) in outcomes:
+    for weight, (_unused, endpoint, masquerade, walked) in outcomes:
         shares[endpoint] = shares.get(endpoint, 0) + weight
         paths.setdefault(endpoint, walked)
         if masq.setdefault(endpoint, masquerade) != masquerade:
@@ -859,5 +859,5 @@ def _trace(ruleset_text, packet, local_addresses):
 
 def _describe(outcomes):
     return ", ".join(
-        f"{float(w):.4f}: {v} {e or '-'}{' masq' if m else ''}" for w, (v, e, m, _) in outcomes[:8]
+        f"{float(w):.4f}: {v} {e or '-'}{' masq' if m else ''}" for w, (v, e, m, _unused) in outcomes[:8]
     )

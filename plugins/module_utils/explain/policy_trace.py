@@ -374,7 +374,7 @@ class PolicyTracer:
                 for match in matches:
                     if match[0] != "lookup":
                         continue
-                    _, selectors, name = match
+                    _unused, selectors, name = match
                     if name not in self.sets:
                         raise TracerError("chain %s: rule %r: no set %s" % (chain.name, text, name))
                     kinds = tuple(SELECTORS[s] for s in selectors)
@@ -420,7 +420,7 @@ class PolicyTracer:
     def _matches(self, match, packet):
         if match[0] == "ct":
             return "new" in match[1]
-        _, selectors, name = match
+        _unused, selectors, name = match
         return self.sets[name].contains(tuple(packet[s] for s in selectors))
 
     def _run(self, chain, packet, path, depth):

@@ -54,7 +54,7 @@ NFT_PICKS = {
 
 
 def _pod_named(cluster, text):
-    namespace, _, name = text.rpartition("/")
+    namespace, _unused, name = text.rpartition("/")
     namespace = namespace or "default"
     return next((p for p in cluster.pods if (p["namespace"], p["name"]) == (namespace, name)), None)
 
@@ -130,11 +130,11 @@ def parse_target(cluster, text, protocol=None):
     pod: `pod/default/db:5432` (`default/db` when no Service is called db); address: `IP:PORT[/PROTO]`.
     """
     only_pod = text.startswith("pod/")
-    body, _, where = text[len("pod/") :].partition("@") if only_pod else text.partition("@")
+    body, _unused, where = text[len("pod/") :].partition("@") if only_pod else text.partition("@")
     body, slash_proto = _split_protocol(body)
     protocol = (protocol or slash_proto or "").upper() or None
-    head, _, port_text = body.partition(":")
-    namespace, _, name = head.rpartition("/")
+    head, _unused, port_text = body.partition(":")
+    namespace, _unused, name = head.rpartition("/")
     namespace = namespace or "default"
     if _is_address(head):
         return _address_target(cluster, head, port_text, protocol)
@@ -242,7 +242,7 @@ def parse_target(cluster, text, protocol=None):
 
 
 def _split_protocol(body):
-    head, _, proto = body.rpartition("/")
+    head, _unused, proto = body.rpartition("/")
     if proto.upper() in PROTOCOLS and head:
         return head, proto.upper()
     return body, None
@@ -510,9 +510,9 @@ def route_words(cluster, node, daddr):
     found = node.route_to(daddr)
     if found is None:
         return "%s has no route to %s: the packet is dropped" % (node.name, daddr), None, None, None
-    route, _ = found
+    route, _unused = found
     dev = route.get("dev")
-    source = route.get("prefsrc") or next((a for ifname, a, _ in node.addresses if ifname == dev), None)
+    source = route.get("prefsrc") or next((a for ifname, a, _unused in node.addresses if ifname == dev), None)
     dst = route.get("dst")
     if route.get("gateway"):
         other = cluster.node_by_ip(route["gateway"])
@@ -691,7 +691,7 @@ def explain(cluster, source_text, target_text, protocol=None, via=None):
 
 
 def _endpoint_road(cluster, source, target, entry, packet, endpoint, share, masqueraded, steps, result):
-    daddr, _, dport = endpoint.rpartition(":")
+    daddr, _unused, dport = endpoint.rpartition(":")
     dport = int(dport)
     pod = cluster.pod_by_ip(daddr)
     out = {
