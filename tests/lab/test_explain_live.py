@@ -192,79 +192,6 @@ def test_iptables_save_walks_as_the_rendered_rules():
             }, packet.label
 
 
-# --- NetworkPolicy truth tables ---------------------------------------------------------------
-
-
-def policy_sections(base):
-    """The cluster's gathered sections with each node's live policy table read again (directly:
-    41 cases through Ansible would cost minutes; the Ansible path is tested above)."""
-
-    def read(node):
-        proc = subprocess.run(
-            node_exec_argv(node) + ["sh", "-c", GATHER_SCRIPT], capture_output=True, text=True, timeout=60
-        )
-        assert proc.returncode == 0, proc.stderr
-        return node, proc.stdout
-
-    with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
-        outputs = dict(pool.map(read, NODES))
-    from ansible_collections.podnet.network.plugins.module_utils.explain.cluster import split_sections
-
-    nodes = {name: Node(name, split_sections(outputs[name]), base.nodes[name].node_ip) for name in NODES}
-    return Cluster(nodes, base.model, base.client)
-
-
-LIVE_CASES = [case for case in policy_cases.CASES if not case.pure_only]
-
-
-@pytest.fixture(scope="module")
-def case_tables():
-    sys.path.insert(0, str(REPO / "molecule" / "default" / "tests"))
-    import test_network_policy as live_policy  # the live suite's own loader: the module, per node
-
-    pods = probe.pods(NODES)
-    truth = {
-        "%s/%s" % (p["namespace"], p["name"]): p for p in pods if p["namespace"] in policy_cases.NAMESPACES
-    }
-
-    def apply(case):
-        model = live_policy.load_policies(
-            [(case.objects({k: p["ip"] for k, p in truth.items()}), "case.yml")], pods
-        )
-        with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
-            list(
-                pool.map(
-                    lambda node: live_policy.load_table(
-                        node, live_policy.render_table(model, node, table=live_policy.TABLE)
-                    ),
-                    NODES,
-                )
-            )
-
-    yield truth, apply
-    run = ansible_playbook(*live_policy.POLICY_PLAYS)
-    assert run.returncode == 0, run.stdout[-3000:]
-
-
-@pytest.mark.parametrize("case", LIVE_CASES, ids=lambda case: case.name)
-def test_truth_table_explained(case, cluster, case_tables):
-    truth, apply = case_tables
-    apply(case)
-    live = policy_sections(cluster)
-    wrong = []
-    for probe_ in policy_cases.probes():
-        result = road.explain(live, probe_.src, "pod/%s:%d/%s" % (probe_.dst, probe_.port, probe_.protocol))
-        explained = result["verdict"] == "ACCEPT"
-        if explained != case.expect(*probe_):
-            wrong.append((probe_, result["reason"]))
-    assert not wrong, "%s: %d of %d explanations disagree, first: %s" % (
-        case.name,
-        len(wrong),
-        len(policy_cases.probes()),
-        wrong[:3],
-    )
-
-
 # --- the command line -------------------------------------------------------------------------
 
 
@@ -343,3 +270,76 @@ def test_live_trace_agrees(source, target):
     result = json.loads(run.stdout) if run.stdout.strip() else {}
     assert run.returncode == 0, (run.stderr, result.get("live"))
     assert result["live"]["agrees"] and result["live"]["events"] > 0, result["live"]
+
+
+# --- NetworkPolicy truth tables (last: each case replaces the lab's own policies until the end) ---
+
+
+def policy_sections(base):
+    """The cluster's gathered sections with each node's live policy table read again (directly:
+    41 cases through Ansible would cost minutes; the Ansible path is tested above)."""
+
+    def read(node):
+        proc = subprocess.run(
+            node_exec_argv(node) + ["sh", "-c", GATHER_SCRIPT], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        return node, proc.stdout
+
+    with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
+        outputs = dict(pool.map(read, NODES))
+    from ansible_collections.podnet.network.plugins.module_utils.explain.cluster import split_sections
+
+    nodes = {name: Node(name, split_sections(outputs[name]), base.nodes[name].node_ip) for name in NODES}
+    return Cluster(nodes, base.model, base.client)
+
+
+LIVE_CASES = [case for case in policy_cases.CASES if not case.pure_only]
+
+
+@pytest.fixture(scope="module")
+def case_tables():
+    sys.path.insert(0, str(REPO / "molecule" / "default" / "tests"))
+    import test_network_policy as live_policy  # the live suite's own loader: the module, per node
+
+    pods = probe.pods(NODES)
+    truth = {
+        "%s/%s" % (p["namespace"], p["name"]): p for p in pods if p["namespace"] in policy_cases.NAMESPACES
+    }
+
+    def apply(case):
+        model = live_policy.load_policies(
+            [(case.objects({k: p["ip"] for k, p in truth.items()}), "case.yml")], pods
+        )
+        with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
+            list(
+                pool.map(
+                    lambda node: live_policy.load_table(
+                        node, live_policy.render_table(model, node, table=live_policy.TABLE)
+                    ),
+                    NODES,
+                )
+            )
+
+    yield truth, apply
+    run = ansible_playbook(*live_policy.POLICY_PLAYS)
+    assert run.returncode == 0, run.stdout[-3000:]
+
+
+@pytest.mark.parametrize("case", LIVE_CASES, ids=lambda case: case.name)
+def test_truth_table_explained(case, cluster, case_tables):
+    truth, apply = case_tables
+    apply(case)
+    live = policy_sections(cluster)
+    wrong = []
+    for probe_ in policy_cases.probes():
+        result = road.explain(live, probe_.src, "pod/%s:%d/%s" % (probe_.dst, probe_.port, probe_.protocol))
+        explained = result["verdict"] == "ACCEPT"
+        if explained != case.expect(*probe_):
+            wrong.append((probe_, result["reason"]))
+    assert not wrong, "%s: %d of %d explanations disagree, first: %s" % (
+        case.name,
+        len(wrong),
+        len(policy_cases.probes()),
+        wrong[:3],
+    )
