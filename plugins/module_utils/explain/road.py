@@ -659,7 +659,6 @@ def explain(cluster, source_text, target_text, protocol=None, via=None):
     if result["verdict"] != "ACCEPT":
         reason = service_hop["rules"][-1] if service_hop["rules"] else "the Service rules refused it"
         road.update(verdict=result["verdict"], reason=reason, endpoints=[], masquerade=False)
-        hops.append({"node": entry_name, "stage": "verdict", "words": result["verdict"] + ": " + reason})
         return road
 
     if result["endpoints"]:
