@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # packages) plus the lab's own tools.
 APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-base \
 	python3-pyroute2 python3-apt python3-yaml iproute2 iputils-ping curl socat util-linux make \
-	mmdebstrap dpkg-dev apt-utils openssh-client
+	mmdebstrap dpkg-dev apt-utils openssh-client graphviz
 APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)
 VENV_STAMP := $(VENV)/.installed-$(shell md5sum requirements.txt | cut -c1-8)
 # NODES=real: the machine lab (inventory/nodes: real Debian 12 and 13 machines with
@@ -24,10 +24,11 @@ LAB_INVENTORY := inventory/lab
 endif
 export PODNET_LAB_INVENTORY := $(CURDIR)/$(LAB_INVENTORY)
 LAB := $(PY) lab/podnet_lab.py --inventory $(LAB_INVENTORY)
+PODNET := $(PY) tools/podnet.py -i $(LAB_INVENTORY)
 PLAYBOOK := ansible-playbook -i $(LAB_INVENTORY)/hosts.yml
 COLLECTION_PTH := $(VENV)/.collection-pth
 
-.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule molecule-nodes test bench clean
+.PHONY: help deps lab lab-destroy site demo explain diagram lint unit lab-tests molecule molecule-nodes test bench clean
 
 help:
 	@echo "make demo         install, build the lab, run site.yml, show the network working"
@@ -37,6 +38,8 @@ help:
 	@echo "make lab          build the virtual lab cluster (network namespaces podnet-*)"
 	@echo "make site         run site.yml against the lab"
 	@echo "make lab-destroy  remove the lab and everything it made"
+	@echo "make explain FROM=default/client TO=frontend:http   a packet's road through the live lab, in words"
+	@echo "make diagram      the live lab as a picture (.cache/podnet-cluster.svg and .png)"
 	@echo "make bench        benchmarks (prints a table)"
 
 deps: $(APT_STAMP) $(VENV_STAMP) $(COLLECTION_PTH)
@@ -77,6 +80,10 @@ ifeq ($(NODES),real)
 endif
 	$(PY) lab/matrix.py
 	@echo
+	$(PODNET) explain default/client frontend:http default/client db \
+		--svg .cache/explain-frontend.svg --svg .cache/explain-db.svg \
+		--diagram .cache/podnet-cluster.svg --diagram .cache/podnet-cluster.png
+	@echo
 	@echo "Look around:  ip netns exec podnet-node1 ip route        (node1's routes: proto podnet)"
 	@echo "              ip netns exec podnet-node1 nft list table ip podnet-services   (Service NAT: sets and maps)"
 	@echo "              ansible-playbook site.yml -e podnet_proxy_backend=iptables     (the same, as kube-proxy's chains)"
@@ -84,8 +91,18 @@ endif
 	@echo "              ip netns exec podnet-node2 nft list table ip podnet-policy     (NetworkPolicy: db-access, with drop counters)"
 	@echo "              $(LAB) exec node1 -- ip netns exec podnet-default-client getent hosts frontend   (Service DNS)"
 	@echo "              $(LAB) shell node1                          (a shell on node1: its files, its pods)"
+	@echo "              make explain FROM=192.168.56.100 TO=web:http@node3   (any flow, in words; ARGS=--json, --live)"
 	@echo "              $(LAB) exec node1 -- ip netns list          (node1's pods)"
 	@echo "Tear down:    make lab-destroy"
+
+# A packet's road through the live lab: make explain FROM=default/client TO=db [ARGS=--live]
+FROM ?= default/client
+TO ?= frontend:http
+explain: deps
+	$(PODNET) explain $(FROM) $(TO) $(ARGS)
+
+diagram: deps
+	$(PODNET) diagram -o .cache/podnet-cluster.svg -o .cache/podnet-cluster.png
 
 lint: deps
 	yamllint -s .

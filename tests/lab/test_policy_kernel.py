@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.explain.policy_trace import PolicyTracer
 
-from tests.tracers.policy_tracer import PolicyTracer
 from tests.unit.test_policy_render import (
     CASES,
     NODES,

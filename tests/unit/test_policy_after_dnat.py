@@ -11,13 +11,12 @@ import pathlib
 
 import pytest
 import yaml
+from ansible_collections.podnet.network.plugins.module_utils.explain import nft_trace, policy_trace
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import expand_pods
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 from ansible_collections.podnet.network.plugins.module_utils.services.model import load_services
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
-
-from tests.tracers import nft_tracer, policy_tracer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB = REPO / "inventory" / "lab"
@@ -47,14 +46,14 @@ def through_service(pod, service, port):
     svc = next(s for s in SERVICES["services"] if s["name"] == service)
     packet = {"saddr": pod["ip"], "daddr": svc["cluster_ip"], "protocol": "TCP", "dport": port,
               "path": "prerouting"}
-    nat = nft_tracer.trace(full_content(render_nftables(SERVICES, pod["node"])), packet,
+    nat = nft_trace.trace(full_content(render_nftables(SERVICES, pod["node"])), packet,
                            node_addresses(pod["node"]))
     assert nat["verdict"] == "ACCEPT" and nat["endpoints"], nat
     outcomes = []
     for endpoint in nat["endpoints"]:
         ip, _, endpoint_port = endpoint.partition(":")
         target = next(p for p in PODS if p["ip"] == ip)
-        verdicts = {policy_tracer.PolicyTracer(render_table(POLICIES, node)).verdict(
+        verdicts = {policy_trace.PolicyTracer(render_table(POLICIES, node)).verdict(
                     "forward", pod["ip"], ip, "TCP", int(endpoint_port))
                     for node in {pod["node"], target["node"]}}
         outcomes.append((target["name"], "accept" if verdicts == {"accept"} else "drop"))

@@ -2,7 +2,7 @@
 
 Behaviour is stated as tables of packets (kube-proxy's runPacketFlowTests style): a source,
 a destination, a protocol and port, and whether the connection gets through. The rendered
-text is walked by tests/tracers/policy_tracer.py, which parses nft syntax and knows nothing
+text is walked by plugins/module_utils/explain/policy_trace.py, which parses nft syntax and knows nothing
 of the renderer or the model. A packet gets through when the forward hook of the source
 pod's node accepts it and, for a destination on another node, so does that node's.
 """
@@ -12,10 +12,12 @@ import json
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import scope_errors
+from ansible_collections.podnet.network.plugins.module_utils.explain.policy_trace import (
+    PolicyTracer,
+    TracerError,
+)
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
-
-from tests.tracers.policy_tracer import PolicyTracer, TracerError
 
 NODES = ("node1", "node2", "node3")
 NODE_IPS = {"node1": "192.168.56.11", "node2": "192.168.56.12", "node3": "192.168.56.13"}

@@ -16,6 +16,7 @@ import re
 
 import pytest
 import yaml
+from ansible_collections.podnet.network.plugins.module_utils.explain import policy_trace
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 
@@ -35,7 +36,6 @@ from tests.policy_cases import (
     probes,
     truth_table,
 )
-from tests.tracers import policy_tracer
 
 IPS = fake_ips()
 PODS = lab_pods(IPS)
@@ -46,7 +46,7 @@ ALL_OPEN = {"no-policies", "allow-all-ingress-beside-deny-all", "policy-selectin
 def observed(case):
     """The rendered tables' answer for every probe of `case`, as a verdict function."""
     model = load_policies([(case.objects(IPS), "case.yml")], PODS, cluster_cidr=CLUSTER_CIDR)
-    tracers = {node: policy_tracer.PolicyTracer(render_table(model, node)) for node in NODES}
+    tracers = {node: policy_trace.PolicyTracer(render_table(model, node)) for node in NODES}
 
     def forwarded(node, probe):
         return tracers[node].verdict("forward", IPS[probe.src], IPS[probe.dst], probe.protocol,

@@ -13,6 +13,11 @@ import json
 import re
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.explain.iptables_trace import (
+    TracerError,
+    load_restore,
+    trace,
+)
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
     JUMPS,
     chain_names,
@@ -24,8 +29,6 @@ from ansible_collections.podnet.network.plugins.module_utils.services.iptables i
     service_chain_name,
     service_port_name,
 )
-
-from tests.tracers.iptables_tracer import TracerError, load_restore, trace
 
 CLUSTER_CIDR = "10.244.0.0/16"
 NODE_IPS = {"node1": "192.168.56.11", "node2": "192.168.56.12", "node3": "192.168.56.13"}

@@ -2,7 +2,7 @@
 
 The packet tables follow kube-proxy's runPacketFlowTests: for each node, a packet (source,
 destination, port, protocol, hook it enters by) and where it must end up. The rendered text
-is walked by tests/tracers/nft_tracer.py, which parses nft syntax and knows nothing of the
+is walked by plugins/module_utils/explain/nft_trace.py, which parses nft syntax and knows nothing of the
 renderer or the model.
 """
 
@@ -11,6 +11,7 @@ import ipaddress
 import re
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.explain.nft_trace import TracerError, trace
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     changes,
     full_content,
@@ -21,8 +22,6 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
     stale_affinity,
     update_script,
 )
-
-from tests.tracers.nft_tracer import TracerError, trace
 
 NODES = {
     "node1": {"ip": "192.168.56.11", "gateway": "10.244.1.1"},

@@ -9,6 +9,7 @@ import pathlib
 
 import pytest
 import yaml
+from ansible_collections.podnet.network.plugins.module_utils.explain import iptables_trace, nft_trace
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import expand_pods
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
     render_iptables,
@@ -18,7 +19,6 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import full_content, render_nftables
 
 from tests import service_packets
-from tests.tracers import iptables_tracer, nft_tracer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB = REPO / "inventory" / "lab"
@@ -44,12 +44,12 @@ def local_addresses(node):
 
 def trace_nftables(node, packet):
     text = full_content(render_nftables(MODEL, node))
-    return nft_tracer.trace(text, packet, local_addresses(node))
+    return nft_trace.trace(text, packet, local_addresses(node))
 
 
 def trace_iptables(node, packet):
     ruleset = render_iptables(MODEL, node)
-    return iptables_tracer.trace(restore_text(ruleset), ruleset["jumps"], packet, local_addresses(node))
+    return iptables_trace.trace(restore_text(ruleset), ruleset["jumps"], packet, local_addresses(node))
 
 
 def check(packet, result):

@@ -10,7 +10,10 @@ netfilter order, each hook's chains by priority (lower first):
     output:     hook output -> hook postrouting
 
 It does not import the renderer or read the services model: it is an independent check that
-the text does what the renderer claims.
+the text does what the renderer claims (tests/unit), and what `podnet explain` walks a live
+node's table with. It reads the renderer's text and nft's own listing (`nft list table`:
+elements inside the set declarations, a dynamic map's entries with their expiry); with
+steps=True it also says which rules the packet met, for the explanation's words.
 
 `numgen random mod N` is enumerated, not sampled: every value 0..N-1 is followed with weight
 1/N, so each endpoint's share is exact and the result deterministic. There is no conntrack
@@ -334,7 +337,7 @@ class _Ruleset:
         for line in body:
             words = line.split()
             if words[0] == "typeof":
-                key_text, _, data_text = line[len("typeof"):].partition(" : ")
+                key_text, _unused, data_text = line[len("typeof"):].partition(" : ")
                 parser = _Parser(key_text)
                 decl["key"] = tuple(_selector_kind(s) for s in parser.concat())
                 if not parser.done():
@@ -370,6 +373,8 @@ class _Ruleset:
             if not element:
                 raise TracerError(f"add element {name}: empty element")
             key_text, sep, data_text = element.partition(" : ")
+            # A dynamic map's live entries carry their timeout and time left.
+            key_text = re.sub(r" (timeout|expires) \S+", "", key_text)
             key = self._tuple(name, decl["key"], key_text)
             if decl["kind"] == "set":
                 if sep:
@@ -552,7 +557,7 @@ def _table_block(ruleset, lines, index):
         words = line.split()
         if len(words) != 3 or words[0] not in ("set", "map", "chain") or words[2] != "{":
             raise TracerError(f"table {ruleset.table}: cannot read `{line}`")
-        body = []
+        body, elements = [], []
         while True:
             if index >= len(lines):
                 raise TracerError(f"{words[0]} {words[1]} is not closed")
@@ -560,6 +565,15 @@ def _table_block(ruleset, lines, index):
             index += 1
             if inner == "}":
                 break
+            if inner.startswith("elements = {"):
+                # nft's own listing: the elements inside the declaration, over several lines.
+                while not inner.endswith("}"):
+                    if index >= len(lines):
+                        raise TracerError(f"{words[0]} {words[1]}: elements are not closed")
+                    inner += " " + lines[index].strip()
+                    index += 1
+                elements.append(inner[len("elements = {"):-1])
+                continue
             if inner and not inner.startswith("#"):
                 body.append(inner)
         if words[0] == "chain":
@@ -569,6 +583,8 @@ def _table_block(ruleset, lines, index):
                 ruleset.add_rule(words[1], rule)
         else:
             ruleset.declare_set(words[0], words[1], body)
+            for text in elements:
+                ruleset.add_elements(words[1], text)
     raise TracerError(f"table {ruleset.table} is not closed")
 
 
@@ -592,6 +608,10 @@ class _Walk:
         self.dnat = False
         self.masquerade = False
         self.base = None  # (type, hook) of the base chain being run
+        self.current = None  # (chain, rule text) being run
+        # What the packet met, in order: every rule that matched, with what it did.
+        self.steps = []
+        self.draws = []  # (value, modulus) of each numgen draw
 
     def is_local(self, address):
         return address in LOOPBACK or address in self.local
@@ -601,6 +621,7 @@ class _Walk:
             raise _NeedChoice(modulus)
         value = self.choices[self.used]
         self.used += 1
+        self.draws.append((value, modulus))
         return value
 
     def get(self, selector):
@@ -633,14 +654,14 @@ class _Walk:
         for hook in hooks:
             verdict = self.run_hook(hook)
             if verdict != "accept":
-                return verdict.upper(), None, False
+                return verdict.upper(), None, False, self.steps
         if path == "prerouting":
             for hook in ["input"] if self.is_local(self.daddr) else ["forward", "postrouting"]:
                 verdict = self.run_hook(hook)
                 if verdict != "accept":
-                    return verdict.upper(), None, False
+                    return verdict.upper(), None, False, self.steps
         endpoint = f"{self.daddr}:{self.dport}" if self.dnat else None
-        return "ACCEPT", endpoint, self.masquerade
+        return "ACCEPT", endpoint, self.masquerade, self.steps
 
     def run_hook(self, hook):
         chains = [
@@ -653,9 +674,15 @@ class _Walk:
             verdict = self.run_chain(name, 0)
             if verdict == "return":
                 verdict = policy
+                if policy != "accept":
+                    self.step(name, None, f"policy {policy}")
             if verdict in ("drop", "reject"):
                 return verdict
         return "accept"
+
+    def step(self, chain, text, effect, **extra):
+        self.steps.append(dict(hook=self.base[1], type=self.base[0], chain=chain, rule=text, effect=effect,
+                               **extra))
 
     def run_chain(self, name, depth):
         """"accept", "drop", "reject" (final for the base chain) or "return" (to the caller)."""
@@ -663,9 +690,12 @@ class _Walk:
             raise TracerError(f"chain {name}: jumps nested deeper than {MAX_DEPTH}")
         for text, ops in self.ruleset.chains[name]["rules"]:
             where = self.ruleset.where(name, text)
+            self.current = (name, text)
             verdict = self.run_rule(ops, where)
             if verdict is None:
                 continue
+            if not self.steps or (self.steps[-1]["chain"], self.steps[-1]["rule"]) != (name, text):
+                self.step(name, text, " ".join(v for v in verdict if v))
             if verdict[0] == "jump":
                 result = self.run_chain(verdict[1], depth + 1)
                 if result == "return":
@@ -693,26 +723,29 @@ class _Walk:
                 if self.is_local(address) == op[2]:
                     return None
             elif kind == "mark_mask":
-                _, mask, negate, value = op
+                _unused, mask, negate, value = op
                 if ((self.mark & mask) == value) == negate:
                     return None
             elif kind == "mark_set":
-                _, operator, value = op
+                _unused, operator, value = op
                 self.mark = {
                     "=": value, "|": self.mark | value, "^": self.mark ^ value, "&": self.mark & value,
                 }[operator]
             elif kind == "compare":
-                _, selector, negate, literals = op
+                _unused, selector, negate, literals = op
                 value = self.get(selector)
                 hit = any(_matches(SELECTORS[selector], value, lit) for lit in literals)
                 if hit == negate:
                     return None
             elif kind == "lookup":
-                _, selectors, name, negate = op
+                _unused, selectors, name, negate = op
                 if (self.key(selectors) in self.ruleset.sets[name]["elements"]) == negate:
                     return None
             elif kind == "vmap":
                 verdict = self.ruleset.sets[op[2]]["elements"].get(self.key(op[1]))
+                if verdict is not None:
+                    self.step(*self.current, " ".join(v for v in verdict if v), map=op[2],
+                              key=[str(k) for k in self.key(op[1])])
                 return verdict  # a miss: the rule does not match
             elif kind == "dnat_map":
                 self.allowed("dnat", where)
@@ -723,10 +756,15 @@ class _Walk:
                 if len(target) > 1:
                     self.dport = target[1]
                 self.dnat = True
+                drawn = op[1][-1][0] == "numgen"
+                self.step(*self.current, f"dnat to {self.daddr}:{self.dport}", map=op[2],
+                          key=[str(k) for k in self.key(op[1][:-1] if drawn else op[1])],
+                          draw=list(self.draws[-1]) if drawn else None)
                 return ("accept", None)
             elif kind == "masquerade":
                 self.allowed("masquerade", where)
                 self.masquerade = True
+                self.step(*self.current, "masquerade")
                 return ("accept", None)
             elif kind == "update":
                 pass  # the affinity map is dynamic: the tracer keeps it empty
@@ -734,10 +772,12 @@ class _Walk:
                 return op[1]
             else:  # pragma: no cover - the parser makes only the kinds above
                 raise TracerError(f"{where}: unknown operation {kind}")
+        if any(op[0] == "mark_set" for op in ops):
+            self.step(*self.current, f"mark {self.mark:#x}")
         return None
 
 
-def trace(ruleset_text, packet, local_addresses):
+def trace(ruleset_text, packet, local_addresses, steps=False):
     """Where a new connection's first packet goes through the table.
 
     packet: {"saddr", "daddr", "protocol": TCP|UDP|SCTP, "dport", "path": prerouting|output}.
@@ -747,10 +787,23 @@ def trace(ruleset_text, packet, local_addresses):
              "endpoints": {"ip:port": {"share": float, "masquerade": bool}} (empty without DNAT,
                           and for DROP and REJECT),
              "masquerade": bool (without DNAT: whether the packet was masqueraded; with DNAT:
-                           whether any endpoint's was)}.
+                           whether any endpoint's was),
+             "steps": the rules the first branch matched, in order: {"hook", "type", "chain",
+                      "rule", "effect", and for maps "map", "key", "draw": [value, modulus]};
+                      each endpoint also has the "steps" of its first branch; only with
+                      steps=True)}.
     Raises TracerError when branches of the numgen draws disagree on the verdict or on
     whether a DNAT happened, or when the text holds anything the tracer does not understand.
     """
+    result = _trace(ruleset_text, packet, local_addresses)
+    if not steps:
+        result.pop("steps")
+        for endpoint in result["endpoints"].values():
+            endpoint.pop("steps")
+    return result
+
+
+def _trace(ruleset_text, packet, local_addresses):
     ruleset = load(ruleset_text)
     if packet.get("path") not in ("prerouting", "output"):
         raise TracerError(f"unknown path {packet.get('path')!r}")
@@ -776,31 +829,35 @@ def trace(ruleset_text, packet, local_addresses):
             continue
         outcomes.append((weight, outcome))
 
-    verdicts = {verdict for _, (verdict, _, _) in outcomes}
+    verdicts = {verdict for _unused, (verdict, _unused, _unused, _unused) in outcomes}
     if len(verdicts) != 1:
         raise TracerError(f"branches disagree on the verdict: {_describe(outcomes)}")
     verdict = verdicts.pop()
+    steps = outcomes[0][1][3]
     if verdict != "ACCEPT":
-        return {"verdict": verdict, "endpoints": {}, "masquerade": False}
-    dnat = {endpoint is not None for _, (_, endpoint, _) in outcomes}
+        return {"verdict": verdict, "endpoints": {}, "masquerade": False, "steps": steps}
+    dnat = {endpoint is not None for _unused, (_unused, endpoint, _unused, _unused) in outcomes}
     if len(dnat) != 1:
         raise TracerError(f"some branches DNAT and others do not: {_describe(outcomes)}")
     if dnat == {False}:
-        masquerades = {masq for _, (_, _, masq) in outcomes}
+        masquerades = {masq for _unused, (_unused, _unused, masq, _unused) in outcomes}
         if len(masquerades) != 1:
             raise TracerError(f"branches disagree on masquerade: {_describe(outcomes)}")
-        return {"verdict": "ACCEPT", "endpoints": {}, "masquerade": masquerades.pop()}
-    shares, masq = {}, {}
-    for weight, (_, endpoint, masquerade) in outcomes:
+        return {"verdict": "ACCEPT", "endpoints": {}, "masquerade": masquerades.pop(), "steps": steps}
+    shares, masq, paths = {}, {}, {}
+    for weight, (_unused, endpoint, masquerade, walked) in outcomes:
         shares[endpoint] = shares.get(endpoint, 0) + weight
+        paths.setdefault(endpoint, walked)
         if masq.setdefault(endpoint, masquerade) != masquerade:
             raise TracerError(f"endpoint {endpoint} is masqueraded in some branches only")
     endpoints = {
-        endpoint: {"share": float(shares[endpoint]), "masquerade": masq[endpoint]}
+        endpoint: {"share": float(shares[endpoint]), "masquerade": masq[endpoint], "steps": paths[endpoint]}
         for endpoint in sorted(shares)
     }
-    return {"verdict": "ACCEPT", "endpoints": endpoints, "masquerade": any(masq.values())}
+    return {"verdict": "ACCEPT", "endpoints": endpoints, "masquerade": any(masq.values()), "steps": steps}
 
 
 def _describe(outcomes):
-    return ", ".join(f"{float(w):.4f}: {v} {e or '-'}{' masq' if m else ''}" for w, (v, e, m) in outcomes[:8])
+    return ", ".join(
+        f"{float(w):.4f}: {v} {e or '-'}{' masq' if m else ''}" for w, (v, e, m, _unused) in outcomes[:8]
+    )

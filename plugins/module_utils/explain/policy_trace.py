@@ -9,12 +9,14 @@ this table alone (other tables, routing and conntrack are not modelled: the pack
 always `ct state new`).
 
 It does not import the renderer or read the policy model: it is an independent check that
-the text does what the renderer claims. Only what the renderer emits is understood; any
-other statement, expression, set declaration or element raises TracerError when the text is
-loaded, so a rule no packet reaches cannot hide an unknown construct. Loading also refuses
-what nft would: lookups in missing sets or in a set of another shape, jumps to missing or
-base chains, overlapping intervals in a one-field interval set, a range or prefix in a set
-without `flags interval`.
+the text does what the renderer claims (tests/unit), and what `podnet explain` walks a live
+node's table with (`nft list table` output: counters with their numbers).
+
+Only what the renderer emits is understood; any other statement, expression, set declaration
+or element raises TracerError when the text is loaded, so a rule no packet reaches cannot
+hide an unknown construct. Loading also refuses what nft would: lookups in missing sets or
+in a set of another shape, jumps to missing or base chains, overlapping intervals in a one-
+field interval set, a range or prefix in a set without `flags interval`.
 """
 
 import ipaddress
@@ -332,6 +334,9 @@ class PolicyTracer:
                     matches.append(("ct", frozenset(states)))
                 elif word == "counter":
                     i += 1
+                    # nft's live listing: `counter packets N bytes M`.
+                    if words[i:i + 1] == ["packets"] and words[i + 2:i + 3] == ["bytes"]:
+                        i += 4
                 elif word == "comment":
                     if i + 2 != len(words) or not words[i + 1].startswith('"'):
                         raise TracerError("a comment must be one quoted string at the end")
@@ -369,7 +374,7 @@ class PolicyTracer:
                 for match in matches:
                     if match[0] != "lookup":
                         continue
-                    _, selectors, name = match
+                    _unused, selectors, name = match
                     if name not in self.sets:
                         raise TracerError("chain %s: rule %r: no set %s" % (chain.name, text, name))
                     kinds = tuple(SELECTORS[s] for s in selectors)
@@ -415,7 +420,7 @@ class PolicyTracer:
     def _matches(self, match, packet):
         if match[0] == "ct":
             return "new" in match[1]
-        _, selectors, name = match
+        _unused, selectors, name = match
         return self.sets[name].contains(tuple(packet[s] for s in selectors))
 
     def _run(self, chain, packet, path, depth):

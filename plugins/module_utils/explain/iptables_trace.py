@@ -12,6 +12,9 @@ iptables-restore --noflush would), puts the given jumps in otherwise empty built
 each endpoint's share is exact and the result deterministic. No conntrack or recent state
 exists: every packet is NEW, `--rcheck` never matches, `--set` does nothing.
 
+`load_save()` reads a node's live `iptables-save` (the jumps in the built-in chains included),
+for `podnet explain`; with steps=True, trace() also says which rules each branch took.
+
 Only what podnet's renderer emits is understood; anything else (a match, an option, a target)
 raises TracerError, so a renderer change cannot silently slip past the tests. Loading checks
 what iptables-restore would refuse: rules in missing chains, jumps to missing chains, -X of a
@@ -100,10 +103,17 @@ def parse_rule(text, table, chains):
             # Target options.
             if target == "MARK" and tok in ("--or-mark", "--xor-mark"):
                 target_args[tok] = _number(value(), tok)
+            elif target == "MARK" and tok == "--set-xmark":
+                # iptables-save's spelling of both: --or-mark M is M/M, --xor-mark M is M/0x0.
+                mark, _unused, mask = value().partition("/")
+                target_args[tok] = (_number(mark, tok), _number(mask or "0xffffffff", tok))
             elif target == "MASQUERADE" and tok == "--random-fully":
                 target_args[tok] = True
                 step = 1
             elif target == "DNAT" and tok == "--to-destination":
+                target_args[tok] = value()
+            elif target == "REJECT" and tok == "--reject-with":
+                # iptables-save spells out the default, icmp-port-unreachable.
                 target_args[tok] = value()
             else:
                 raise TracerError("rule %r: unknown option %s for target %s" % (text, tok, target))
@@ -166,7 +176,7 @@ def parse_rule(text, table, chains):
     if target == "DNAT" and "--to-destination" not in target_args:
         raise TracerError("rule %r: DNAT without --to-destination" % text)
     if target == "MARK" and len(target_args) != 1:
-        raise TracerError("rule %r: MARK needs exactly one of --or-mark, --xor-mark" % text)
+        raise TracerError("rule %r: MARK needs exactly one of --or-mark, --xor-mark, --set-xmark" % text)
     return Rule(text, matches, probability, target, target_args)
 
 
@@ -203,7 +213,7 @@ def _module_option(text, tokens, i, module, protocol, negate, matches, recent):
         return 2
     if module == "mark" and tok == "--mark":
         raw = need_value()
-        mark, _, mask = raw.partition("/")
+        mark, _unused, mask = raw.partition("/")
         matches.append(("mark", negate, (_number(mark, tok), _number(mask, tok) if mask else 0xFFFFFFFF)))
         return 2
     if module == "statistic" and tok == "--mode":
@@ -281,6 +291,39 @@ def load_restore(text, tables=None):
     return tables
 
 
+def load_save(text):
+    """`iptables-save -t nat; iptables-save -t filter` as they are live: {table: {chain: [Rule]}},
+    the built-in chains holding their live rules (the jumps), in order."""
+    tables = {t: {c: [] for c in BUILTIN_CHAINS[t]} for t in BUILTIN_CHAINS}
+    table, rules, builtin_rules = None, [], []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            table = line[1:]
+            if table not in tables:
+                raise TracerError("line %d: table %s is not understood" % (lineno, table))
+        elif line == "COMMIT":
+            table = None
+        elif table is None:
+            raise TracerError("line %d (%r): outside a table" % (lineno, line))
+        elif line.startswith(":"):
+            name = line[1:].split()[0]
+            if name not in BUILTIN_CHAINS[table]:
+                tables[table][name] = []
+        else:
+            parts = line.split(None, 2)
+            if parts[0] != "-A" or len(parts) != 3 or parts[1] not in tables[table]:
+                raise TracerError("line %d (%r): not a rule of a declared chain" % (lineno, line))
+            chosen = builtin_rules if parts[1] in BUILTIN_CHAINS[table] else rules
+            chosen.append((table, parts[1], parts[2]))
+    # Rules are parsed once every chain is declared: a rule may jump to a chain declared later.
+    for rule_table, chain, rule in rules:
+        tables[rule_table][chain].append(parse_rule(rule, rule_table, tables[rule_table]))
+    return install_jumps(tables, builtin_rules)
+
+
 def install_jumps(tables, jumps):
     """Put the jump rules in the (otherwise empty) built-in chains, in list order."""
     for table, chain, args in jumps:
@@ -334,12 +377,15 @@ def _apply_target(rule, pkt, table, hook):
         pkt = dict(pkt)
         if "--or-mark" in rule.target_args:
             pkt["mark"] |= rule.target_args["--or-mark"]
+        elif "--set-xmark" in rule.target_args:
+            value, mask = rule.target_args["--set-xmark"]
+            pkt["mark"] = (pkt["mark"] & ~mask) ^ value
         else:
             pkt["mark"] ^= rule.target_args["--xor-mark"]
         return pkt, None
     if target == "DNAT":
         dest = rule.target_args["--to-destination"]
-        host, _, port = dest.rpartition(":") if ":" in dest else (dest, "", "")
+        host, _unused, port = dest.rpartition(":") if ":" in dest else (dest, "", "")
         pkt = dict(pkt)
         pkt["daddr"] = ipaddress.IPv4Address(host)
         if port:
@@ -365,6 +411,7 @@ def _walk(tables, table, chain, hook, pkt, local, start=0, depth=0):
         if not _matches(rule, pkt, local):
             continue
         if rule.probability is not None and rule.probability < 1.0:
+            # (a branch's rules record the statistic rule it took, below)
             # Branch: the rest of the chain sees the packets the statistic match let through.
             if rule.probability > 0.0:
                 miss = dict(pkt, weight=pkt["weight"] * (1.0 - rule.probability))
@@ -379,6 +426,7 @@ def _walk(tables, table, chain, hook, pkt, local, start=0, depth=0):
 
 def _take(tables, table, chain, hook, rule, index, pkt, local, depth):
     """Yield the branches of `pkt` taking `rule` (at `index` of `chain`)."""
+    pkt = dict(pkt, rules=pkt["rules"] + (("%s:%s" % (table, chain), rule.text, rule.target, pkt["weight"]),))
     if rule.target in tables[table]:
         for out, verdict in _walk(tables, table, rule.target, hook, pkt, local, 0, depth + 1):
             if verdict == "RETURN":
@@ -420,7 +468,7 @@ def _branches(tables, pkt, local):
             yield from _hook(tables, "nat", "POSTROUTING", p2, local)
 
 
-def trace(ruleset_text, jumps, packet, local_addresses):
+def trace(ruleset_text, jumps, packet, local_addresses, steps=False):
     """Trace one new connection's first packet. See the module docstring.
 
     packet: {"saddr", "daddr", "protocol": TCP|UDP|SCTP, "dport", "path": prerouting|output}.
@@ -428,7 +476,13 @@ def trace(ruleset_text, jumps, packet, local_addresses):
     "verdicts": {verdict: share}}; "chains" are "table:CHAIN" in the order the first branch
     visited them.
     """
-    tables = install_jumps(load_restore(ruleset_text), jumps)
+    return trace_tables(install_jumps(load_restore(ruleset_text), jumps), packet, local_addresses, steps)
+
+
+def trace_tables(tables, packet, local_addresses, steps=False):
+    """trace() over loaded tables (load_save's, say). steps=True adds "steps": the rules the
+    first branch took, as ("table:CHAIN", rule text, target, branch weight then), and each
+    endpoint's own "steps"."""
     flow = packet.get("path")
     if flow not in ("prerouting", "output"):
         raise TracerError("packet path %r is not prerouting or output" % (flow,))
@@ -447,12 +501,13 @@ def trace(ruleset_text, jumps, packet, local_addresses):
         "masquerade": False,
         "weight": 1.0,
         "path": (),
+        "rules": (),
     }
     if flow == "output" and not _is_local(pkt["saddr"], local):
         raise TracerError("output path needs a local source address, not %s" % pkt["saddr"])
 
     results = list(_branches(tables, pkt, local))
-    total = sum(p["weight"] for p, _ in results)
+    total = sum(p["weight"] for p, _unused in results)
     if abs(total - 1.0) > 1e-9:
         raise TracerError("branch weights add up to %r" % total)
 
@@ -467,11 +522,14 @@ def trace(ruleset_text, jumps, packet, local_addresses):
             masquerade = masquerade or out["masquerade"]
             continue
         entry = endpoints.setdefault(out["dnat"], {"share": 0.0, "masquerade": out["masquerade"]})
+        if steps:
+            entry.setdefault("steps", list(out["rules"]))
         if entry["masquerade"] != out["masquerade"]:
             raise TracerError("branches to %s disagree on masquerade" % out["dnat"])
         entry["share"] += out["weight"]
     refused = [v for v in verdicts if v != "ACCEPT"]
-    return {
+    extra = {"steps": list(results[0][0]["rules"])} if steps else {}
+    return extra | {
         "verdict": refused[0] if refused else "ACCEPT",
         "verdicts": verdicts,
         "endpoints": endpoints,
