@@ -48,13 +48,13 @@ CASES = {
     "a loopback endpoint": (
         "services.yml", "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{port: 5432}]}\n"
                         "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-                        "metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\n"
-                        "endpoints: [{addresses: [127.0.0.1]}]\nports: [{port: 5432}]\n",
+                        "metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}\naddressType: "
+                        "IPv4\nendpoints: [{addresses: [127.0.0.1]}]\nports: [{port: 5432}]\n",
         "EndpointSlice default/db-1: endpoints[0].addresses[0]: 127.0.0.1 may not be in the loopback range"),
     "a Service in the policies file": (
         "policies.yml", WEB % "lost",
-        "policies.yml: document 1 (line 1), Service: kind: the policies file (podnet_policies_file) holds only "
-        "NetworkPolicy and Namespace objects; a Service belongs in the services file"),
+        "policies.yml: document 1 (line 1), Service: kind: the policies file (podnet_policies_file) holds "
+        "only NetworkPolicy and Namespace objects; a Service belongs in the services file"),
     "a services file that is not UTF-8": (
         "services.yml", b"# caf\xe9\napiVersion: v1\n",
         "services.yml: line 1, column 6: the file is not UTF-8 text: byte 0xe9"),
