@@ -92,6 +92,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     exit_proxy,
+    node_lock,
     read_file,
     remove_files,
     write_file,
@@ -263,6 +264,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.proxy_iptables")
     bins = {name: module.get_bin_path(name, required=True)
             for name in ("iptables", "iptables-save", "iptables-restore")}
     state_file = os.path.join(module.params["state_dir"], RECORD)
