@@ -10,12 +10,15 @@ description:
     (C(KUBE-SERVICES), C(KUBE-SVC-*), C(KUBE-SEP-*), C(KUBE-NODEPORTS), C(KUBE-MARK-MASQ),
     C(KUBE-POSTROUTING), ...) and applies them with C(iptables-restore --noflush), which
     rewrites only the chains that changed and leaves every other chain alone.
-  - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) are inserted
-    once with C(iptables -C) / C(-I).
+  - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) that are missing
+    (C(iptables -C)) are inserted by the same C(iptables-restore) input, so the chains and
+    their jumps go in together.
   - The restore input is first tested with C(iptables-restore --test); if it is refused,
-    nothing changes.
-  - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
-    entries that would keep clients on the old path are deleted.
+    nothing changes. iptables-restore commits each table on its own, so if a later table
+    fails after an earlier one was committed, the module puts podnet's chains and jumps back
+    as they were (the last applied record, or none) before failing.
+  - When a UDP or SCTP endpoint goes away, or such a Service gets its first endpoints, the
+    conntrack entries that would keep clients on the old path are deleted.
 options:
   model:
     description:
@@ -142,18 +145,64 @@ def jump_present(module, iptables, table, chain, rule):
     return rc == 0
 
 
-def ensure_jumps(module, iptables, jumps):
-    actions = []
-    # Inserted at the top, in reverse, so they end up in the order given.
+def missing_jumps(module, iptables, jumps):
+    """The jumps from built-in chains that are not in the kernel, in the order given."""
+    return [jump for jump in jumps if not jump_present(module, iptables, *jump)]
+
+
+def with_jumps(text, jumps):
+    """The restore input plus `-I CHAIN 1` lines for the jumps, in their table's section, so one
+    iptables-restore puts in the chains and what leads to them. Inserted at the top in reverse,
+    so they end up in the order given."""
+    sections = {}
+    table = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+            sections[table] = []
+        elif line != "COMMIT":
+            sections[table].append(line)
     for table, chain, rule in reversed(jumps):
-        if not jump_present(module, iptables, table, chain, rule):
-            actions.append(f"insert {table} {chain} {rule}")
-            if not module.check_mode:
-                insert = [iptables, "-w", "-t", table, "-I", chain, "1", *shlex.split(rule)]
-                rc, _out, err = module.run_command(insert)
-                if rc != 0:
-                    module.fail_json(msg=f"iptables -t {table} -I {chain} {rule} failed: {err.strip()}")
-    return list(reversed(actions))
+        sections.setdefault(table, []).append(f"-I {chain} 1 {rule}")
+    out = []
+    for table in TABLES:
+        if table in sections:
+            out += [f"*{table}", *sections[table], "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def apply_or_roll_back(module, bins, text, ruleset, recorded, added):
+    """One iptables-restore of `text`. It commits table by table: when a later table fails, what
+    an earlier one committed is undone, back to `recorded` (the last applied ruleset, or none),
+    and the module fails saying so. Only podnet's chains (this ruleset's and the record's) and
+    the jumps this run added are touched."""
+    args = [bins["iptables-restore"], "--noflush", "-w"]
+    rc, _out, err = module.run_command(args, data=text, binary_data=True)
+    if rc == 0:
+        return
+    failed = err.strip()
+    leftovers = []
+    for table, chain, rule in added:
+        while jump_present(module, bins["iptables"], table, chain, rule):
+            rc, _out, err = module.run_command([bins["iptables"], "-w", "-t", table, "-D", chain,
+                                                *shlex.split(rule)])
+            if rc != 0:
+                leftovers.append(f"iptables -t {table} -D {chain} {rule}: {err.strip()}")
+                break
+    live = live_chains(module, bins["iptables-save"])
+    mine = {table: set((ruleset or {}).get(table) or {}) | set((recorded or {}).get(table) or {})
+            for table in TABLES}
+    now = {table: {c: r for c, r in live[table].items() if c in mine[table]} for table in TABLES}
+    back = restore_text(recorded or {table: {} for table in TABLES}, now)
+    if back:
+        rc, _out, err = module.run_command(args, data=back, binary_data=True)
+        if rc != 0:
+            leftovers.append(f"iptables-restore of the previous chains: {err.strip()}")
+    if leftovers:
+        module.fail_json(msg=f"iptables-restore failed on podnet's chains: {failed}; rolling back also "
+                         f"failed, the next run rewrites them: {'; '.join(leftovers)}", restore_input=text)
+    module.fail_json(msg=f"iptables-restore failed on podnet's chains: {failed}; what it had committed was "
+                     "rolled back, the live rules are as before", restore_input=text)
 
 
 def remove_jumps(module, iptables, jumps):
@@ -206,15 +255,18 @@ def ensure_present(module, bins, state_file, path):
         previous, marks = iptables_drift(previous, live_chains(module, bins["iptables-save"]))
         if marks:
             actions.append(f"rewrite chains changed outside podnet: {', '.join(marks)}")
-    text = restore_text(ruleset, previous)
-    if text:
-        declared = sum(1 for line in text.splitlines() if line.startswith(":"))
-        deleted = sum(1 for line in text.splitlines() if line.startswith("-X "))
+    chains = restore_text(ruleset, previous)
+    if chains:
+        declared = sum(1 for line in chains.splitlines() if line.startswith(":"))
+        deleted = sum(1 for line in chains.splitlines() if line.startswith("-X "))
         actions.append(f"rewrite {declared - deleted} chains, delete {deleted}")
+    added = missing_jumps(module, bins["iptables"], ruleset["jumps"])
+    actions += [f"insert {table} {chain} {rule}" for table, chain, rule in added]
+    text = with_jumps(chains, added)
+    if text:
         restore(module, bins["iptables-restore"], text, test=True)
         if not module.check_mode:
-            restore(module, bins["iptables-restore"], text, test=False)
-    actions += ensure_jumps(module, bins["iptables"], ruleset["jumps"])
+            apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)
 
     old_view = record.get("view") if record else None
     cleared = []
