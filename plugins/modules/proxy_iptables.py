@@ -13,6 +13,8 @@ description:
   - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) that are missing
     (C(iptables -C)) are inserted by the same C(iptables-restore) input, so the chains and
     their jumps go in together.
+  - podnet owns only the C(KUBE-*) chains it recorded: on a node with other C(KUBE-*) chains
+    (kube-proxy, k3s, a kubelet) it fails, naming them, and changes nothing.
   - The restore input is first tested with C(iptables-restore --test); if it is refused,
     nothing changes. iptables-restore commits each table on its own, so if a later table
     fails after an earlier one was committed, the module puts podnet's chains and jumps back
@@ -103,6 +105,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
     TABLES,
+    chain_names,
     removal_text,
     render_iptables,
     restore_text,
@@ -143,6 +146,21 @@ def restore(module, restore_bin, text, test):
 def jump_present(module, iptables, table, chain, rule):
     rc, _out, _err = module.run_command([iptables, "-w", "-t", table, "-C", chain, *shlex.split(rule)])
     return rc == 0
+
+
+def refuse_foreign_chains(module, live, recorded):
+    """podnet owns the KUBE-* chains it recorded, and no other: a KUBE-* chain it did not create
+    is kube-proxy's, k3s's or the kubelet's, and declaring it in a restore would flush it. So
+    podnet's iptables backend refuses to run beside them, changing nothing."""
+    mine = chain_names(recorded or {})
+    foreign = [f"{table} {chain}" for table in TABLES for chain in sorted(live[table])
+               if chain not in mine[table]]
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+        module.fail_json(msg=f"this node has KUBE-* chains podnet did not create ({shown}): another Service "
+                         "proxy (kube-proxy, k3s, a kubelet) runs here, and podnet's iptables backend would "
+                         "take its chains over. Nothing was changed: remove the other proxy, or use "
+                         "podnet_proxy_backend: nftables, whose table is podnet's own")
 
 
 def missing_jumps(module, iptables, jumps):
@@ -251,8 +269,11 @@ def ensure_present(module, bins, state_file, path):
     view = service_view(model)
     actions = []
 
+    live = live_chains(module, bins["iptables-save"]) if previous is None or params["verify_live"] else None
+    if live is not None:
+        refuse_foreign_chains(module, live, previous)
     if previous is not None and params["verify_live"]:
-        previous, marks = iptables_drift(previous, live_chains(module, bins["iptables-save"]))
+        previous, marks = iptables_drift(previous, live)
         if marks:
             actions.append(f"rewrite chains changed outside podnet: {', '.join(marks)}")
     chains = restore_text(ruleset, previous)

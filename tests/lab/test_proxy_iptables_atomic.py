@@ -119,3 +119,21 @@ def test_a_failed_update_leaves_the_last_applied_chains(scratch, tmp_path):
     assert converged != applied
     assert apply(scratch, tmp_path, new).stdout.count("changed=0") == 1
     assert iptables_save(scratch) == converged
+
+
+@pytest.mark.skipif(not _available(), reason="needs root, ip and the iptables tools")
+def test_beside_another_proxy_the_module_refuses_and_touches_nothing(scratch, tmp_path):
+    """kube-proxy's (or k3s's) chains are theirs: podnet's backend used to declare KUBE-SERVICES in
+    its restore, flushing the other proxy's rules."""
+    theirs = ("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-THEIRS - [0:0]\n"
+              "-A KUBE-SERVICES -d 10.43.0.10/32 -p udp -m udp --dport 53 -j KUBE-SVC-THEIRS\n"
+              "-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n")
+    done = subprocess.run(["ip", "netns", "exec", scratch, RESTORE, "--noflush"], input=theirs, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before = iptables_save(scratch)
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode != 0
+    assert iptables_save(scratch) == before
+    assert "this node has KUBE-* chains podnet did not create (nat KUBE-SERVICES, nat KUBE-SVC-THEIRS)" in (
+        " ".join(run.stdout.split()))
