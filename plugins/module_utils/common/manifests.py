@@ -92,8 +92,8 @@ class Where:
 
     def error(self, path, message, *args):
         head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
-        return self.exception("%s: %s%s" % (head, short_path(path) + ": " if path else "",
-                                             message % tuple(bounded(arg) for arg in args)))
+        text = message % tuple(bounded(arg) for arg in args)
+        return self.exception("%s: %s%s" % (head, short_path(path) + ": " if path else "", text))
 
     def warning(self, path, message, *args):
         """The same words as error(), for legal but surprising input: the plan prints it."""
