@@ -13,7 +13,7 @@ description:
   - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) that are missing
     (C(iptables -C)) are inserted by the same C(iptables-restore) input, so the chains and
     their jumps go in together.
-  - podnet owns only the C(KUBE-*) chains it recorded: on a node with other C(KUBE-*) chains
+  - podnet owns only the C(KUBE-*) chains it recorded; on a node with other C(KUBE-*) chains
     (kube-proxy, k3s, a kubelet) it fails, naming them, and changes nothing.
   - The restore input is first tested with C(iptables-restore --test); if it is refused,
     nothing changes. iptables-restore commits each table on its own, so if a later table
