@@ -12,17 +12,20 @@ own plumbing, not a public API.
 - ``podnet.network.node_routes(hosts, hostvars, this_node)``: routes to the other
   nodes' podCIDRs via their node IPs.
 - ``podnet.network.services_model(path, pods, previous, service_cidr,
-  node_port_range, cluster_cidr)``: the services file at ``path`` read, validated, its
-  endpoints resolved and addresses allocated (see docs/services.md); no file at
-  ``path`` means no Services.
+  node_port_range, cluster_cidr, dns_ip, cluster_domain)``: the services file at ``path``
+  read, validated, its endpoints resolved and addresses allocated (see docs/services.md),
+  no Service on the cluster DNS address ``dns_ip``, every DNS name under
+  ``cluster_domain`` fitting; no file at ``path`` means no Services. Legal but surprising
+  input is a warning.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them.
 - ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep.
 - ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
   persisted, merged (the first node that knows a Service wins).
-- ``podnet.network.policy_model(paths, pods, cluster_cidr)``: the NetworkPolicy and
-  Namespace objects of the given files (the services file, a policies file)
-  validated and resolved against the pods (see docs/network-policy.md).
+- ``podnet.network.policy_model(paths, pods, cluster_cidr, services_file)``: the
+  NetworkPolicy and Namespace objects of the given files (the services file, a policies
+  file) validated and resolved against the pods (see docs/network-policy.md); given
+  ``services_file``, every other file may hold only those kinds.
 - ``podnet.network.policy_table(model, node)``: the text of the nftables table that
   enforces those policies for one node's pods.
 - ``podnet.network.cluster_dns_ip(service_cidr, dns_ip)``: the cluster DNS address,
@@ -32,7 +35,13 @@ own plumbing, not a public API.
 import pathlib
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.podnet.network.plugins.module_utils.dns.records import DnsConfigError, cluster_dns_ip
+from ansible.utils.display import Display
+from ansible_collections.podnet.network.plugins.module_utils.common.manifests import ManifestError, decode
+from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
+    DnsConfigError,
+    check_domain,
+    cluster_dns_ip,
+)
 from ansible_collections.podnet.network.plugins.module_utils.pod_network.cidr import (
     PodCIDRError,
     allocate_pod_cidrs,
@@ -51,6 +60,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     load_services,
 )
 
+_display = Display()
+
 
 def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
     nodes = []
@@ -61,6 +72,7 @@ def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
             "name": host,
             "pod_cidr": hv.get("pod_cidr"),
             "persisted": node_info.get("persisted_pod_cidr"),
+            "node_network": node_info.get("node_network"),
         })
     try:
         return allocate_pod_cidrs(cluster_cidr, node_cidr_mask_size, nodes)
@@ -96,19 +108,30 @@ def _read_manifests(path):
     """The text of a manifest file, read on the controller as lookup('file') would: the
     files are inventory, not node state. One way for both filters that read them."""
     try:
-        return pathlib.Path(path).read_text()
+        data = pathlib.Path(path).read_bytes()
     except OSError as exc:
         raise AnsibleFilterError("%s: cannot read: %s" % (path, exc.strerror)) from None
+    try:
+        return decode(data, str(path))
+    except ManifestError as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12",
-                          node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+                          node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
+                          cluster_domain=None):
     # No services file is no Services, not an error: the plan says so in its own task.
     text = _read_manifests(path) if path and pathlib.Path(path).is_file() else ""
+    if cluster_domain:
+        try:
+            cluster_domain = check_domain(cluster_domain)
+        except DnsConfigError as exc:
+            raise AnsibleFilterError(str(exc)) from None
     try:
         return load_services(text, str(path), pods or [], previous=previous or {},
                              service_cidr=service_cidr, node_port_range=node_port_range,
-                             cluster_cidr=cluster_cidr)
+                             cluster_cidr=cluster_cidr, dns_ip=dns_ip or None,
+                             cluster_domain=cluster_domain or None, warn=_display.warning)
     except ServiceSpecError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
@@ -134,8 +157,11 @@ def podnet_merge_allocations(hosts, hostvars):
     return merged
 
 
-def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16"):
-    sources = [(_read_manifests(path), str(path)) for path in paths or []]
+def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None):
+    # Every file but the services file holds policies only: a Service there is refused, not skipped.
+    # (Without services_file, as the policy play calls it after the plan checked, none is.)
+    sources = [(_read_manifests(path), str(path), "the policies file (podnet_policies_file)"
+                if services_file and str(path) != str(services_file) else None) for path in paths or []]
     try:
         return load_policies(sources, pods or [], cluster_cidr=cluster_cidr)
     except ServiceSpecError as exc:

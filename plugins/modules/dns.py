@@ -131,6 +131,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common import process
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
+    node_lock,
     read_file,
     remove_files,
     write_file,
@@ -439,6 +440,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.dns")
     # dnsmasq and ip live in /usr/sbin, which a non-login PATH may lack.
     dnsmasq = module.get_bin_path("dnsmasq", required=module.params["state"] == "present",
                                   opt_dirs=["/usr/sbin", "/sbin"])

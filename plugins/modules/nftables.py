@@ -95,6 +95,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
+    node_lock,
     read_file,
     remove_files,
     write_file,
@@ -162,6 +163,7 @@ def run_module():
         required_if=[("state", "present", ["content"])],
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.nftables")
     family = module.params["family"]
     table = module.params["table"]
     path = module.params["path"]

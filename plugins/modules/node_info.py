@@ -7,8 +7,11 @@ module: node_info
 short_description: Facts podnet needs about a node
 description:
   - Reports the operating system, the node IP and the interface that carries it
-    (with its MTU), whether bridge netfilter is available, the service manager,
-    and what podnet persisted on the node at earlier runs (its podCIDR).
+    (with its MTU and its network), whether bridge netfilter is available, the service
+    manager, and what podnet persisted on the node at earlier runs (its podCIDR, the
+    Service allocations).
+  - A persisted file that is not what podnet wrote (not JSON, or of another shape) fails
+    the module, naming the file, rather than being skipped.
   - Reads only; never changes the node. Much cheaper than C(setup), which is
     why podnet's plays use it instead of gathering facts.
 options:
@@ -37,8 +40,8 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
-    interface, mtu, bridge_netfilter, service_mgr, persisted_pod_cidr and
-    persisted_service_allocations.
+    node_network (the node IP with its prefix length), interface, mtu, bridge_netfilter,
+    service_mgr, persisted_pod_cidr and persisted_service_allocations.
   returned: always
   type: dict
 """
@@ -47,6 +50,10 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.services.model import (
+    ServiceSpecError,
+    check_allocations,
+)
 
 
 def read_os_release():
@@ -70,7 +77,7 @@ def ip_json(module, *args):
 
 
 def find_node_address(module, node_ip):
-    """Return (ip, interface) for the node IP, given or from the default route."""
+    """Return (ip, interface, prefix length) for the node IP, given or from the default route."""
     if not node_ip:
         for route in ip_json(module, "-4", "route", "show", "default"):
             dev = route.get("dev")
@@ -79,22 +86,39 @@ def find_node_address(module, node_ip):
             for link in ip_json(module, "-4", "addr", "show", "dev", dev):
                 for addr in link.get("addr_info", []):
                     if addr.get("scope") == "global":
-                        return addr["local"], dev
+                        return addr["local"], dev, addr.get("prefixlen", 32)
         module.fail_json(msg="node_ip is not set in the inventory and this node has no default "
                              "route with a global IPv4 address to take it from")
     for link in ip_json(module, "-4", "addr", "show"):
         for addr in link.get("addr_info", []):
             if addr.get("local") == node_ip:
-                return node_ip, link["ifname"]
+                return node_ip, link["ifname"], addr.get("prefixlen", 32)
     module.fail_json(msg="node_ip %s (inventory) is not an address of this node" % node_ip)
 
 
+class RecordError(ValueError):
+    """A persisted file podnet cannot trust; the message names it."""
+
+
 def read_persisted(path):
+    """The JSON object podnet persisted at `path`; {} when there is none. A file that is not
+    what podnet writes is an error: skipping it would allocate afresh and move pods or Services."""
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise RecordError("cannot read %s: %s" % (path, exc.strerror)) from None
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise RecordError("%s is not the JSON podnet writes (%s): fix it, or remove it to let the plan "
+                          "allocate afresh" % (path, str(exc)[:200])) from None
+    if not isinstance(record, dict):
+        raise RecordError("%s must hold a JSON object, got a %s: fix it, or remove it to let the plan "
+                          "allocate afresh" % (path, type(record).__name__))
+    return record
 
 
 def main():
@@ -107,22 +131,28 @@ def main():
         supports_check_mode=True,
     )
     os_release = read_os_release()
-    node_ip, interface = find_node_address(module, module.params["node_ip"])
+    node_ip, interface, prefixlen = find_node_address(module, module.params["node_ip"])
     with open("/sys/class/net/%s/mtu" % interface) as handle:
         mtu = int(handle.read().strip())
-    persisted = read_persisted(module.params["state_file"])
+    try:
+        persisted = read_persisted(module.params["state_file"])
+        allocations = read_persisted(module.params["services_state_file"])
+        check_allocations(allocations, module.params["services_state_file"])
+    except (RecordError, ServiceSpecError) as exc:
+        module.fail_json(msg=str(exc))
     facts = {
         "os_id": os_release.get("ID", ""),
         "os_id_like": os_release.get("ID_LIKE", ""),
         "os_version_id": os_release.get("VERSION_ID", ""),
         "os_pretty_name": os_release.get("PRETTY_NAME", ""),
         "node_ip": node_ip,
+        "node_network": "%s/%d" % (node_ip, prefixlen),
         "interface": interface,
         "mtu": mtu,
         "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
-        "persisted_service_allocations": read_persisted(module.params["services_state_file"]),
+        "persisted_service_allocations": allocations,
     }
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 

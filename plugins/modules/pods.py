@@ -123,6 +123,7 @@ pods:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import node_lock
 from ansible_collections.podnet.network.plugins.module_utils.pods.cni_exec import (
     conflist_digest,
     load_conflist,
@@ -170,6 +171,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.pods")
     p = module.params
     # `ip` lives in /usr/sbin or /sbin, which a non-login PATH may lack.
     path = os.environ.get("PATH", "").split(os.pathsep)

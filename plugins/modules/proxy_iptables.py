@@ -10,12 +10,17 @@ description:
     (C(KUBE-SERVICES), C(KUBE-SVC-*), C(KUBE-SEP-*), C(KUBE-NODEPORTS), C(KUBE-MARK-MASQ),
     C(KUBE-POSTROUTING), ...) and applies them with C(iptables-restore --noflush), which
     rewrites only the chains that changed and leaves every other chain alone.
-  - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) are inserted
-    once with C(iptables -C) / C(-I).
+  - The jumps from the built-in chains (C(PREROUTING -j KUBE-SERVICES), ...) that are missing
+    (C(iptables -C)) are inserted by the same C(iptables-restore) input, so the chains and
+    their jumps go in together.
+  - podnet owns only the C(KUBE-*) chains it recorded; on a node with other C(KUBE-*) chains
+    (kube-proxy, k3s, a kubelet) it fails, naming them, and changes nothing.
   - The restore input is first tested with C(iptables-restore --test); if it is refused,
-    nothing changes.
-  - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
-    entries that would keep clients on the old path are deleted.
+    nothing changes. iptables-restore commits each table on its own, so if a later table
+    fails after an earlier one was committed, the module puts podnet's chains and jumps back
+    as they were (the last applied record, or none) before failing.
+  - When a UDP or SCTP endpoint goes away, or such a Service gets its first endpoints, the
+    conntrack entries that would keep clients on the old path are deleted.
 options:
   model:
     description:
@@ -92,6 +97,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     exit_proxy,
+    node_lock,
     read_file,
     remove_files,
     write_file,
@@ -99,6 +105,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
     TABLES,
+    chain_names,
     removal_text,
     render_iptables,
     restore_text,
@@ -141,18 +148,79 @@ def jump_present(module, iptables, table, chain, rule):
     return rc == 0
 
 
-def ensure_jumps(module, iptables, jumps):
-    actions = []
-    # Inserted at the top, in reverse, so they end up in the order given.
+def refuse_foreign_chains(module, live, recorded):
+    """podnet owns the KUBE-* chains it recorded, and no other: a KUBE-* chain it did not create
+    is kube-proxy's, k3s's or the kubelet's, and declaring it in a restore would flush it. So
+    podnet's iptables backend refuses to run beside them, changing nothing."""
+    mine = chain_names(recorded or {})
+    foreign = [f"{table} {chain}" for table in TABLES for chain in sorted(live[table])
+               if chain not in mine[table]]
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+        module.fail_json(msg=f"this node has KUBE-* chains podnet did not create ({shown}): another Service "
+                         "proxy (kube-proxy, k3s, a kubelet) runs here, and podnet's iptables backend would "
+                         "take its chains over. Nothing was changed: remove the other proxy, or use "
+                         "podnet_proxy_backend: nftables, whose table is podnet's own")
+
+
+def missing_jumps(module, iptables, jumps):
+    """The jumps from built-in chains that are not in the kernel, in the order given."""
+    return [jump for jump in jumps if not jump_present(module, iptables, *jump)]
+
+
+def with_jumps(text, jumps):
+    """The restore input plus `-I CHAIN 1` lines for the jumps, in their table's section, so one
+    iptables-restore puts in the chains and what leads to them. Inserted at the top in reverse,
+    so they end up in the order given."""
+    sections = {}
+    table = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+            sections[table] = []
+        elif line != "COMMIT":
+            sections[table].append(line)
     for table, chain, rule in reversed(jumps):
-        if not jump_present(module, iptables, table, chain, rule):
-            actions.append(f"insert {table} {chain} {rule}")
-            if not module.check_mode:
-                insert = [iptables, "-w", "-t", table, "-I", chain, "1", *shlex.split(rule)]
-                rc, _out, err = module.run_command(insert)
-                if rc != 0:
-                    module.fail_json(msg=f"iptables -t {table} -I {chain} {rule} failed: {err.strip()}")
-    return list(reversed(actions))
+        sections.setdefault(table, []).append(f"-I {chain} 1 {rule}")
+    out = []
+    for table in TABLES:
+        if table in sections:
+            out += [f"*{table}", *sections[table], "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def apply_or_roll_back(module, bins, text, ruleset, recorded, added):
+    """One iptables-restore of `text`. It commits table by table: when a later table fails, what
+    an earlier one committed is undone, back to `recorded` (the last applied ruleset, or none),
+    and the module fails saying so. Only podnet's chains (this ruleset's and the record's) and
+    the jumps this run added are touched."""
+    args = [bins["iptables-restore"], "--noflush", "-w"]
+    rc, _out, err = module.run_command(args, data=text, binary_data=True)
+    if rc == 0:
+        return
+    failed = err.strip()
+    leftovers = []
+    for table, chain, rule in added:
+        while jump_present(module, bins["iptables"], table, chain, rule):
+            rc, _out, err = module.run_command([bins["iptables"], "-w", "-t", table, "-D", chain,
+                                                *shlex.split(rule)])
+            if rc != 0:
+                leftovers.append(f"iptables -t {table} -D {chain} {rule}: {err.strip()}")
+                break
+    live = live_chains(module, bins["iptables-save"])
+    mine = {table: set((ruleset or {}).get(table) or {}) | set((recorded or {}).get(table) or {})
+            for table in TABLES}
+    now = {table: {c: r for c, r in live[table].items() if c in mine[table]} for table in TABLES}
+    back = restore_text(recorded or {table: {} for table in TABLES}, now)
+    if back:
+        rc, _out, err = module.run_command(args, data=back, binary_data=True)
+        if rc != 0:
+            leftovers.append(f"iptables-restore of the previous chains: {err.strip()}")
+    if leftovers:
+        module.fail_json(msg=f"iptables-restore failed on podnet's chains: {failed}; rolling back also "
+                         f"failed, the next run rewrites them: {'; '.join(leftovers)}", restore_input=text)
+    module.fail_json(msg=f"iptables-restore failed on podnet's chains: {failed}; what it had committed was "
+                     "rolled back, the live rules are as before", restore_input=text)
 
 
 def remove_jumps(module, iptables, jumps):
@@ -201,19 +269,25 @@ def ensure_present(module, bins, state_file, path):
     view = service_view(model)
     actions = []
 
+    live = live_chains(module, bins["iptables-save"]) if previous is None or params["verify_live"] else None
+    if live is not None:
+        refuse_foreign_chains(module, live, previous)
     if previous is not None and params["verify_live"]:
-        previous, marks = iptables_drift(previous, live_chains(module, bins["iptables-save"]))
+        previous, marks = iptables_drift(previous, live)
         if marks:
             actions.append(f"rewrite chains changed outside podnet: {', '.join(marks)}")
-    text = restore_text(ruleset, previous)
-    if text:
-        declared = sum(1 for line in text.splitlines() if line.startswith(":"))
-        deleted = sum(1 for line in text.splitlines() if line.startswith("-X "))
+    chains = restore_text(ruleset, previous)
+    if chains:
+        declared = sum(1 for line in chains.splitlines() if line.startswith(":"))
+        deleted = sum(1 for line in chains.splitlines() if line.startswith("-X "))
         actions.append(f"rewrite {declared - deleted} chains, delete {deleted}")
+    added = missing_jumps(module, bins["iptables"], ruleset["jumps"])
+    actions += [f"insert {table} {chain} {rule}" for table, chain, rule in added]
+    text = with_jumps(chains, added)
+    if text:
         restore(module, bins["iptables-restore"], text, test=True)
         if not module.check_mode:
-            restore(module, bins["iptables-restore"], text, test=False)
-    actions += ensure_jumps(module, bins["iptables"], ruleset["jumps"])
+            apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)
 
     old_view = record.get("view") if record else None
     cleared = []
@@ -263,6 +337,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.proxy_iptables")
     bins = {name: module.get_bin_path(name, required=True)
             for name in ("iptables", "iptables-save", "iptables-restore")}
     state_file = os.path.join(module.params["state_dir"], RECORD)

@@ -92,6 +92,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     exit_proxy,
+    node_lock,
     read_file,
     remove_files,
     write_file,
@@ -223,6 +224,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.proxy_nftables")
     nft = NftRunner(module)
     table = module.params["table"]
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")

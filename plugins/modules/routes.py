@@ -96,6 +96,7 @@ import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import node_lock
 from ansible_collections.podnet.network.plugins.module_utils.pod_network.routes import (
     Route,
     RouteError,
@@ -214,6 +215,7 @@ def run_module():
         },
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.routes")
     if PYROUTE2_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("pyroute2"), exception=PYROUTE2_IMPORT_ERROR)
 

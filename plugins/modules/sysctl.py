@@ -46,6 +46,7 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import node_lock
 
 HEADER = "# Managed by podnet (podnet_sysctl). Changes here are overwritten.\n"
 
@@ -66,6 +67,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    node_lock(module, "podnet.network.sysctl")
     sysctls = {str(k): str(v).strip() for k, v in module.params["sysctls"].items()}
     path = module.params["path"]
 

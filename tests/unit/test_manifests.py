@@ -94,8 +94,10 @@ def where():
     (lambda w: check_fields(w, "spec", {"selectr": {}}, ("selector", "ports")),
      "spec.selectr: unknown field (did you mean selector?)"),
     (lambda w: check_fields(w, "spec", {"zzz": 1}, ("selector", "ports")), "spec.zzz: unknown field"),
+    (lambda w: check_fields(w, "spec.ports[0]", {"xyz": 1}, ("name", "port"), "a port has name, port"),
+     "spec.ports[0].xyz: unknown field (a port has name, port)"),
     (lambda w: check_fields(w, "spec.ports[0]", {"nam": 1}, ("name", "port"), "a port has name, port"),
-     "spec.ports[0].nam: unknown field (a port has name, port)"),
+     "spec.ports[0].nam: unknown field (did you mean name?)"),
     (lambda w: check_fields(w, "", {"sepc": 1}, ("spec",)), "sepc: unknown field (did you mean spec?)"),
     (lambda w: check_name(w, "metadata.name", "Web", "a DNS-1035 label"),
      "metadata.name: 'Web' is not a DNS-1035 label (lower-case alphanumerics and '-', starting with a "

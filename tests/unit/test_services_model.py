@@ -549,8 +549,8 @@ def test_allocation_is_stable_when_a_service_that_sorts_first_is_added():
     assert load(STABLE, previous=allocations(second)) == first
 
 
-def test_previous_allocations_give_way_to_explicit_ones_and_are_checked():
-    previous = {"default/a": {"cluster_ip": "10.96.0.50", "node_ports": {"TCP/80": 31000}},
+def test_previous_allocations_are_kept_or_checked():
+    previous = {"default/a": {"cluster_ip": "10.96.0.51", "node_ports": {"TCP/80": 31001}},
                 "default/b": {"cluster_ip": "10.200.0.1", "node_ports": {"TCP/80": 40000}},
                 "default/c": {"cluster_ip": "10.96.0.10", "node_ports": {"TCP/80": True}},
                 "default/d": "garbage"}
@@ -558,8 +558,23 @@ def test_previous_allocations_give_way_to_explicit_ones_and_are_checked():
                  + "".join("---\n" + svc("{type: NodePort, ports: [{port: 80}]}", name) for name in "abcd"),
                  previous=previous)
     assert [(s["name"], s["cluster_ip"], s["ports"][0]["node_port"]) for s in model["services"]] == [
-        ("a", "10.96.0.11", 30000), ("b", "10.96.0.12", 30001), ("c", "10.96.0.13", 30002),
-        ("d", "10.96.0.14", 30003), ("z", "10.96.0.50", 31000)]
+        ("a", "10.96.0.51", 31001), ("b", "10.96.0.11", 30000), ("c", "10.96.0.12", 30001),
+        ("d", "10.96.0.13", 30002), ("z", "10.96.0.50", 31000)]
+
+
+@pytest.mark.parametrize(("claim", "field"), [
+    ("{type: NodePort, clusterIP: 10.96.0.51, ports: [{port: 80}]}",
+     "spec.clusterIP: 10.96.0.51 is the clusterIP"),
+    ("{type: NodePort, ports: [{port: 80, nodePort: 31001}]}",
+     "spec.ports[0].nodePort: 31001/TCP is the nodePort"),
+])
+def test_a_claim_on_what_another_service_holds_is_refused_not_moved(claim, field):
+    """As the API server: the second Service to ask for an allocated address fails; the first keeps it."""
+    previous = {"default/a": {"cluster_ip": "10.96.0.51", "node_ports": {"TCP/80": 31001}}}
+    with pytest.raises(ServiceSpecError) as err:
+        load(svc(claim, "z") + "---\n" + svc("{type: NodePort, ports: [{port: 80}]}", "a"), previous=previous)
+    assert str(err.value).startswith("services.yml: document 1 (line 1), Service default/z: %s allocated "
+                                     "earlier to Service default/a (document 2 (line 6))" % field)
 
 
 def test_previous_addresses_are_kept_when_free():
@@ -778,7 +793,7 @@ def doc2(spec, name="web"):
      SVC2 + "spec.ports[0].protocol: must be one of TCP|UDP|SCTP, got 'HTTP'"),
     (doc2("{ports: [{port: 80, protocol: tcp}]}"), SVC2 + "spec.ports[0].protocol: must be one of"),
     (doc2("{ports: [{port: 80, targetport: 8080}]}"),
-     SVC2 + "spec.ports[0].targetport: unknown field (a port has name, protocol, port, targetPort, nodePort"),
+     SVC2 + "spec.ports[0].targetport: unknown field (did you mean targetPort?)"),
     (doc2("{ports: [{port: 80, targetPort: 0}]}"), SVC2 + "spec.ports[0].targetPort: must be an "
                                                                           "integer 1-65535, got 0"),
     (doc2("{ports: [{port: 80, targetPort: http_web}]}"),

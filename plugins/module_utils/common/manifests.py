@@ -13,6 +13,7 @@ field, through the `Where` an object is read at:
 import difflib
 import ipaddress
 import re
+import reprlib
 
 # Only the controller reads manifests, and it has PyYAML; a node may not. module_utils must
 # import anywhere (ansible-test's import check), so its absence is an error only when reading.
@@ -45,7 +46,32 @@ NAME_RULES = {
                              "alphanumerics, single '-' between them, at least one letter"),
 }
 DEFAULT_NAMESPACE = "default"
-# Kubernetes' protocols -> the kernel's name for them (nft and iptables both write these).
+# The fields every object may carry besides its kind's own, and the metadata `kubectl get -o yaml`
+# prints: a manifest copied from a cluster reads as it is; any other field is a typo.
+OBJECT_FIELDS = ("apiVersion", "kind", "metadata")
+KIND_FIELDS = {
+    "Service": ("spec", "status"),
+    "Endpoints": ("subsets",),
+    "EndpointSlice": ("addressType", "endpoints", "ports"),
+    "NetworkPolicy": ("spec", "status"),
+    "Namespace": ("spec", "status"),
+}
+METADATA_FIELDS = (
+    "name", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "ownerReferences", "finalizers",
+    "generateName", "selfLink",
+)
+# Addresses no Service frontend or endpoint may have: Kubernetes' ValidateEndpointIP and
+# ValidateNonSpecialIP refuse the first four (externalIPs, Endpoints, EndpointSlices); the
+# rest cannot carry a unicast connection either. (network, what it is), checked in order.
+SPECIAL_ADDRESSES = (
+    (ipaddress.IPv4Network("0.0.0.0/32"), "unspecified (0.0.0.0)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "in the loopback range (127.0.0.0/8)"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "in the link-local range (169.254.0.0/16)"),
+    (ipaddress.IPv4Network("224.0.0.0/24"), "in the link-local multicast range (224.0.0.0/24)"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "a multicast address (224.0.0.0/4)"),
+    (ipaddress.IPv4Network("255.255.255.255/32"), "the broadcast address"),
+)
 
 
 class ManifestError(ValueError):
@@ -61,11 +87,65 @@ class Where:
         self.filename = filename
         self.doc = "document %d (line %d)" % (number, line) + ("" if item is None else ", items[%d]" % item)
         self.what = ""  # "Service default/web" once known
+        self.kind = None
         self.exception = error
 
     def error(self, path, message, *args):
         head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
-        return self.exception("%s: %s%s" % (head, path + ": " if path else "", message % args))
+        text = message % tuple(bounded(arg) for arg in args)
+        return self.exception("%s: %s%s" % (head, short_path(path) + ": " if path else "", text))
+
+    def warning(self, path, message, *args):
+        """The same words as error(), for legal but surprising input: the plan prints it."""
+        return str(self.error(path, message, *args))
+
+
+# Error messages show what the user wrote, but a bounded part of it: YAML aliases make a
+# 600-byte file a value of millions of strings, and its repr would exhaust the controller.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 80, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 5
+LONGEST_PATH = 200
+
+
+class _Bounded:
+    """An error message's argument, shown with %r or %s, never longer than about 300 characters."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return _SHORT.repr(self.value)
+
+    def __str__(self):
+        if isinstance(self.value, (list, tuple, dict, set)):
+            return _SHORT.repr(self.value)
+        text = str(self.value)
+        return text if len(text) <= LONGEST_PATH else text[:LONGEST_PATH - 3] + "..."
+
+
+def bounded(value):
+    """`value` for a %-format: numbers as they are (%d needs them), anything else bounded."""
+    if isinstance(value, (int, float)):
+        return value
+    return _Bounded(value)
+
+
+def short_path(path):
+    return path if len(path) <= LONGEST_PATH else path[:LONGEST_PATH - 3] + "..."
+
+
+def decode(data, filename, error=ManifestError):
+    """The text of a manifest file's bytes. Kubernetes reads manifests as UTF-8; anything else is
+    an error that says where the first bad byte is (a Latin-1 label, a UTF-16 editor's file)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error("%s: line %d, column %d: the file is not UTF-8 text: byte 0x%02x cannot start or "
+                    "continue a UTF-8 character (save the file as UTF-8, as Kubernetes manifests are)"
+                    % (filename, line, column, data[exc.start])) from None
 
 
 # --- YAML -----------------------------------------------------------------------------
@@ -108,10 +188,11 @@ def documents(text, filename, error=ManifestError):
     return docs
 
 
-def objects(text, filename, reader, error=ManifestError):
+def objects(text, filename, reader, error=ManifestError, only=None):
     """Yield (where, kind, object) for every object of `reader`'s kinds: Lists unpacked, null
     documents skipped. Every object of the file is checked (a mapping, a known kind, its
-    apiVersion), whichever reader reads it."""
+    apiVersion), whichever reader reads it. `only` ("the policies file") says the file may hold
+    nothing but this reader's kinds: another's is refused, naming where it belongs."""
     wanted = KINDS[reader]
     for number, line, data in documents(text, filename, error):
         if data is None:
@@ -120,6 +201,8 @@ def objects(text, filename, reader, error=ManifestError):
         if _kind(where, data) != "List":
             if data["kind"] in wanted:
                 yield where, data["kind"], data
+            elif only:
+                raise _elsewhere(where, data["kind"], reader, only)
             continue
         for i, item in enumerate(typed(where, "items", data.get("items"), list)):
             inner = Where(filename, number, line, i, error=error)
@@ -127,6 +210,15 @@ def objects(text, filename, reader, error=ManifestError):
                 raise inner.error("kind", "a List inside a List is not supported")
             if item["kind"] in wanted:
                 yield inner, item["kind"], item
+            elif only:
+                raise _elsewhere(inner, item["kind"], reader, only)
+
+
+def _elsewhere(where, kind, reader, what):
+    """An object in a file that holds only one reader's kinds: refused, never skipped."""
+    home = next(name for name, kinds in KINDS.items() if kind in kinds)
+    return where.error("kind", "%s holds only %s objects; a %s belongs in the %s file",
+                       what, _and(list(KINDS[reader])), kind, home)
 
 
 def _and(words):
@@ -144,7 +236,7 @@ def _kind(where, data):
     if kind not in API_VERSIONS:
         raise where.error("kind", "kind %s is not supported here; the file holds %s", kind,
                           ", and ".join("%s objects" % _and(list(kinds)) for kinds in KINDS.values()))
-    where.what = kind
+    where.what = where.kind = kind
     if data["apiVersion"] != API_VERSIONS[kind]:
         raise where.error("apiVersion", "%s is not the apiVersion of kind %s: use %s",
                           data["apiVersion"], kind, API_VERSIONS[kind])
@@ -159,11 +251,13 @@ def check_fields(where, path, mapping, allowed, known=None):
     or says `known` (what the mapping may hold) when given."""
     for field in mapping:
         if field not in allowed:
-            if known is not None:
-                hint = " (%s)" % known
+            # Case-blind, so `IP` finds `ip` and `nodename` finds `nodeName`.
+            lower = {name.lower(): name for name in allowed}
+            close = difflib.get_close_matches(str(field).lower(), list(lower), 1, 0.6)
+            if close:
+                hint = " (did you mean %s?)" % lower[close[0]]
             else:
-                close = difflib.get_close_matches(str(field), allowed, 1)
-                hint = " (did you mean %s?)" % close[0] if close else ""
+                hint = " (%s)" % known if known is not None else ""
             raise where.error("%s.%s" % (path, field) if path else str(field), "unknown field%s", hint)
 
 
@@ -218,11 +312,44 @@ def ipv4(where, path, value):
     raise where.error(path, "%r is not an IPv4 address (podnet's Services are IPv4 only)", value)
 
 
+def special(address):
+    """What makes an IPv4 address unfit for a Service frontend or an endpoint, or None."""
+    address = ipaddress.IPv4Address(address)
+    return next((what for network, what in SPECIAL_ADDRESSES if address in network), None)
+
+
+def unicast_ipv4(where, path, value):
+    """An address a Service frontend or endpoint may have: IPv4, and none the API server refuses."""
+    address = ipv4(where, path, value)
+    what = special(address)
+    if what:
+        raise where.error(path, "%s may not be %s: Kubernetes refuses it for a Service's or an endpoint's "
+                          "address", address, what)
+    return address
+
+
 def metadata(where, obj, name_rule):
     """(namespace, name, labels), validated; from here on errors name the object."""
     meta = typed(where, "metadata", obj.get("metadata"), dict)
-    name = check_name(where, "metadata.name", meta.get("name"), name_rule)
+    name = object_name(where, obj, meta, name_rule)
     namespace = DEFAULT_NAMESPACE if meta.get("namespace") is None else meta["namespace"]
     check_name(where, "metadata.namespace", namespace, "a DNS-1123 label")
     where.what = "%s %s/%s" % (where.what, namespace, name)
+    check_object_fields(where, obj)
     return namespace, name, string_map(where, "metadata.labels", meta.get("labels"))
+
+
+def object_name(where, obj, meta, name_rule):
+    """metadata.name, checked; without one, a misspelt `metdata` is the error to show."""
+    try:
+        return check_name(where, "metadata.name", meta.get("name"), name_rule)
+    except ManifestError:
+        check_fields(where, "", obj, OBJECT_FIELDS + KIND_FIELDS.get(where.kind, ()))
+        raise
+
+
+def check_object_fields(where, obj):
+    """Refuse a typo outside spec: `sepc`, `subset`, `metadata.namspace` (which would otherwise put
+    the object in the default namespace, silently)."""
+    check_fields(where, "", obj, OBJECT_FIELDS + KIND_FIELDS.get(where.kind, ()))
+    check_fields(where, "metadata", obj.get("metadata") or {}, METADATA_FIELDS)

@@ -5,8 +5,15 @@ AnsibleModule and touches the node. It exists so the modules stay thin and say t
 thing the same way.
 """
 
+import fcntl
 import os
 import tempfile
+import time
+
+# One lock per node for every module that applies state: two runs at once (two operators, a
+# retry beside a slow run) take turns instead of interleaving a DNS swap or a proxy record.
+LOCK_PATH = "/run/podnet/node.lock"
+LOCK_WAIT = 300
 
 
 def read_file(module, path):
@@ -28,11 +35,60 @@ def write_file(module, path, text):
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            # On disk before the rename: after a power cut the record is the old one or the
+            # new one, never an empty file the next run would have to distrust.
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
     except OSError as exc:
         module.fail_json(msg=f"cannot write {path}: {exc}")
     module.atomic_move(tmp, path)
     module.set_mode_if_different(path, "0644", False)
+    sync_directory(directory)
+
+
+def sync_directory(directory):
+    """fsync a directory, so a rename in it survives a power cut (best effort: not every
+    filesystem allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def node_lock(module, what, path=LOCK_PATH, wait=LOCK_WAIT):
+    """Hold the node's podnet lock until the module exits (the kernel drops it with the process).
+
+    A second run waits for the first, at most `wait` seconds, then fails naming the holder.
+    Returns the open descriptor; closing it releases the lock early."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot open podnet's node lock {path}: {exc}")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                module.fail_json(msg=f"another podnet run holds this node's lock {path} ({holder}); {what} "
+                                     f"waited {wait} s and changed nothing: let that run finish, then run "
+                                     "again")
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+              .encode(), 0)
+    return fd
 
 
 def remove_files(module, paths):

@@ -11,7 +11,10 @@ The rules, in the order they are applied:
    node's pods;
 3. remaining nodes get the lowest free subnet of the node mask size, in
    inventory order.
-Any conflict is an error before anything is changed anywhere.
+Any conflict is an error before anything is changed anywhere: overlapping podCIDRs, a
+podCIDR too small for host-local (which needs the gateway and one pod), and a cluster CIDR
+or podCIDR that covers a node's own LAN (its node IP's network), where pod and node
+addresses would collide.
 """
 
 import ipaddress
@@ -31,21 +34,51 @@ def parse_network(value, what):
     return network
 
 
+# host-local hands out a podCIDR's addresses but the network, the broadcast and the bridge's
+# gateway: a /30 holds one pod, a /31 or /32 none.
+LONGEST_POD_PREFIX = 30
+PERSISTED_FILE = "/etc/podnet/node.json"
+
+
+def _lans(nodes):
+    """[(node, LAN network, node IP)] of the nodes that reported theirs ("192.168.56.11/24")."""
+    lans = []
+    for node in nodes:
+        if node.get("node_network"):
+            try:
+                interface = ipaddress.ip_interface(str(node["node_network"]))
+            except ValueError:
+                continue
+            if interface.version == 4:
+                lans.append((node["name"], interface.network, interface.ip))
+    return lans
+
+
+def _check_lans(what, network, lans, hint):
+    for name, lan, ip in lans:
+        if network.overlaps(lan):
+            raise PodCIDRError("%s %s overlaps node %s's LAN %s (its node IP %s): pods and the nodes' own "
+                               "network would share addresses; %s" % (what, network, name, lan, ip, hint))
+
+
 def allocate_pod_cidrs(cluster_cidr, node_cidr_mask_size, nodes):
     """Return {node: {"pod_cidr": str, "source": inventory|persisted|allocated}}.
 
     ``nodes`` is a list of dicts in inventory order:
-    ``{"name": str, "pod_cidr": str or None, "persisted": str or None}``.
+    ``{"name": str, "pod_cidr": str or None, "persisted": str or None, "node_network": str or None}``
+    (``node_network``: the node IP with its prefix, as the node reports it).
     """
     cluster = parse_network(cluster_cidr, "cluster_cidr")
+    lans = _lans(nodes)
+    _check_lans("cluster_cidr:", cluster, lans, "choose a cluster_cidr outside every node's LAN")
     try:
         mask = int(node_cidr_mask_size)
     except (TypeError, ValueError):
         raise PodCIDRError("node_cidr_mask_size: %r is not a number" % (node_cidr_mask_size,)) from None
-    if not cluster.prefixlen <= mask <= 30:
+    if not cluster.prefixlen <= mask <= LONGEST_POD_PREFIX:
         raise PodCIDRError(
-            "node_cidr_mask_size: /%d must be between the cluster CIDR's /%d and /30"
-            % (mask, cluster.prefixlen))
+            "node_cidr_mask_size: /%d must be between the cluster CIDR's /%d and /%d (host-local needs room "
+            "for the gateway and a pod)" % (mask, cluster.prefixlen, LONGEST_POD_PREFIX))
 
     taken = {}  # network -> (node, how it was chosen)
     result = {}
@@ -69,17 +102,21 @@ def allocate_pod_cidrs(cluster_cidr, node_cidr_mask_size, nodes):
             if not network.subnet_of(cluster):
                 raise PodCIDRError("node %s: pod_cidr %s is outside cluster_cidr %s"
                                    % (node["name"], network, cluster))
+            if network.prefixlen > LONGEST_POD_PREFIX:
+                raise PodCIDRError("node %s: pod_cidr %s is a /%d: host-local needs at least a /%d (the "
+                                   "gateway and one pod)"
+                                   % (node["name"], network, network.prefixlen, LONGEST_POD_PREFIX))
             claim(node["name"], network, "inventory", "pod_cidr")
 
     for node in nodes:
         if node["name"] in result or not node.get("persisted"):
             continue
-        try:
-            network = parse_network(node["persisted"], "node %s: persisted podCIDR" % node["name"])
-        except PodCIDRError:
-            continue  # an unreadable record is not a promise; allocate afresh
-        if not network.subnet_of(cluster):
-            continue  # the cluster CIDR changed: the old slice no longer exists
+        # A record podnet wrote is a network; anything else was edited by hand, and guessing
+        # would move the node's pods: refused, saying how to start afresh.
+        network = parse_network(node["persisted"], "node %s: the podCIDR persisted in %s (remove the file to "
+                                "allocate afresh)" % (node["name"], PERSISTED_FILE))
+        if not network.subnet_of(cluster) or network.prefixlen > LONGEST_POD_PREFIX:
+            continue  # the cluster CIDR or mask changed: the old slice no longer exists
         claim(node["name"], network, "persisted", "persisted podCIDR")
 
     candidates = cluster.subnets(new_prefix=mask)

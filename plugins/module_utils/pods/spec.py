@@ -7,6 +7,7 @@ by label. Here they become concrete pods, each pinned to one node:
     {"name": "web", "replicas": 3, ...}  ->  web-0 on nodes[0], web-1 on nodes[1], ...
 """
 
+import difflib
 import hashlib
 import json
 import re
@@ -15,6 +16,10 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL_MAX = 63
 PROTOCOLS = ("TCP", "UDP")
 DEFAULT_NAMESPACE = "default"
+# What a declared test pod may say. A pod spec is not a Kubernetes Pod: `image:` has nothing to
+# run, and a misspelt `lables:` would leave the pod unselected; both are refused, not trimmed.
+POD_FIELDS = ("name", "namespace", "labels", "ports", "replicas", "node")
+PORT_FIELDS = ("name", "containerPort", "protocol")
 
 
 class PodSpecError(ValueError):
@@ -34,6 +39,15 @@ def _check_dns_label(where, field, value):
             "%s: %s %r is not a DNS-1123 label (lower-case alphanumerics and '-', "
             "starting and ending alphanumeric, at most %d characters)"
             % (where, field, value, DNS1123_LABEL_MAX))
+
+
+def _check_fields(where, mapping, allowed):
+    for field in mapping:
+        if field not in allowed:
+            lower = {name.lower(): name for name in allowed}
+            close = difflib.get_close_matches(str(field).lower(), list(lower), 1, 0.6)
+            hint = "did you mean %s?" % lower[close[0]] if close else "a test pod has %s" % ", ".join(allowed)
+            raise PodSpecError("%s: %s: unknown field (%s)" % (where, field, hint))
 
 
 def _check_labels(where, labels):
@@ -57,6 +71,7 @@ def _check_ports(where, ports):
         here = "%s: ports[%d]" % (where, i)
         if not isinstance(port, dict):
             raise PodSpecError("%s must be a map with containerPort, got %r" % (here, port))
+        _check_fields(here, port, PORT_FIELDS)
         number = port.get("containerPort")
         # bool is an int in Python; `containerPort: true` is a typo, not port 1.
         if isinstance(number, str) and number.isdigit():
@@ -136,6 +151,8 @@ def expand_pods(pods, nodes):
     nodes = list(nodes or [])
     concrete = []
     for index, pod in enumerate(pods):
+        if isinstance(pod, dict):
+            _check_fields(_where(index, pod), pod, POD_FIELDS)
         base = _check_common(index, pod)
         where = _where(index, pod)
         node = pod.get("node")

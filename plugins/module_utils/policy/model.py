@@ -238,17 +238,22 @@ def _parse_policy(where, obj):
 
 def _parse_namespace(where, obj):
     meta = typed(where, "metadata", obj.get("metadata"), dict)
-    name = manifests.check_name(where, "metadata.name", meta.get("name"), "a DNS-1123 label")
+    name = manifests.object_name(where, obj, meta, "a DNS-1123 label")
     where.what = "Namespace %s" % name
+    manifests.check_object_fields(where, obj)
     labels = _labels(where, "metadata.labels", meta.get("labels"))
     return name, labels
 
 
 def _read(sources):
-    """(policies in file order, {namespace: labels}) from every source; duplicates are errors."""
+    """(policies in file order, {namespace: labels}) from every source; duplicates are errors.
+
+    A source is (text, filename) or (text, filename, only): `only` names a file that holds nothing
+    but policies ("the policies file"), where a Service is refused rather than skipped."""
     policies, namespaces, seen = [], {}, {}
-    for text, filename in sources:
-        for where, kind, obj in manifests.objects(text, filename, "policy", PolicySpecError):
+    for source in sources:
+        text, filename, only = (tuple(source) + (None,))[:3]
+        for where, kind, obj in manifests.objects(text, filename, "policy", PolicySpecError, only=only):
             if kind == "NetworkPolicy":
                 policy = _parse_policy(where, obj)
                 key = (kind, policy["namespace"], policy["name"])

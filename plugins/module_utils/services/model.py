@@ -24,8 +24,10 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     ipv4,
     metadata,
     objects,
+    special,
     string_map,
     typed,
+    unicast_ipv4,
 )
 
 TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -44,6 +46,18 @@ SPEC_FIELDS = (
     "trafficDistribution",
 )
 PORT_FIELDS = ("name", "protocol", "port", "targetPort", "nodePort", "appProtocol")
+AFFINITY_FIELDS = ("clientIP",)
+CLIENT_IP_FIELDS = ("timeoutSeconds",)
+SUBSET_FIELDS = ("addresses", "notReadyAddresses", "ports")
+ADDRESS_FIELDS = ("ip", "hostname", "nodeName", "targetRef")
+ENDPOINT_PORT_FIELDS = ("name", "port", "protocol", "appProtocol")
+SLICE_ENDPOINT_FIELDS = ("addresses", "conditions", "hostname", "targetRef", "nodeName", "zone", "hints",
+                         "deprecatedTopology")
+CONDITION_FIELDS = ("ready", "serving", "terminating")
+# What a DNS name may hold (RFC 1035): the DNS serves every Service under names built from it.
+DNS_NAME_MAX, DNS_LABEL_MAX = 253, 63
+# The longest name the DNS derives from an endpoint address: "255-255-255-255." before the Service's.
+DNS_ENDPOINT_PREFIX = len("255-255-255-255.")
 
 # The manifest reader's error: the filter plugin catches this one class for both readers
 # (policy's PolicySpecError is one too).
@@ -67,7 +81,7 @@ def _parse_service(where, obj, net, port_range):
     _ip_families(where, spec)
     external_ips = []
     for i, value in enumerate(typed(where, "spec.externalIPs", spec.get("externalIPs"), list)):
-        address = ipv4(where, "spec.externalIPs[%d]" % i, value)
+        address = unicast_ipv4(where, "spec.externalIPs[%d]" % i, value)
         external_ips += [] if address in external_ips else [address]
     etp = spec.get("externalTrafficPolicy")
     # As Kubernetes: the policy is for traffic from outside, which only these Services receive.
@@ -141,12 +155,15 @@ def _affinity_timeout(where, spec):
     """Seconds a client keeps its endpoint with sessionAffinity: ClientIP; None without affinity."""
     affinity = choice(where, "spec.sessionAffinity", spec.get("sessionAffinity"), AFFINITIES, "None")
     config = typed(where, "spec.sessionAffinityConfig", spec.get("sessionAffinityConfig"), dict)
+    check_fields(where, "spec.sessionAffinityConfig", config, AFFINITY_FIELDS)
     if affinity == "None":
         if config:
             raise where.error("spec.sessionAffinityConfig", "is only allowed with sessionAffinity: ClientIP")
         return None
     path = "spec.sessionAffinityConfig.clientIP"
-    timeout = typed(where, path, config.get("clientIP"), dict).get("timeoutSeconds")
+    client_ip = typed(where, path, config.get("clientIP"), dict)
+    check_fields(where, path, client_ip, CLIENT_IP_FIELDS)
+    timeout = client_ip.get("timeoutSeconds")
     if timeout is None:
         return DEFAULT_AFFINITY_TIMEOUT
     return integer(where, path + ".timeoutSeconds", timeout, 1, MAX_AFFINITY_TIMEOUT)
@@ -212,6 +229,7 @@ def _endpoint_ports(where, path, ports):
     for i, port in enumerate(typed(where, path, ports, list)):
         here = "%s[%d]" % (path, i)
         port = typed(where, here, port, dict)
+        check_fields(where, here, port, ENDPOINT_PORT_FIELDS)
         if port.get("name"):
             check_name(where, here + ".name", port["name"], "a DNS-1123 label")
         result.append((port.get("name") or "",
@@ -220,29 +238,43 @@ def _endpoint_ports(where, path, ports):
     return result
 
 
-def _entries(ports, ip, node, ready):
-    return [(name, protocol, {"ip": ip, "port": number, "node": node or None, "pod": None}, ready)
+def _entries(ports, ip, node, ready, here):
+    """One entry per port: (port name, protocol, endpoint, ready, where the address is written)."""
+    return [(name, protocol, {"ip": ip, "port": number, "node": node or None, "pod": None}, ready, here)
             for name, protocol, number in ports]
 
 
-def _parse_endpoints(where, obj):
+def _endpoint_ip(where, path, value, net):
+    """An endpoint's address: unicast, and no Service's virtual address, which kube-proxy does not
+    support as a destination (Kubernetes' documentation of Services without selectors)."""
+    address = unicast_ipv4(where, path, value)
+    if ipaddress.IPv4Address(address) in net:
+        raise where.error(path, "%s is inside service_cidr %s: an endpoint cannot be a Service's virtual "
+                          "address (kube-proxy does not support virtual IPs as a destination)", address, net)
+    return address
+
+
+def _parse_endpoints(where, obj, net):
     namespace, name, _labels = metadata(where, obj, "a DNS-1123 subdomain")
     entries = []
     for s, subset in enumerate(typed(where, "subsets", obj.get("subsets"), list)):
         path = "subsets[%d]" % s
         subset = typed(where, path, subset, dict)
+        check_fields(where, path, subset, SUBSET_FIELDS)
         ports = _endpoint_ports(where, path + ".ports", subset.get("ports"))
         for field, ready in (("addresses", True), ("notReadyAddresses", False)):
             for a, address in enumerate(typed(where, "%s.%s" % (path, field), subset.get(field), list)):
                 here = "%s.%s[%d]" % (path, field, a)
                 address = typed(where, here, address, dict)
-                entries += _entries(ports, ipv4(where, here + ".ip", address.get("ip")),
-                                    typed(where, here + ".nodeName", address.get("nodeName"), str), ready)
+                check_fields(where, here, address, ADDRESS_FIELDS)
+                node = typed(where, here + ".nodeName", address.get("nodeName"), str)
+                entries += _entries(ports, _endpoint_ip(where, here + ".ip", address.get("ip"), net), node,
+                                    ready, here)
     return {"where": where, "key": (namespace, name), "service": (namespace, name), "path": "metadata.name",
             "these": "these Endpoints", "entries": entries}
 
 
-def _parse_slice(where, obj):
+def _parse_slice(where, obj, net):
     namespace, name, labels = metadata(where, obj, "a DNS-1123 subdomain")
     label_path = 'metadata.labels["%s"]' % SERVICE_NAME_LABEL
     if not labels.get(SERVICE_NAME_LABEL):
@@ -255,21 +287,23 @@ def _parse_slice(where, obj):
     for e, endpoint in enumerate(typed(where, "endpoints", obj.get("endpoints"), list)):
         here = "endpoints[%d]" % e
         endpoint = typed(where, here, endpoint, dict)
-        addresses = [ipv4(where, "%s.addresses[%d]" % (here, a), address) for a, address
+        check_fields(where, here, endpoint, SLICE_ENDPOINT_FIELDS)
+        addresses = [_endpoint_ip(where, "%s.addresses[%d]" % (here, a), address, net) for a, address
                      in enumerate(typed(where, here + ".addresses", endpoint.get("addresses"), list))]
         if not addresses:
             raise where.error(here + ".addresses", "needs at least one address")
         conditions = typed(where, here + ".conditions", endpoint.get("conditions"), dict)
+        check_fields(where, here + ".conditions", conditions, CONDITION_FIELDS)
         # Kubernetes: an unset `ready` means ready.
         ready = typed(where, here + ".conditions.ready", conditions.get("ready"), bool, True)
         # An endpoint's addresses are one backend; kube-proxy uses the first.
         node = typed(where, here + ".nodeName", endpoint.get("nodeName"), str)
-        entries += _entries(ports, addresses[0], node, ready)
+        entries += _entries(ports, addresses[0], node, ready, here)
     return {"where": where, "key": (namespace, name), "service": (namespace, labels[SERVICE_NAME_LABEL]),
             "path": label_path, "these": "this EndpointSlice", "entries": entries}
 
 
-def _attach_endpoints(services, sources):
+def _attach_endpoints(services, sources, warn):
     """Hand each selector-less Service the endpoints its Endpoints / EndpointSlice objects list."""
     for source in sources:
         where, key, path = source["where"], source["service"], source["path"]
@@ -281,11 +315,22 @@ def _attach_endpoints(services, sources):
                                     "(remove the selector or this object)", *key)
         if svc["type"] == "ExternalName":
             raise where.error(path, "Service %s/%s is type ExternalName, a DNS alias with no endpoints", *key)
-        for name, protocol, endpoint, ready in source["entries"]:
+        local = svc["external_traffic_policy"] == "Local" and (
+            svc["type"] in NODE_PORT_TYPES or svc["external_ips"])
+        unplaced = set()
+        for name, protocol, endpoint, ready, here in source["entries"]:
             # publishNotReadyAddresses: the Service wants its endpoints before they are ready
             # (peers of a StatefulSet finding each other, say).
             if ready or svc["publish_not_ready"]:
                 svc["manual"].setdefault((name, protocol), []).append(endpoint)
+            if local and endpoint["node"] is None and here not in unplaced:
+                unplaced.add(here)
+                # As kube-proxy: an endpoint is local only on the node its nodeName names.
+                warn(where.warning(here, "%s has no nodeName, and Service %s/%s has externalTrafficPolicy: "
+                                   "Local: it is local to no node, so traffic from outside the cluster to it "
+                                   "is dropped on every node (set nodeName, or use externalTrafficPolicy: "
+                                   "Cluster)",
+                                   endpoint["ip"], *key))
 
 
 def _pod_endpoints(svc, index, port, pods):
@@ -332,13 +377,25 @@ def _free(candidates, taken):
     return (c for c in candidates if c not in taken)
 
 
-def _allocate_cluster_ips(in_file_order, ordered, net, previous):
+def _held(previous, ordered, field, value, claimer):
+    """The Service (still in the file, asking for no address of its own) that `value` was allocated
+    to earlier, other than `claimer`; None when nobody holds it."""
+    for svc in ordered:
+        if svc is not claimer and svc["allocate"] and _previous(previous, svc, field) == value:
+            return svc
+    return None
+
+
+def _allocate_cluster_ips(in_file_order, ordered, net, previous, dns_ip=None):
     """Explicit addresses first, then each Service's previous one if still free, then the lowest free.
 
     Kubernetes gives network+1 (10.96.0.1) to the API server, and network+10 is cluster DNS by
     convention (podnet's default DNS address, dns/records.py cluster_dns_ip): automatic
     allocation skips both (a manifest may still ask for them), starting at network+11 and
-    wrapping round to network+2."""
+    wrapping round to network+2. The cluster DNS address (`dns_ip`, the plan's) is nobody's.
+
+    As the API server: a claim on an address another Service holds is refused, and the other
+    Service is never moved to make room."""
     owners = {}
     for svc in in_file_order:
         ip = svc["cluster_ip"]
@@ -346,8 +403,25 @@ def _allocate_cluster_ips(in_file_order, ordered, net, previous):
             other = owners[ip]["where"]
             raise svc["where"].error(svc["ip_path"], "%s is already the clusterIP of %s (%s)",
                                      ip, other.what, other.doc)
+        if ip is not None and ip == dns_ip:
+            raise svc["where"].error(svc["ip_path"], "%s is the cluster DNS address (podnet_dns_ip), which "
+                                     "the DNS answers on: give this Service another clusterIP, or set "
+                                     "podnet_dns_ip to another address", ip)
         if ip is not None:
+            holder = _held(previous, ordered, "cluster_ip", ip, svc)
+            if holder is not None:
+                raise svc["where"].error(svc["ip_path"], "%s is the clusterIP allocated earlier to %s (%s); "
+                                         "a claim does not move another Service: give this one another "
+                                         "address, or move %s first", ip, holder["where"].what,
+                                         holder["where"].doc, holder["where"].what)
             owners[ip] = svc
+    if dns_ip is not None:
+        holder = _held(previous, ordered, "cluster_ip", dns_ip, None)
+        if holder is not None:
+            raise holder["where"].error("spec.clusterIP", "podnet_dns_ip %s is this Service's clusterIP, "
+                                        "allocated earlier: set podnet_dns_ip to another address, or give "
+                                        "this Service an explicit clusterIP elsewhere", dns_ip)
+        owners[dns_ip] = None
     base, last = int(net.network_address), int(net.broadcast_address) - 1
     automatic = (range(base + 11, last + 1), range(base + 2, min(base + 10, last + 1)))
     pending = []
@@ -371,6 +445,58 @@ def _allocate_cluster_ips(in_file_order, ordered, net, previous):
         owners[svc["cluster_ip"]] = svc
 
 
+def _kept_node_port(previous, svc, claim):
+    """The nodePort `svc` was allocated earlier for a port of claim's protocol that asks for none."""
+    kept = _previous(previous, svc, "node_ports")
+    kept = kept if isinstance(kept, dict) else {}
+    return next((kept.get("%s/%d" % (p["protocol"], p["port"])) for p in svc["ports"]
+                 if p["node_port"] is None and p["protocol"] == claim["protocol"]
+                 and kept.get("%s/%d" % (p["protocol"], p["port"])) == claim["node_port"]), None)
+
+
+def _check_frontends(in_file_order):
+    """One Service per address, port and protocol: kube-proxy would install two rules for one
+    destination and `nft` refuse the map on every node. A clusterIP's ports and each externalIP's."""
+    owners = {}
+    for svc in in_file_order:
+        frontends = [(svc["cluster_ip"], svc["ip_path"])] if svc["cluster_ip"] else []
+        frontends += [(ip, "spec.externalIPs[%d]" % i) for i, ip in enumerate(svc["external_ips"])]
+        for ip, path in frontends:
+            for port in svc["ports"]:
+                key = (ip, port["port"], port["protocol"])
+                other = owners.get(key)
+                if other is not None and other[0] is not svc:
+                    first = other[0]["where"]
+                    raise svc["where"].error(path, "%s:%d/%s is already a frontend of %s (%s, %s): one "
+                                             "address, port and protocol lead to one Service", ip,
+                                             port["port"], port["protocol"], first.what, first.doc, other[1])
+                owners[key] = (svc, path)
+
+
+def _check_dns_names(svc, domain):
+    """The names the DNS will serve for this Service fit DNS (253 characters, labels of 63)."""
+    base = "%s.%s.svc.%s" % (svc["name"], svc["namespace"], domain)
+    longest = len(base) + (DNS_ENDPOINT_PREFIX if svc["cluster_ip"] is None else 0)
+    if longest > DNS_NAME_MAX:
+        raise svc["where"].error("metadata.name", "the DNS name %s...%s of this Service is %d characters "
+                                 "with cluster_domain %s: a DNS name holds at most %d (shorten the name, the "
+                                 "namespace or cluster_domain)", base[:20], base[-20:], longest, domain,
+                                 DNS_NAME_MAX)
+    for i, port in enumerate(svc["ports"]):
+        if not port["name"]:
+            continue
+        label = "_" + port["name"]
+        if len(label) > DNS_LABEL_MAX:
+            raise svc["where"].error("spec.ports[%d].name" % i, "its SRV record's label %s... is %d "
+                                     "characters: a DNS label holds at most %d (a port name of at most %d)",
+                                     label[:20], len(label), DNS_LABEL_MAX, DNS_LABEL_MAX - 1)
+        srv = "%s._%s.%s" % (label, port["protocol"].lower(), base)
+        if len(srv) + (DNS_ENDPOINT_PREFIX if svc["cluster_ip"] is None else 0) > DNS_NAME_MAX:
+            raise svc["where"].error("spec.ports[%d].name" % i, "its SRV record's name is longer than %d "
+                                     "characters with cluster_domain %s (shorten the port name, the "
+                                     "Service's name or cluster_domain)", DNS_NAME_MAX, domain)
+
+
 def _allocate_node_ports(in_file_order, ordered, port_range, previous):
     """As for clusterIPs: explicit nodePorts, then previous ones, then the lowest free. A nodePort is
     unique per protocol cluster-wide, as in Kubernetes: TCP 30053 and UDP 30053 may coexist."""
@@ -385,6 +511,14 @@ def _allocate_node_ports(in_file_order, ordered, port_range, previous):
                                          "%d/%s is already the nodePort of %s, spec.ports[%d] (%s)",
                                          number, port["protocol"], other["where"].what, j, other["where"].doc)
             if number is not None:
+                holder = next((other for other in ordered if other is not svc and other["wants_node_ports"]
+                               and other["ports"] and _kept_node_port(previous, other, port) == number), None)
+                if holder is not None:
+                    raise svc["where"].error("spec.ports[%d].nodePort" % i, "%d/%s is the nodePort allocated "
+                                             "earlier to %s (%s); a claim does not move another Service: "
+                                             "give this one another nodePort, or move %s first", number,
+                                             port["protocol"], holder["where"].what, holder["where"].doc,
+                                             holder["where"].what)
                 taken[number] = (svc, i)
     pending = []
     for svc in ordered:
@@ -412,11 +546,17 @@ def _allocate_node_ports(in_file_order, ordered, port_range, previous):
 
 def _network(name, value):
     try:
-        if isinstance(value, str):
-            return ipaddress.IPv4Network(value, strict=False)
+        net = ipaddress.IPv4Network(value, strict=False) if isinstance(value, str) else None
     except ValueError:
-        pass
-    raise ServiceSpecError("%s: %r is not an IPv4 network such as 10.96.0.0/12" % (name, value))
+        net = None
+    if net is None:
+        raise ServiceSpecError("%s: %r is not an IPv4 network such as 10.96.0.0/12" % (name, value))
+    # A range of loopback, link-local or multicast addresses cannot carry Services or pods.
+    for address in (net.network_address, net.broadcast_address):
+        if net.prefixlen and special(address):
+            raise ServiceSpecError("%s: %s holds addresses no Service or pod may have: %s is %s"
+                                   % (name, net, address, special(address)))
+    return net
 
 
 def _port_range(value):
@@ -453,23 +593,31 @@ def _service_model(svc, pods):
 
 
 def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/12",
-                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16"):
+                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
+                  cluster_domain=None, warn=None):
     """Parse, validate, resolve and allocate the services file `text`; return the services model.
 
     `filename` names the file in errors. `pods` are podnet's pods ({namespace, name, labels,
     ports, ip, node}); a pod with ip None validates named targetPorts but gives no endpoint.
     `previous` is allocations() of an earlier model: a Service keeps its clusterIP and
-    nodePorts while they stay free and valid. Raises ServiceSpecError.
+    nodePorts while they stay free and valid. `dns_ip` is the cluster DNS address, which no Service
+    may hold; with `cluster_domain` every name the DNS will serve is checked to fit. `warn` is
+    called with the message of each legal but surprising input. Raises ServiceSpecError.
     """
     net = _network("service_cidr", service_cidr)
     cluster = _network("cluster_cidr", cluster_cidr)
+    if net.overlaps(cluster):
+        raise ServiceSpecError("service_cidr: %s overlaps cluster_cidr %s: a ClusterIP would be a pod's "
+                               "address; choose ranges apart (Kubernetes' defaults: 10.96.0.0/12 and "
+                               "10.244.0.0/16)"
+                               % (net, cluster))
     port_range = _port_range(node_port_range)
     services, sources, seen = {}, [], {}
     for where, kind, obj in objects(text, filename, "services", ServiceSpecError):
         if kind == "Service":
             item = _parse_service(where, obj, net, port_range)
         else:
-            item = (_parse_endpoints if kind == "Endpoints" else _parse_slice)(where, obj)
+            item = (_parse_endpoints if kind == "Endpoints" else _parse_slice)(where, obj, net)
         key = (kind,) + item["key"]
         if key in seen:
             raise where.error("metadata.name", "duplicate %s %s/%s; the first is %s", *key, seen[key])
@@ -478,12 +626,40 @@ def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/1
             services[item["key"]] = item
         else:
             sources.append(item)
-    _attach_endpoints(services, sources)
+    _attach_endpoints(services, sources, warn or (lambda message: None))
     in_file_order, ordered = list(services.values()), [services[key] for key in sorted(services)]
-    _allocate_cluster_ips(in_file_order, ordered, net, previous)
+    _allocate_cluster_ips(in_file_order, ordered, net, previous, dns_ip or None)
+    _check_frontends(in_file_order)
     _allocate_node_ports(in_file_order, ordered, port_range, previous)
+    for svc in in_file_order if cluster_domain else ():
+        _check_dns_names(svc, cluster_domain.rstrip(".").lower())
     return {"cluster_cidr": str(cluster), "service_cidr": str(net), "node_port_range": list(port_range),
             "services": [_service_model(svc, list(pods or [])) for svc in ordered]}
+
+
+def check_allocations(data, path):
+    """The allocations a node persisted (what allocations() wrote), checked: a file edited by hand
+    into another shape is an error naming the file, never a traceback or a silent reallocation."""
+    fix = "fix it, or remove it to let the plan allocate afresh (Services may then move)"
+    if not isinstance(data, dict):
+        raise ServiceSpecError("%s: must map \"namespace/name\" to {cluster_ip, node_ports}, got a %s; %s"
+                               % (path, type(data).__name__, fix))
+    for key, entry in data.items():
+        namespace, slash, name = key.partition("/")
+        if not slash or not namespace or not name or not isinstance(entry, dict):
+            raise ServiceSpecError("%s: %s: must be \"namespace/name\": {cluster_ip, node_ports}, got %s; %s"
+                                   % (path, bounded_key(key), type(entry).__name__, fix))
+        ip, ports = entry.get("cluster_ip"), entry.get("node_ports", {})
+        numbers = ports.items() if isinstance(ports, dict) else [(None, None)]
+        if ip is not None and not isinstance(ip, str) or not all(
+                isinstance(p, str) and isinstance(n, int) and not isinstance(n, bool) for p, n in numbers):
+            raise ServiceSpecError("%s: %s: cluster_ip must be an address and node_ports map \"TCP/80\" to a "
+                                   "number; %s" % (path, bounded_key(key), fix))
+    return data
+
+
+def bounded_key(key):
+    return key if len(key) <= 120 else key[:117] + "..."
 
 
 def allocations(model):

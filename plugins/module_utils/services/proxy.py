@@ -7,7 +7,13 @@ pass the old and new views in, and run the conntrack commands this returns.
 
 from ansible_collections.podnet.network.plugins.module_utils.services.categorize import proxied
 
-UDP = ("-D", "-p", "udp")
+# The protocols whose conntrack entries outlive an endpoint: no connection end tells the kernel
+# a flow is over (kube-proxy's conntrack.IsClearConntrackNeeded: UDP and SCTP).
+CLEARED = ("UDP", "SCTP")
+
+
+def _delete(protocol):
+    return ("-D", "-p", protocol.lower())
 
 
 def service_view(model):
@@ -50,32 +56,37 @@ def view_diff(old, new):
 
 
 def udp_flows_to_clear(old, new):
-    """conntrack -D argument lists for UDP flows that would otherwise stick to the past.
+    """conntrack -D argument lists for UDP and SCTP flows that would otherwise stick to the past.
 
-    UDP has no connection end, so a conntrack entry outlives its endpoint and the client
-    keeps sending into the void until the entry expires (kube-proxy clears them too):
+    Neither has a connection end conntrack trusts, so an entry outlives its endpoint and the
+    client keeps sending into the void until the entry expires (kube-proxy clears them too):
     - flows DNATed to an endpoint that no longer serves that Service port;
-    - flows to a Service port that had no endpoints (or did not exist): they were created
-      un-NATed, and would keep bypassing the DNAT now that endpoints exist.
+    - flows to a Service port that had no endpoints (or did not exist), to its addresses and
+      to its nodePort: they were created un-NATed, and would keep bypassing the DNAT now that
+      endpoints exist.
     """
     old = old or {}
     commands = []
     for name, entry in sorted(old.items()):
-        if entry["protocol"] != "UDP":
+        if entry["protocol"] not in CLEARED:
             continue
+        delete = _delete(entry["protocol"])
         current = new.get(name)
         still = set(current["endpoints"]) if current else set()
         gone = [ep for ep in entry["endpoints"] if ep not in still]
         for endpoint in gone:
             nat = ["--dst-nat", endpoint.rsplit(":", 1)[0]]
             for address in entry["addresses"]:
-                commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"]), *nat])
+                commands.append([*delete, "--orig-dst", address, "--orig-port-dst", str(entry["port"]), *nat])
             if entry.get("node_port"):
-                commands.append([*UDP, "--orig-port-dst", str(entry["node_port"]), *nat])
+                commands.append([*delete, "--orig-port-dst", str(entry["node_port"]), *nat])
     for name, entry in sorted(new.items()):
-        if entry["protocol"] != "UDP" or not entry["endpoints"]:
+        if entry["protocol"] not in CLEARED or not entry["endpoints"]:
             continue
         if name not in old or not old[name]["endpoints"]:
+            delete = _delete(entry["protocol"])
             for address in entry["addresses"]:
-                commands.append([*UDP, "--orig-dst", address, "--orig-port-dst", str(entry["port"])])
+                commands.append([*delete, "--orig-dst", address, "--orig-port-dst", str(entry["port"])])
+            if entry.get("node_port"):
+                commands.append([*delete, "--orig-port-dst", str(entry["node_port"])])
     return commands

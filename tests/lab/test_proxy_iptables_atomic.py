@@ -1,0 +1,139 @@
+"""The iptables backend is all or nothing across its tables: iptables-restore commits the filter
+table and then the nat table on their own, so the second half can fail after the first went in.
+Here a stand-in iptables-restore commits the first table of its input, then fails (once, as a
+kernel refusing the second commit would), and the real module runs in a scratch network
+namespace: after the failure the node must hold exactly what it held before (nothing, or the
+last applied chains and jumps), and the next run must converge.
+
+Needs root, ip and the iptables tools; a throwaway namespace, never the lab's or the root one.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_proxy_iptables import changed_model, service, sport, web_endpoints
+
+REPO = Path(__file__).resolve().parents[2]
+RESTORE = shutil.which("iptables-restore")
+
+# Commits the first table of its input and fails the rest, the first time only (a marker file);
+# --test and every later call go to the real iptables-restore.
+HALF = """#!/bin/sh
+for arg; do [ "$arg" = --test ] && exec {real} "$@"; done
+[ -e {marker} ] && exec {real} "$@"
+touch {marker}
+awk '/^COMMIT/ {{ print; exit }} {{ print }}' | {real} "$@" || exit $?
+echo "iptables-restore: line 2 failed (the second table refused, injected)" >&2
+exit 1
+"""
+
+PLAY = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - podnet.network.proxy_iptables:
+        model: "{{{{ lookup('file', '{model}') | from_json | to_json }}}}"
+        node: node1
+        state_dir: {state}
+        path: {state}/podnet-services.rules
+"""
+
+
+def _available():
+    return (hasattr(os, "geteuid") and os.geteuid() == 0 and RESTORE and shutil.which("ip")
+            and shutil.which("iptables-save"))
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    netns = "podnet-scratch-atomic-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True, timeout=30)
+    yield netns
+    subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True, timeout=30)
+
+
+def iptables_save(netns):
+    """podnet's chains and the jumps to them, as iptables-save shows them (an empty table that
+    iptables-nft creates on first use is not podnet's)."""
+    done = subprocess.run(["ip", "netns", "exec", netns, "iptables-save"], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return [line for line in done.stdout.splitlines() if "KUBE-" in line]
+
+
+def apply(netns, tmp_path, model, broken=False):
+    """Run the module as a play inside the namespace; PATH finds the stand-in when `broken`."""
+    (tmp_path / "model.json").write_text(json.dumps(model))
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY.format(model=tmp_path / "model.json", state=tmp_path / "state"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stand_in = bin_dir / "iptables-restore"
+    if broken:
+        stand_in.write_text(HALF.format(real=RESTORE, marker=tmp_path / "failed-once"))
+        stand_in.chmod(0o755)
+    elif stand_in.exists():
+        stand_in.unlink()
+    env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    return subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+NEW_WEB = service("web", "10.96.0.20", [sport("http", "TCP", 80, web_endpoints(8080, last="10.244.3.6"),
+                                              target_port=8080)])
+
+
+@pytest.mark.skipif(not _available(), reason="needs root, ip and the iptables tools")
+def test_a_failed_first_apply_leaves_nothing(scratch, tmp_path):
+    empty = iptables_save(scratch)
+    run = apply(scratch, tmp_path, changed_model(), broken=True)
+    assert run.returncode != 0
+    assert iptables_save(scratch) == empty, run.stdout[-3000:]
+    assert "what it had committed was rolled back, the live rules are as before" in run.stdout
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in (
+        iptables_save(scratch))
+
+
+@pytest.mark.skipif(not _available(), reason="needs root, ip and the iptables tools")
+def test_a_failed_update_leaves_the_last_applied_chains(scratch, tmp_path):
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode == 0, run.stdout[-3000:]
+    applied = iptables_save(scratch)
+    new = changed_model(web=NEW_WEB, **{"np-cluster": None})
+    run = apply(scratch, tmp_path, new, broken=True)
+    assert run.returncode != 0
+    assert iptables_save(scratch) == applied, run.stdout[-3000:]
+    assert "rolled back, the live rules are as before" in run.stdout
+    run = apply(scratch, tmp_path, new)
+    assert run.returncode == 0, run.stdout[-3000:]
+    converged = iptables_save(scratch)
+    assert converged != applied
+    assert apply(scratch, tmp_path, new).stdout.count("changed=0") == 1
+    assert iptables_save(scratch) == converged
+
+
+@pytest.mark.skipif(not _available(), reason="needs root, ip and the iptables tools")
+def test_beside_another_proxy_the_module_refuses_and_touches_nothing(scratch, tmp_path):
+    """kube-proxy's (or k3s's) chains are theirs: podnet's backend used to declare KUBE-SERVICES in
+    its restore, flushing the other proxy's rules."""
+    theirs = ("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-THEIRS - [0:0]\n"
+              "-A KUBE-SERVICES -d 10.43.0.10/32 -p udp -m udp --dport 53 -j KUBE-SVC-THEIRS\n"
+              "-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n")
+    done = subprocess.run(["ip", "netns", "exec", scratch, RESTORE, "--noflush"], input=theirs, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before = iptables_save(scratch)
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode != 0
+    assert iptables_save(scratch) == before
+    assert "this node has KUBE-* chains podnet did not create (nat KUBE-SERVICES, nat KUBE-SVC-THEIRS)" in (
+        " ".join(run.stdout.split()))
