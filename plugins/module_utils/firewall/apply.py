@@ -1,0 +1,185 @@
+"""Make cluster traffic pass a node's firewall, and take back exactly what podnet added.
+
+The I/O half of firewall/detect.py: reads the live ruleset, adds podnet's chains and
+jumps where a foreign base chain drops, and records each addition in a state file so
+`remove` (reset) and a later run (the firewall went away) take back exactly those.
+
+Standard library only and no Ansible imports: the podnet_restore role ships this package
+to the nodes (podnet_node), where the boot restore and the self-repair timer run it.
+"""
+
+import json
+import os
+import subprocess
+
+from .detect import (
+    IPTABLES_CHAIN,
+    describe,
+    findings,
+    iptables_restore_script,
+    nft_chain_script,
+    nft_jump_handles,
+)
+
+STATE_FILE = "/var/lib/podnet/firewall.json"
+
+
+class FirewallError(RuntimeError):
+    """A command podnet needs failed."""
+
+
+def _run(argv, stdin=None, check=True):
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise FirewallError("%s failed: %s" % (" ".join(argv), (proc.stderr or proc.stdout).strip()))
+    return proc
+
+
+def live_ruleset():
+    return json.loads(_run(["nft", "-j", "list", "ruleset"]).stdout or "{}")
+
+
+def _read_state(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {"iptables": [], "nft": []}
+
+
+def _write_state(path, state):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(state, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _iptables_chain_lines(chain):
+    proc = _run(["iptables", "-w", "-S", chain], check=False)
+    if proc.returncode != 0:
+        return None
+    return [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
+
+
+def _nft_chain_rules(family, table, chain):
+    """The chain's rules as nft lists them (no handles, no counters), or None when absent."""
+    proc = _run(["nft", "-s", "list", "chain", family, table, chain], check=False)
+    if proc.returncode != 0:
+        return None
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    return [line for line in lines if line and not line.startswith(("table ", "chain ", "}"))]
+
+
+def _ensure_iptables(found, cluster_cidr, service_cidr, check, actions):
+    hooks = sorted({finding["hook"] for finding in found})
+    script = iptables_restore_script(hooks, cluster_cidr, service_cidr)
+    want = {IPTABLES_CHAIN[hook]: [line for line in script.splitlines()
+                                   if line.startswith("-A %s " % IPTABLES_CHAIN[hook])]
+            for hook in hooks}
+    if any(_iptables_chain_lines(chain) != lines for chain, lines in want.items()):
+        actions.append("write iptables chains %s" % ", ".join(sorted(want)))
+        if not check:
+            _run(["iptables-restore", "-w", "--noflush"], stdin=script)
+    for finding in found:
+        jump = ["-j", finding["own_chain"]]
+        if _run(["iptables", "-w", "-C", finding["jump_from"]] + jump, check=False).returncode != 0:
+            actions.append("insert iptables jump %s -> %s" % (finding["jump_from"], finding["own_chain"]))
+            if not check:
+                _run(["iptables", "-w", "-I", finding["jump_from"], "1"] + jump)
+
+
+def _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions):
+    family, table, own = finding["family"], finding["table"], finding["own_chain"]
+    script = nft_chain_script(family, table, finding["hook"], cluster_cidr, service_cidr)
+    want = [line.split(" %s " % own, 1)[1] for line in script.splitlines() if line.startswith("add rule ")]
+    if _nft_chain_rules(family, table, own) != want:
+        actions.append("write nft chain %s %s %s" % (family, table, own))
+        if not check:
+            _run(["nft", "-f", "-"], stdin=script)
+    if not nft_jump_handles(ruleset, family, table, finding["jump_from"], own):
+        actions.append("insert nft jump %s %s %s -> %s" % (family, table, finding["jump_from"], own))
+        if not check:
+            _run(["nft", "insert", "rule", family, table, finding["jump_from"], "jump", own])
+
+
+def _undo_iptables(entry, actions, check):
+    jump = ["-j", entry["own_chain"]]
+    while _run(["iptables", "-w", "-C", entry["jump_from"]] + jump, check=False).returncode == 0:
+        actions.append("delete iptables jump %s -> %s" % (entry["jump_from"], entry["own_chain"]))
+        if check:
+            break
+        _run(["iptables", "-w", "-D", entry["jump_from"]] + jump)
+    if _iptables_chain_lines(entry["own_chain"]) is not None:
+        actions.append("delete iptables chain %s" % entry["own_chain"])
+        if not check:
+            _run(["iptables", "-w", "-F", entry["own_chain"]])
+            # Another recorded jump (DOCKER-USER and FORWARD) may still point here: keep then.
+            _run(["iptables", "-w", "-X", entry["own_chain"]], check=False)
+
+
+def _undo_nft(entry, ruleset, actions, check):
+    family, table, own = entry["family"], entry["table"], entry["own_chain"]
+    for handle in nft_jump_handles(ruleset, family, table, entry["jump_from"], own):
+        actions.append("delete nft jump %s %s %s -> %s" % (family, table, entry["jump_from"], own))
+        if not check:
+            _run(["nft", "delete", "rule", family, table, entry["jump_from"], "handle", str(handle)])
+    if _nft_chain_rules(family, table, own) is not None:
+        actions.append("delete nft chain %s %s %s" % (family, table, own))
+        if not check:
+            _run(["nft", "delete", "chain", family, table, own])
+
+
+def _key(entry):
+    return (entry.get("family"), entry.get("table"), entry["jump_from"], entry["own_chain"])
+
+
+def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False):
+    """Let cluster traffic pass every dropping base chain; take back what is no longer needed.
+    Returns {"findings": [...], "report": [lines], "actions": [...]}."""
+    ruleset = live_ruleset()
+    found = findings(ruleset)
+    actions = []
+    iptables_found = [f for f in found if f["kind"] == "iptables"]
+    if iptables_found:
+        _ensure_iptables(iptables_found, cluster_cidr, service_cidr, check, actions)
+    for finding in found:
+        if finding["kind"] == "nftables":
+            _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions)
+    keep = {_key(f) for f in found}
+    previous = _read_state(state_file)
+    for entry in previous.get("iptables", []):
+        if _key(entry) not in keep:
+            _undo_iptables(entry, actions, check)
+    for entry in previous.get("nft", []):
+        if _key(entry) not in keep:
+            _undo_nft(entry, ruleset, actions, check)
+    fields = ("family", "table", "hook", "own_chain", "jump_from")
+    state = {"iptables": [{k: f[k] for k in fields} for f in iptables_found],
+             "nft": [{k: f[k] for k in fields} for f in found if f["kind"] == "nftables"]}
+    if not check and state != previous:
+        _write_state(state_file, state)
+    return {"findings": found, "report": [describe(f) for f in found], "actions": actions}
+
+
+def remove(state_file=STATE_FILE, check=False):
+    """Take back every chain and jump podnet recorded; the state file goes too."""
+    previous = _read_state(state_file)
+    actions = []
+    ruleset = live_ruleset()
+    for entry in previous.get("iptables", []):
+        _undo_iptables(entry, actions, check)
+    for entry in previous.get("nft", []):
+        _undo_nft(entry, ruleset, actions, check)
+    if not check and os.path.exists(state_file):
+        os.remove(state_file)
+        actions.append("remove %s" % state_file)
+    return {"actions": actions}
+
+
+def restore_at_boot(cluster_cidr, service_cidr, state_file=STATE_FILE):
+    """The boot restore's and self-repair's step: lines to report."""
+    result = ensure(cluster_cidr, service_cidr, state_file)
+    handled = len(result["findings"])
+    return result["actions"] or ["firewall: nothing to add (%d dropping chains handled)" % handled]
