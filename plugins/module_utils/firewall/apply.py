@@ -104,7 +104,15 @@ def _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions):
             _run(["nft", "insert", "rule", family, table, finding["jump_from"], "jump", own])
 
 
+def _table_exists(family, table):
+    return _run(["nft", "list", "table", family, table], check=False).returncode == 0
+
+
 def _undo_iptables(entry, actions, check):
+    # iptables-nft creates the filter table when asked about it: a table that went away
+    # (the firewall was removed) holds nothing of podnet's, and must not come back.
+    if not _table_exists(entry.get("family") or "ip", entry.get("table") or "filter"):
+        return
     jump = ["-j", entry["own_chain"]]
     while _run(["iptables", "-w", "-C", entry["jump_from"]] + jump, check=False).returncode == 0:
         actions.append("delete iptables jump %s -> %s" % (entry["jump_from"], entry["own_chain"]))
@@ -121,6 +129,8 @@ def _undo_iptables(entry, actions, check):
 
 def _undo_nft(entry, ruleset, actions, check):
     family, table, own = entry["family"], entry["table"], entry["own_chain"]
+    if not _table_exists(family, table):
+        return
     for handle in nft_jump_handles(ruleset, family, table, entry["jump_from"], own):
         actions.append("delete nft jump %s %s %s -> %s" % (family, table, entry["jump_from"], own))
         if not check:
