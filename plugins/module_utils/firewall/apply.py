@@ -36,7 +36,15 @@ def _run(argv, stdin=None, check=True):
 
 
 def live_ruleset():
-    return json.loads(_run(["nft", "-j", "list", "ruleset"]).stdout or "{}")
+    """Every chain, and the rules of the dropping base chains only: a full `list ruleset`
+    would also print podnet's Service maps (thousands of elements) at every heal round."""
+    chains = json.loads(_run(["nft", "-j", "list", "chains"]).stdout or "{}")
+    objects = list(chains.get("nftables", []))
+    for _kind, chain in [next(iter(o.items())) for o in objects if isinstance(o, dict) and "chain" in o]:
+        if chain.get("hook") in ("forward", "input") and chain.get("policy") == "drop":
+            listing = _run(["nft", "-j", "list", "chain", chain["family"], chain["table"], chain["name"]])
+            objects += [o for o in json.loads(listing.stdout or "{}").get("nftables", []) if "rule" in o]
+    return {"nftables": objects}
 
 
 def _read_state(path):
@@ -193,3 +201,8 @@ def restore_at_boot(cluster_cidr, service_cidr, state_file=STATE_FILE):
     result = ensure(cluster_cidr, service_cidr, state_file)
     handled = len(result["findings"])
     return result["actions"] or ["firewall: nothing to add (%d dropping chains handled)" % handled]
+
+
+def heal(cluster_cidr, service_cidr, state_file=STATE_FILE):
+    """podnet-heal's step: only the lines of what had to be put back."""
+    return ensure(cluster_cidr, service_cidr, state_file)["actions"]
