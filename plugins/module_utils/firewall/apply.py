@@ -116,7 +116,7 @@ def _table_exists(family, table):
     return _run(["nft", "list", "table", family, table], check=False).returncode == 0
 
 
-def _undo_iptables(entry, actions, check):
+def _undo_iptables(entry, actions, check, keep_chain=False):
     # iptables-nft creates the filter table when asked about it: a table that went away
     # (the firewall was removed) holds nothing of podnet's, and must not come back.
     if not _table_exists(entry.get("family") or "ip", entry.get("table") or "filter"):
@@ -127,7 +127,7 @@ def _undo_iptables(entry, actions, check):
         if check:
             break
         _run(["iptables", "-w", "-D", entry["jump_from"]] + jump)
-    if _iptables_chain_lines(entry["own_chain"]) is not None:
+    if not keep_chain and _iptables_chain_lines(entry["own_chain"]) is not None:
         actions.append("delete iptables chain %s" % entry["own_chain"])
         if not check:
             _run(["iptables", "-w", "-F", entry["own_chain"]])
@@ -159,20 +159,25 @@ def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False):
     ruleset = live_ruleset()
     found = findings(ruleset)
     actions = []
+    # What was added for a firewall that changed or went away goes first; a chain still
+    # used by a current finding (PODNET-FORWARD jumped from elsewhere now) keeps its rules.
+    keep = {_key(f) for f in found}
+    in_use = {f["own_chain"] for f in found}
+    previous = _read_state(state_file)
+    for entry in previous.get("iptables", []):
+        if _key(entry) not in keep:
+            _undo_iptables(entry, actions, check, keep_chain=entry["own_chain"] in in_use)
+    for entry in previous.get("nft", []):
+        if _key(entry) not in keep:
+            _undo_nft(entry, ruleset, actions, check)
+    if actions and not check:
+        ruleset = live_ruleset()
     iptables_found = [f for f in found if f["kind"] == "iptables"]
     if iptables_found:
         _ensure_iptables(iptables_found, cluster_cidr, service_cidr, check, actions)
     for finding in found:
         if finding["kind"] == "nftables":
             _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions)
-    keep = {_key(f) for f in found}
-    previous = _read_state(state_file)
-    for entry in previous.get("iptables", []):
-        if _key(entry) not in keep:
-            _undo_iptables(entry, actions, check)
-    for entry in previous.get("nft", []):
-        if _key(entry) not in keep:
-            _undo_nft(entry, ruleset, actions, check)
     fields = ("family", "table", "hook", "own_chain", "jump_from")
     state = {"iptables": [{k: f[k] for k in fields} for f in iptables_found],
              "nft": [{k: f[k] for k in fields} for f in found if f["kind"] == "nftables"]}
