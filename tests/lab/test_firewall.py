@@ -44,15 +44,19 @@ def netns(node):
 def foreign_rules(node):
     """The ruleset without podnet's tables, chains and jumps (counters aside: the probes'
     own packets move them; the foreign ping rule's counter is checked on its own)."""
-    proc = probe.Source(node).run(["nft", "-s", "list", "ruleset"])
-    text, keep, skip = proc.stdout, [], False
+    text = probe.Source(node).run(["nft", "-s", "list", "ruleset"]).stdout
+    keep, skip_until = [], None
     for line in text.splitlines():
-        if re.match(r"^table \S+ podnet", line):
-            skip = True
-        if not skip and "podnet" not in line.lower():
+        if skip_until is not None:
+            if line == skip_until:
+                skip_until = None
+            continue
+        block = re.match(r"^(\t*)(table|chain) (\S+ )?(\S+) \{$", line)
+        if block and block.group(4).lower().startswith("podnet"):
+            skip_until = block.group(1) + "}"
+            continue
+        if "podnet" not in line.lower() and line:
             keep.append(line)
-        if skip and line == "}":
-            skip = False
     return keep
 
 
