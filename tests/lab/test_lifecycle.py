@@ -1,4 +1,4 @@
-"""A node's life in the cluster (issue 11): adding one with --limit keeps every podCIDR."""
+"""A node's life in the cluster (issue 11): a --limit play cannot give away a podCIDR."""
 
 import json
 import re
@@ -12,6 +12,10 @@ NODES = sorted(TOPOLOGY.nodes)
 NODE_STATE = "/etc/podnet/node.json"
 
 
+def persisted_pod_cidrs():
+    return {n: json.loads(probe.Source(n).run(["cat", NODE_STATE]).stdout)["pod_cidr"] for n in NODES}
+
+
 def plan_with_report(tmp_path):
     """plan.yml, then every node in the play says its podCIDR."""
     playbook = tmp_path / "plan_report.yml"
@@ -23,21 +27,18 @@ def plan_with_report(tmp_path):
     return playbook
 
 
-def test_a_new_node_added_with_limit_never_gets_a_podcidr_another_node_owns(tmp_path):
+def test_a_play_limited_to_a_new_node_is_refused_before_it_gets_a_podcidr(tmp_path):
     node = NODES[-1]
-    persisted = {n: json.loads(probe.Source(n).run(["cat", NODE_STATE]).stdout)["pod_cidr"] for n in NODES}
-    # The last node becomes new: nothing persisted, and the lowest free podCIDR is not its old one.
-    lowest = min(persisted.values())
-    assert persisted[node] != lowest
+    persisted = persisted_pod_cidrs()
+    # The last node becomes new: nothing persisted. Left to itself, the plan would give it the
+    # lowest podCIDR, which another node owns.
     aside = probe.Source(node).run(["mv", NODE_STATE, NODE_STATE + ".aside"])
     assert aside.returncode == 0, aside.stderr
     try:
         run = ansible_playbook(str(plan_with_report(tmp_path)), "--limit", node)
     finally:
         probe.Source(node).run(["mv", NODE_STATE + ".aside", NODE_STATE])
-    assert run.returncode == 0, run.stdout[-3000:]
-    given = dict(re.findall(r"PODCIDR (\S+) (\S+)", run.stdout))
-    assert list(given) == [node]
-    # Every other node's podCIDR was read from the node and kept: the new one gets a free one.
-    assert given[node] not in {cidr for n, cidr in persisted.items() if n != node}
-    assert "--limit leaves out" in run.stdout
+    assert run.returncode != 0
+    assert "This play leaves out %s (--limit)" % ", ".join(n for n in NODES if n != node) in run.stdout
+    assert not re.findall(r"PODCIDR (\S+) (\S+)", run.stdout)
+    assert persisted_pod_cidrs() == persisted

@@ -95,7 +95,7 @@ def test_reset_removes_everything_podnet_added_and_nothing_else(foreign):
     assert "table inet foreign" in before["nft"]
     assert "99-foreign.conf" in before["files"] and FOREIGN_LEASE in before["files"]
 
-    run = ansible_playbook("site.yml", "--limit", NODE)
+    run = ansible_playbook("site.yml")
     assert run.returncode == 0, run.stdout[-3000:]
     assert "table ip podnet" in sh(NODE, "nft list tables")
 
@@ -106,7 +106,7 @@ def test_reset_removes_everything_podnet_added_and_nothing_else(foreign):
 
 
 def test_remove_node_frees_its_podcidr_and_others_drop_its_routes(foreign):
-    run = ansible_playbook("site.yml", "--limit", NODE)
+    run = ansible_playbook("site.yml")
     assert run.returncode == 0, run.stdout[-3000:]
     pod_cidr = json.loads(sh(NODE, "cat /etc/podnet/node.json"))["pod_cidr"]
     assert all(pod_cidr in sh(n, "ip route show proto 158") for n in NODES if n != NODE)
