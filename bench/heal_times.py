@@ -71,7 +71,7 @@ def main():
             results["kill -9 dnsmasq (front)"] = until(
                 lambda: sh(node, "pgrep -f 'dnsmasq.*front'").returncode == 0
                 and probe.Source(node, pod).run(["python3", "-c", "import socket; socket.gethostbyname('"
-                                                 "kubernetes.default.svc.cluster.local')"]).returncode == 0)
+                                                 "web.default.svc.cluster.local')"]).returncode == 0)
         server = pod.get("pid")
         if server:
             os.kill(int(server), signal.SIGKILL)
