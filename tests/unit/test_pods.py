@@ -190,6 +190,24 @@ def test_clean_leases_removes_only_dead_containers_leases(tmp_path):
     assert cni_exec.clean_leases(str(data), ["podnet-default-web-0"]) == []
 
 
+def test_clean_leases_keeps_another_runtimes_leases(tmp_path):
+    # containerd or podman using podnet's conflist: a 64-hex container ID, live or not,
+    # is not podnet's to release (its address would be handed out twice).
+    data = tmp_path / "podnet"
+    data.mkdir()
+    foreign = "5f2c" * 16
+    (data / "10.244.1.7").write_bytes(foreign.encode() + b"\r\neth0")
+    (data / "10.244.1.8").write_bytes(b"\r\neth0")  # unreadable owner: not provably podnet's
+    (data / "10.244.1.9").write_bytes(b"podnet-default-gone\r\neth0")
+    assert cni_exec.clean_leases(str(data), []) == ["10.244.1.9"]
+    assert sorted(os.listdir(data)) == ["10.244.1.7", "10.244.1.8", "lock"]
+
+
+def test_a_test_pods_container_id_carries_the_prefix_the_cleanup_owns():
+    from ansible_collections.podnet.network.plugins.module_utils.pods import spec
+    assert spec.container_id({"namespace": "x", "name": "a"}).startswith(cni_exec.PODNET_CONTAINER_PREFIX)
+
+
 def test_clean_leases_without_data_dir(tmp_path):
     assert cni_exec.clean_leases(str(tmp_path / "missing"), []) == []
 

@@ -202,13 +202,21 @@ def result_ip(result):
     return None
 
 
-def clean_leases(data_dir, live_container_ids):
-    """Remove host-local leases held by containers that no longer exist.
+# podnet's own test pods' container IDs (pods/spec.py container_id) start with this; a
+# container runtime's (containerd, podman: 64 hex digits) never does.
+PODNET_CONTAINER_PREFIX = "podnet-"
+
+
+def clean_leases(data_dir, live_container_ids, owner_prefix=PODNET_CONTAINER_PREFIX):
+    """Remove host-local leases held by podnet's own containers that no longer exist.
 
     host-local keeps one file per IP (content: container ID, then ifname) and
-    never forgets them on its own: after a reboot every lease leaks. The
-    `lock` and `last_reserved_ip.*` files are host-local's own and stay.
-    Returns the removed file names, sorted.
+    never forgets them on its own: after a reboot every lease leaks. Only a
+    lease whose owner is one of podnet's containers (its ID starts with
+    `owner_prefix`) is podnet's to release: another runtime on the same network
+    (containerd, podman using podnet's conflist) keeps its leases, live or not,
+    or an address could be handed out twice. The `lock` and `last_reserved_ip.*`
+    files are host-local's own and stay. Returns the removed file names, sorted.
     """
     if not data_dir or not os.path.isdir(data_dir):
         return []
@@ -229,7 +237,7 @@ def clean_leases(data_dir, live_container_ids):
                     owner = f.read().splitlines()[0].strip() if os.path.isfile(path) else None
             except (OSError, IndexError):
                 owner = ""
-            if owner is None or owner in live:
+            if owner is None or owner in live or not owner.startswith(owner_prefix):
                 continue
             try:
                 os.unlink(path)

@@ -199,3 +199,16 @@ def restore_at_boot(state_dir=DEFAULT_STATE_DIR, conflist=None, cni_bin_dir=DEFA
     lines = ["pod %s came back as %s (was %s)" % (entry["pod"], entry["ip"], entry["old_ip"])
              for entry in restored if entry["ip"] != entry["old_ip"]]
     return lines + ["%d test pods" % len(restored)]
+
+
+def heal(state_dir=DEFAULT_STATE_DIR, conflist=None, cni_bin_dir=DEFAULT_CNI_BIN_DIR):
+    """podnet-heal's step: bring back only the recorded pods that are broken now (netns
+    gone, server killed), each with its recorded IP; the lines of what was done. Leases
+    are left alone: a running node's leases are all live."""
+    if not os.path.isdir(state_dir) or all(pod_health(s)[0] for s in read_states(state_dir).values()):
+        return []
+    restored = restore_pods(state_dir=state_dir, bin_dir=cni_bin_dir)
+    return ["pod %s %s%s" % (entry["pod"], entry["status"],
+                             ": %s" % entry["error"] if entry.get("error") else "")
+            for entry in restored
+            if entry["status"] != "running"]

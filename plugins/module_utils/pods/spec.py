@@ -211,6 +211,8 @@ def pod_id(pod):
 
 
 def container_id(pod):
+    # The prefix marks podnet's own leases (cni_exec.PODNET_CONTAINER_PREFIX): only those
+    # are ever released, never another runtime's.
     return "podnet-" + pod_id(pod)
 
 

@@ -1,0 +1,80 @@
+"""podnet-heal: puts back only what is missing (hermetic: commands recorded, not run)."""
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.unit.test_restore import REPO, shipped_package
+
+HEAL = REPO / "roles" / "podnet_restore" / "files" / "podnet-heal"
+
+
+@pytest.fixture
+def heal(monkeypatch):
+    loader = importlib.machinery.SourceFileLoader("podnet_heal_under_test", str(HEAL))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    calls, live = [], {"tables": "table ip podnet\n", "routes": []}
+
+    def fake_run(argv, stdin=None):
+        calls.append(list(argv))
+        out = ""
+        if argv[:3] == ["nft", "list", "tables"]:
+            out = live["tables"]
+        elif argv[:4] == ["ip", "-j", "route", "show"]:
+            out = json.dumps(live["routes"])
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(module.R, "run", fake_run)
+    return module, calls, live
+
+
+def script(tmp_path, family, table):
+    path = tmp_path / ("%s.nft" % table)
+    path.write_text("#!/usr/sbin/nft -f\ntable %s %s {}\ndelete table %s %s\ntable %s %s { }\n"
+                    % ((family, table) * 3))
+    return str(path)
+
+
+def test_a_present_table_is_not_reloaded_a_flushed_one_is(heal, tmp_path):
+    module, calls, _live = heal
+    tables = module.live_tables()
+    assert module.heal_nft_file(script(tmp_path, "ip", "podnet"), tables) == []
+    assert module.heal_nft_file(script(tmp_path, "ip", "podnet-dns"), tables)
+    loads = [c for c in calls if c[:2] == ["nft", "-f"]]
+    assert loads == [["nft", "-f", str(tmp_path / "podnet-dns.nft")]]
+
+
+def test_only_missing_routes_are_added(heal):
+    module, calls, live = heal
+    live["routes"] = [{"dst": "10.244.1.0/24", "gateway": "192.168.56.12"}]
+    spec = {"protocol": 158, "table": 254, "routes": [
+        {"dest": "10.244.1.0/24", "gateway": "192.168.56.12"},
+        {"dest": "10.244.2.0/24", "gateway": "192.168.56.13"}]}
+    assert module.heal_routes(spec) == ["added 1 podCIDR routes: 10.244.2.0/24"]
+    assert [c for c in calls if "replace" in c] == [
+        ["ip", "route", "replace", "10.244.2.0/24", "via", "192.168.56.13", "proto", "158", "table", "254"]]
+    live["routes"].append({"dst": "10.244.2.0/24", "gateway": "192.168.56.13"})
+    assert module.heal_routes(spec) == []
+
+
+def test_steps_without_a_heal_are_left_to_the_boot(heal):
+    module, calls, _live = heal
+    assert module.heal_step({"call": "podnet_node.pods.lifecycle.restore_at_boot"}, set()) == []
+    assert module.heal_step({"kernel_modules": ["br_netfilter"]}, set()) == []
+    assert calls == []
+
+
+def test_the_shipped_package_has_the_heal_functions(tmp_path):
+    lib = shipped_package(tmp_path)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]);"
+            "from podnet_node.firewall import apply; from podnet_node.pods import lifecycle;"
+            "assert callable(apply.heal) and callable(apply.restore_at_boot) and callable(lifecycle.heal);"
+            "assert not [m for m in sys.modules if m.startswith('ansible')], 'Ansible was imported'")
+    proc = subprocess.run([sys.executable, "-S", "-I", "-c", code, str(lib)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
