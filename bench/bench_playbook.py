@@ -60,28 +60,23 @@ def services_file(count, endpoints, changed=False, added=0, removed=0):
 
 def playbook(inventory, plays, timeout, extra=()):
     """(wall seconds, longest nft transaction on a node, changed tasks) of one ansible-playbook."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="podnet_bench", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               ANSIBLE_CALLBACK_PLUGINS=str(REPO / "bench" / "callback_plugins"),
                PODNET_LAB_INVENTORY=str(inventory))
     argv = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory / "hosts.yml"),
             *plays, *extra]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False)
     seconds = time.perf_counter() - started
-    try:
-        report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        report = None
-    if proc.returncode != 0 or report is None:
-        sys.exit("ansible-playbook %s failed (rc %d):\n%s\n%s" % (" ".join(plays), proc.returncode,
-                                                                    proc.stdout[-3000:], proc.stderr[-2000:]))
-    nft = 0.0
-    changed = 0
-    for play in report["plays"]:
-        for task in play["tasks"]:
-            for result in task["hosts"].values():
-                nft = max(nft, result.get("nft_seconds") or 0.0)
-                changed += bool(result.get("changed"))
-    return seconds, nft, changed
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"nft_seconds"')]
+    report = json.loads(lines[-1]) if lines else None
+    if proc.returncode != 0 or report is None or report["failed"]:
+        sys.exit("ansible-playbook %s failed (rc %d): %s\n%s" % (" ".join(plays), proc.returncode,
+                                                                  report and report["failed"], proc.stderr[-2000:]))
+    if os.environ.get("PODNET_BENCH_TASKS"):
+        slowest = sorted(report["tasks"].items(), key=lambda item: -item[1])[:8]
+        print("    slowest tasks: " + ", ".join("%s %.1f s" % item for item in slowest), flush=True)
+    return seconds, report["nft_seconds"], report["changed"]
 
 
 def main():
