@@ -66,13 +66,14 @@ def playbook(inventory, plays, timeout, extra=()):
     argv = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory / "hosts.yml"),
             *plays, *extra]
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+                          check=False)
     seconds = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith('{"nft_seconds"')]
     report = json.loads(lines[-1]) if lines else None
     if proc.returncode != 0 or report is None or report["failed"]:
-        sys.exit("ansible-playbook %s failed (rc %d): %s\n%s" % (" ".join(plays), proc.returncode,
-                                                                  report and report["failed"], proc.stderr[-2000:]))
+        sys.exit("ansible-playbook %s failed (rc %d): %s\n%s" % (
+            " ".join(plays), proc.returncode, report and report["failed"], proc.stderr[-2000:]))
     if os.environ.get("PODNET_BENCH_TASKS"):
         slowest = sorted(report["tasks"].items(), key=lambda item: -item[1])[:8]
         print("    slowest tasks: " + ", ".join("%s %.1f s" % item for item in slowest), flush=True)
@@ -91,7 +92,8 @@ def main():
         sys.exit("bench_playbook.py needs root (the lab's nodes are network namespaces)")
     inventory = options.inventory.resolve()
     steps = (("first", {}), ("no-op", {}), ("endpoint", {"changed": True}),
-             ("added", {"changed": True, "added": 1}), ("removed", {"changed": True, "added": 1, "removed": 1}))
+             ("added", {"changed": True, "added": 1}),
+             ("removed", {"changed": True, "added": 1, "removed": 1}))
     header = (f"{'services':>9} {'run':<9} {'wall s':>8} {'x1':>6} {'nft s':>7} {'changed':>8} "
               f"{'bare nft -f':>12} {'ctl MB':>7}")
     print(f"ansible-playbook {' '.join(PLAYS)}, 3-node lab {inventory}, nftables backend, "

@@ -48,7 +48,8 @@ class CallbackModule(CallbackBase):
             self.summary["failed"].append("%s: %s" % (result._host.get_name(), data.get("msg")))
 
     def v2_runner_on_unreachable(self, result):
-        self.summary["failed"].append("%s: unreachable: %s" % (result._host.get_name(), self._done(result).get("msg")))
+        message = self._done(result).get("msg")
+        self.summary["failed"].append("%s: unreachable: %s" % (result._host.get_name(), message))
 
     def v2_runner_on_skipped(self, result):
         self._done(result)

@@ -63,6 +63,18 @@ class Where:
         self.what = ""  # "Service default/web" once known
         self.exception = error
 
+    def state(self):
+        """[filename, document, object]: JSON-safe, so a checked model can carry it (`restore`)."""
+        return [self.filename, self.doc, self.what]
+
+    @classmethod
+    def restore(cls, state, error=ManifestError):
+        """The `Where` that `state()` gave, for errors found after the file was read."""
+        where = cls.__new__(cls)
+        where.filename, where.doc, where.what = state
+        where.exception = error
+        return where
+
     def error(self, path, message, *args):
         head = "%s: %s%s" % (self.filename, self.doc, ", " + self.what if self.what else "")
         return self.exception("%s: %s%s" % (head, path + ": " if path else "", message % args))
