@@ -307,10 +307,11 @@ def _pod_endpoints(svc, index, port, pods):
             endpoints.append({"ip": pod["ip"], "port": number, "node": pod.get("node"),
                               "pod": "%s/%s" % (pod["namespace"], pod["name"])})
     if pods and not declared:
-        raise Where.restore(svc["where"], ServiceSpecError).error("spec.ports[%d].targetPort" % index,
-                                 "no pod the selector matches (%s) declares a %s port named %r",
-                                 ", ".join("%s/%s" % (p["namespace"], p["name"]) for p in pods),
-                                 port["protocol"], target)
+        where = Where.restore(svc["where"], ServiceSpecError)
+        raise where.error("spec.ports[%d].targetPort" % index,
+                          "no pod the selector matches (%s) declares a %s port named %r",
+                          ", ".join("%s/%s" % (p["namespace"], p["name"]) for p in pods),
+                          port["protocol"], target)
     return endpoints
 
 
