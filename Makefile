@@ -40,7 +40,7 @@ help:
 	@echo "make lab-destroy  remove the lab and everything it made"
 	@echo "make explain FROM=default/client TO=frontend:http   a packet's road through the live lab, in words"
 	@echo "make diagram      the live lab as a picture (.cache/podnet-cluster.svg and .png)"
-	@echo "make bench        benchmarks (prints a table)"
+	@echo "make bench        benchmarks (prints tables; the ansible-playbook rows on the lab)"
 
 deps: $(APT_STAMP) $(VENV_STAMP) $(COLLECTION_PTH)
 
@@ -142,10 +142,13 @@ test: deps
 lab-tests: deps
 	pytest -q tests/lab
 
-bench: deps
+# The module benchmarks run in scratch namespaces; the ansible-playbook rows on the lab.
+bench: site
 	$(PY) bench/bench.py
 	@echo
 	$(PY) bench/bench_policy.py
+	@echo
+	$(PY) bench/bench_playbook.py --inventory $(LAB_INVENTORY)
 
 clean: lab-destroy
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -17,9 +17,17 @@ own plumbing, not a public API.
   no Service on the cluster DNS address ``dns_ip``, every DNS name under
   ``cluster_domain`` fitting; no file at ``path`` means no Services. Legal but surprising
   input is a warning.
+- ``podnet.network.services_checked(path, pods, previous, service_cidr, node_port_range,
+  cluster_cidr, dns_ip, cluster_domain)``: the plan's one read of the services file: parsed,
+  validated (named targetPorts against ``pods``, the declared pods; the checks of
+  ``services_model``) and allocated, endpoints not resolved; compact JSON text, which later
+  plays carry as a string rather than a 10,000-entry structure.
+- ``podnet.network.resolve_services(checked, pods)``: the services model, as compact JSON
+  text, from ``services_checked``'s text and the pods the nodes run.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them.
-- ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep.
+- ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep (the
+  model as a dict or as JSON text).
 - ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
   persisted, merged (the first node that knows a Service wins).
 - ``podnet.network.policy_model(paths, pods, cluster_cidr, services_file)``: the
@@ -32,6 +40,7 @@ own plumbing, not a public API.
   ``dns_ip`` or else the service CIDR's tenth address, checked to be inside it.
 """
 
+import json
 import pathlib
 
 from ansible.errors import AnsibleFilterError
@@ -58,6 +67,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     ServiceSpecError,
     allocations,
     load_services,
+    read_services,
+    resolve_services,
 )
 
 _display = Display()
@@ -117,21 +128,49 @@ def _read_manifests(path):
         raise AnsibleFilterError(str(exc)) from None
 
 
+def _checked_domain(cluster_domain):
+    try:
+        return check_domain(cluster_domain) if cluster_domain else None
+    except DnsConfigError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
 def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12",
                           node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
                           cluster_domain=None):
     # No services file is no Services, not an error: the plan says so in its own task.
     text = _read_manifests(path) if path and pathlib.Path(path).is_file() else ""
-    if cluster_domain:
-        try:
-            cluster_domain = check_domain(cluster_domain)
-        except DnsConfigError as exc:
-            raise AnsibleFilterError(str(exc)) from None
     try:
         return load_services(text, str(path), pods or [], previous=previous or {},
                              service_cidr=service_cidr, node_port_range=node_port_range,
                              cluster_cidr=cluster_cidr, dns_ip=dns_ip or None,
-                             cluster_domain=cluster_domain or None, warn=_display.warning)
+                             cluster_domain=_checked_domain(cluster_domain), warn=_display.warning)
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def _compact(data):
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
+                            node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
+                            cluster_domain=None):
+    text = _read_manifests(path) if path and pathlib.Path(path).is_file() else ""
+    try:
+        checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
+                                node_port_range=node_port_range, cluster_cidr=cluster_cidr,
+                                dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
+                                warn=_display.warning)
+        resolve_services(checked, pods or [])
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return _compact(checked)
+
+
+def podnet_resolve_services(checked, pods):
+    try:
+        return _compact(resolve_services(json.loads(checked), pods or []))
     except ServiceSpecError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
@@ -145,7 +184,7 @@ def podnet_node_pods(hosts, hostvars):
 
 
 def podnet_service_allocations(model):
-    return allocations(model)
+    return allocations(json.loads(model) if isinstance(model, str) else model)
 
 
 def podnet_merge_allocations(hosts, hostvars):
@@ -188,6 +227,8 @@ class FilterModule:
             "node_routes": podnet_node_routes,
             "expand_pods": podnet_expand_pods,
             "services_model": podnet_services_model,
+            "services_checked": podnet_services_checked,
+            "resolve_services": podnet_resolve_services,
             "node_pods": podnet_node_pods,
             "service_allocations": podnet_service_allocations,
             "merge_allocations": podnet_merge_allocations,

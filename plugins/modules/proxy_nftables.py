@@ -83,6 +83,11 @@ conntrack_cleared:
   returned: always
   type: list
   elements: list
+nft_seconds:
+  description: Seconds nft took to load this run's transactions (0 when nothing was sent).
+  returned: always
+  type: float
+  sample: 0.012
 """
 
 import json
@@ -230,7 +235,7 @@ def main():
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
     actions, old_view, view, cleared = ensure(module, nft, table, state_file, module.params["path"])
-    exit_proxy(module, actions, view_diff(old_view, view), cleared)
+    exit_proxy(module, actions, view_diff(old_view, view), cleared, nft_seconds=round(nft.load_seconds, 4))
 
 
 if __name__ == "__main__":

@@ -122,8 +122,9 @@ def clear_conntrack(module, commands):
     return done
 
 
-def exit_proxy(module, actions, diff, cleared):
-    """The proxy modules' result. diff is view_diff(old, new): (before, after, changed names)."""
+def exit_proxy(module, actions, diff, cleared, **extra):
+    """The proxy modules' result. diff is view_diff(old, new): (before, after, changed names);
+    `extra` adds the module's own return values."""
     before, after, changed_services = diff
     node = module.params["node"] or "this node"
     result = {
@@ -133,6 +134,7 @@ def exit_proxy(module, actions, diff, cleared):
         "conntrack_cleared": cleared,
         # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
         "invocation": {"module_args": {k: v for k, v in module.params.items() if k != "model"}},
+        **extra,
     }
     if module._diff and actions:
         result["diff"] = {

@@ -17,6 +17,7 @@ tested without nft, root or namespaces.
 
 import os
 import tempfile
+import time
 
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     build_script,
@@ -151,6 +152,8 @@ class NftRunner:
         self.module = module
         # nft lives in /usr/sbin, which a non-login PATH may lack.
         self.nft = nft or module.get_bin_path("nft", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+        # Seconds the loads of this run took in nft (the kernel transaction, as users wait for it).
+        self.load_seconds = 0.0
 
     @property
     def check_mode(self):
@@ -183,9 +186,11 @@ class NftRunner:
                                    suffix=".nft")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(transaction.script())
+        started = time.monotonic()
         try:
             rc, _out, err = self._run(["-c", "-f", tmp] if self.check_mode else ["-f", tmp])
         finally:
+            self.load_seconds += time.monotonic() - started
             os.unlink(tmp)
         if rc != 0 and not may_fail:
             what = ("check of " if self.check_mode else "") + (what or f"table {family} {table}")
@@ -226,6 +231,7 @@ class FakeNft:
         self.refuse = set(refuse)
         self.calls = []
         self.loaded = []
+        self.load_seconds = 0.0
 
     def list(self, family, table, json=False, stateless=False, obj=None):
         self.calls.append(("list", family, table, obj))

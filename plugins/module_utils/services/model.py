@@ -17,6 +17,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     DEFAULT_NAMESPACE,
     PROTOCOLS,
     ManifestError,
+    Where,
     check_fields,
     check_name,
     choice,
@@ -351,10 +352,11 @@ def _pod_endpoints(svc, index, port, pods):
             endpoints.append({"ip": pod["ip"], "port": number, "node": pod.get("node"),
                               "pod": "%s/%s" % (pod["namespace"], pod["name"])})
     if pods and not declared:
-        raise svc["where"].error("spec.ports[%d].targetPort" % index,
-                                 "no pod the selector matches (%s) declares a %s port named %r",
-                                 ", ".join("%s/%s" % (p["namespace"], p["name"]) for p in pods),
-                                 port["protocol"], target)
+        where = Where.restore(svc["where"], ServiceSpecError)
+        raise where.error("spec.ports[%d].targetPort" % index,
+                          "no pod the selector matches (%s) declares a %s port named %r",
+                          ", ".join("%s/%s" % (p["namespace"], p["name"]) for p in pods),
+                          port["protocol"], target)
     return endpoints
 
 
@@ -581,7 +583,8 @@ def _service_model(svc, pods):
         elif selector:
             endpoints = _pod_endpoints(svc, index, port, selected)
         else:
-            endpoints = svc["manual"].get((port["name"], port["protocol"]), [])
+            endpoints = next((found for name, protocol, found in svc["manual"]
+                              if (name, protocol) == (port["name"], port["protocol"])), [])
         ports.append({"name": port["name"], "protocol": port["protocol"], "port": port["port"],
                       "node_port": port["node_port"], "target_port": port["target_port"],
                       "endpoints": _sorted_endpoints(endpoints)})
@@ -604,6 +607,23 @@ def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/1
     may hold; with `cluster_domain` every name the DNS will serve is checked to fit. `warn` is
     called with the message of each legal but surprising input. Raises ServiceSpecError.
     """
+    return resolve_services(read_services(text, filename, previous, service_cidr, node_port_range,
+                                          cluster_cidr, dns_ip, cluster_domain, warn), pods)
+
+
+# What a checked Service keeps for resolving: the model's fields, its selector and the
+# endpoints its Endpoints / EndpointSlice objects gave.
+CHECKED_FIELDS = ("namespace", "name", "type", "cluster_ip", "external_name", "external_ips",
+                  "external_traffic_policy", "internal_traffic_policy", "session_affinity_timeout",
+                  "selector", "ports")
+
+
+def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
+                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
+                  cluster_domain=None, warn=None):
+    """The services file `text` parsed, validated and allocated, endpoints not resolved yet:
+    JSON-safe, so the plan reads the file once and the Services resolve this against the
+    pods the nodes run (`resolve_services`). Arguments as load_services'."""
     net = _network("service_cidr", service_cidr)
     cluster = _network("cluster_cidr", cluster_cidr)
     if net.overlaps(cluster):
@@ -634,7 +654,18 @@ def load_services(text, filename, pods, previous=None, service_cidr="10.96.0.0/1
     for svc in in_file_order if cluster_domain else ():
         _check_dns_names(svc, cluster_domain.rstrip(".").lower())
     return {"cluster_cidr": str(cluster), "service_cidr": str(net), "node_port_range": list(port_range),
-            "services": [_service_model(svc, list(pods or [])) for svc in ordered]}
+            "services": [dict({key: svc[key] for key in CHECKED_FIELDS}, where=svc["where"].state(),
+                              manual=[[name, protocol, found]
+                                      for (name, protocol), found in svc["manual"].items()])
+                         for svc in ordered]}
+
+
+def resolve_services(checked, pods):
+    """The services model: read_services' Services with their endpoints from `pods` (as
+    load_services takes them). Raises ServiceSpecError (a named targetPort no pod declares)."""
+    pods = list(pods or [])
+    return dict({key: checked[key] for key in ("cluster_cidr", "service_cidr", "node_port_range")},
+                services=[_service_model(svc, pods) for svc in checked["services"]])
 
 
 def check_allocations(data, path):

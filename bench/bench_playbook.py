@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Service NAT as users meet it: `ansible-playbook` on the lab, side by side in one run.
+
+    make bench                                   # 1, 1,000 and 10,000 Services x 5 endpoints
+    python bench/bench_playbook.py --services 1 1000 --inventory /tmp/inv-mine
+
+For each size, on a converged lab (`make site`), the plays a Service change runs
+(`playbooks/plan.yml playbooks/test_pods.yml playbooks/services.yml`, nftables backend),
+with a generated services file of N selector-less Services (an Endpoints object each, 5
+addresses), timed from the command line:
+
+- first:    the Service NAT removed from every node first (its table, record and boot file);
+- no-op:    the same file again;
+- endpoint: one endpoint address of one Service changed;
+- added:    one Service more;
+- removed:  one Service fewer.
+
+`nft s` is the longest kernel transaction any node ran (the module's `nft_seconds`); `x1`
+is the run's wall time over the same run with 1 Service (the first size measured).
+`bare nft -f` is a bare load of one node's table in a scratch namespace, for scale.
+Every run has a time limit (--timeout); the lab's own services file is applied again at
+the end, so the lab is left as `make site` left it.
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from bench import bare_load, synthetic_model  # noqa: E402
+
+PLAYS = ["playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/services.yml"]
+FIRST_ADDRESS = int(ipaddress.ip_address("10.200.0.0"))
+
+
+def services_file(count, endpoints, changed=False, added=0, removed=0):
+    """N Services with an Endpoints object each. `changed`: one endpoint of the middle
+    Service moves; `added`: Services appended; `removed`: Services dropped from the front."""
+    docs = []
+    for i in range(removed, count + added):
+        addresses = [str(ipaddress.ip_address(FIRST_ADDRESS + i * endpoints + j)) for j in range(endpoints)]
+        if changed and i == count // 2:
+            addresses[0] = "10.199.0.1"
+        docs.append(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc-%d, namespace: bench}\n"
+            "spec:\n  ports: [{name: http, port: 80, targetPort: 8080}]\n"
+            "---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: svc-%d, namespace: bench}\n"
+            "subsets:\n- addresses: [%s]\n  ports: [{name: http, port: 8080}]\n"
+            % (i, i, ", ".join("{ip: %s}" % a for a in addresses)))
+    return "".join(docs)
+
+
+def playbook(inventory, plays, timeout, extra=()):
+    """(wall seconds, longest nft transaction on a node, changed tasks) of one ansible-playbook."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="podnet_bench", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               ANSIBLE_CALLBACK_PLUGINS=str(REPO / "bench" / "callback_plugins"),
+               PODNET_LAB_INVENTORY=str(inventory))
+    argv = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory / "hosts.yml"),
+            *plays, *extra]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+                          check=False)
+    seconds = time.perf_counter() - started
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"nft_seconds"')]
+    report = json.loads(lines[-1]) if lines else None
+    if proc.returncode != 0 or report is None or report["failed"]:
+        sys.exit("ansible-playbook %s failed (rc %d): %s\n%s" % (
+            " ".join(plays), proc.returncode, report and report["failed"], proc.stderr[-2000:]))
+    if os.environ.get("PODNET_BENCH_TASKS"):
+        slowest = sorted(report["tasks"].items(), key=lambda item: -item[1])[:8]
+        print("    slowest tasks: " + ", ".join("%s %.1f s" % item for item in slowest), flush=True)
+    return seconds, report["nft_seconds"], report["changed"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--services", type=int, nargs="+", default=[1, 1000, 10000])
+    parser.add_argument("--endpoints", type=int, default=5)
+    parser.add_argument("--inventory", type=pathlib.Path,
+                        default=pathlib.Path(os.environ.get("PODNET_LAB_INVENTORY", REPO / "inventory/lab")))
+    parser.add_argument("--timeout", type=int, default=900, help="seconds one ansible-playbook may take")
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_playbook.py needs root (the lab's nodes are network namespaces)")
+    inventory = options.inventory.resolve()
+    steps = (("first", {}), ("no-op", {}), ("endpoint", {"changed": True}),
+             ("added", {"changed": True, "added": 1}),
+             ("removed", {"changed": True, "added": 1, "removed": 1}))
+    header = (f"{'services':>9} {'run':<9} {'wall s':>8} {'x1':>6} {'nft s':>7} {'changed':>8} "
+              f"{'bare nft -f':>12} {'ctl MB':>7}")
+    print(f"ansible-playbook {' '.join(PLAYS)}, 3-node lab {inventory}, nftables backend, "
+          f"{options.endpoints} endpoints per Service")
+    print(header)
+    print("-" * len(header))
+    baseline = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "services.yml"
+        extra = ["-e", "podnet_services_file=%s" % path, "-e", "podnet_proxy_backend=nftables"]
+        for count in options.services:
+            bare = bare_load("nftables", synthetic_model(count, options.endpoints), f"pb-{count}")
+            for step, change in steps:
+                path.write_text(services_file(count, options.endpoints, **change))
+                if step == "first":
+                    subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible"), "nodes", "-i",
+                                    str(inventory / "hosts.yml"), "-m", "podnet.network.proxy_nftables",
+                                    "-a", "state=absent path=/etc/podnet/nftables/podnet-services.nft"],
+                                   capture_output=True, timeout=options.timeout, cwd=REPO, check=True,
+                                   env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+                seconds, nft, changed = playbook(inventory, PLAYS, options.timeout, extra)
+                baseline.setdefault(step, seconds)
+                memory = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                print(f"{count:>9} {step:<9} {seconds:>8.1f} {seconds / baseline[step]:>6.2f} {nft:>7.3f} "
+                      f"{changed:>8} {bare if step == 'first' else 0:>12.3f} {memory:>7.0f}", flush=True)
+    # The lab's own Services back.
+    playbook(inventory, PLAYS, options.timeout)
+
+
+if __name__ == "__main__":
+    main()
