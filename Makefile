@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Debian packages: what the nodes need (the lab's nodes share this machine's
 # packages) plus the lab's own tools.
-APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-base \
+APT_PACKAGES := containernetworking-plugins nftables iptables conntrack dnsmasq-base ethtool iperf3 \
 	python3-pyroute2 python3-apt python3-yaml iproute2 iputils-ping curl socat util-linux make \
 	mmdebstrap dpkg-dev apt-utils openssh-client
 APT_STAMP := $(VENV)/.apt-$(shell echo $(APT_PACKAGES) | md5sum | cut -c1-8)

@@ -7,7 +7,8 @@ module: node_info
 short_description: Facts podnet needs about a node
 description:
   - Reports the operating system, the node IP and the interface that carries it
-    (with its MTU), whether bridge netfilter is available, the service manager,
+    (with its MTU), the IPv4 subnets the node is connected to (to choose between a
+    direct route and VXLAN per peer), whether bridge netfilter is available, the service manager,
     and what podnet persisted on the node at earlier runs (its podCIDR).
   - Reads only; never changes the node. Much cheaper than C(setup), which is
     why podnet's plays use it instead of gathering facts.
@@ -37,7 +38,7 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
-    interface, mtu, bridge_netfilter, service_mgr, persisted_pod_cidr and
+    interface, mtu, networks, bridge_netfilter, service_mgr, persisted_pod_cidr and
     persisted_service_allocations.
   returned: always
   type: dict
@@ -89,6 +90,16 @@ def find_node_address(module, node_ip):
     module.fail_json(msg="node_ip %s (inventory) is not an address of this node" % node_ip)
 
 
+def connected_networks(module):
+    """Every global IPv4 address as address/prefix: the subnets this node reaches directly."""
+    networks = []
+    for link in ip_json(module, "-4", "addr", "show"):
+        for addr in link.get("addr_info", []):
+            if addr.get("scope") == "global" and addr.get("local"):
+                networks.append("%s/%s" % (addr["local"], addr["prefixlen"]))
+    return sorted(networks)
+
+
 def read_persisted(path):
     try:
         with open(path) as handle:
@@ -119,6 +130,7 @@ def main():
         "node_ip": node_ip,
         "interface": interface,
         "mtu": mtu,
+        "networks": connected_networks(module),
         "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
