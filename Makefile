@@ -27,7 +27,7 @@ LAB := $(PY) lab/podnet_lab.py --inventory $(LAB_INVENTORY)
 PLAYBOOK := ansible-playbook -i $(LAB_INVENTORY)/hosts.yml
 COLLECTION_PTH := $(VENV)/.collection-pth
 
-.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule molecule-nodes test bench clean
+.PHONY: help deps lab lab-destroy site demo lint unit lab-tests molecule molecule-nodes molecule-subnets test bench clean
 
 help:
 	@echo "make demo         install, build the lab, run site.yml, show the network working"
@@ -109,6 +109,12 @@ molecule: deps
 molecule-nodes: deps
 	molecule test -s nodes
 
+# The lab on two subnets (inventory/lab-subnets: node4 behind the router, reached over VXLAN):
+# the pod network, Services, DNS and NetworkPolicy suites, the MTU boundary, node4 moving
+# between the segments. Its own prefix (podnet-sn-): it never meets the default lab.
+molecule-subnets: deps
+	molecule test -s subnets
+
 # The root namespace is snapshotted before and compared after everything:
 # nothing the lab or the tests do may leave a trace there.
 # A lab left up by `make demo` is torn down first: the lab tests check a freshly
@@ -120,9 +126,10 @@ molecule-nodes: deps
 test: deps
 	@$(PY) lab/podnet_lab.py --inventory inventory/lab destroy
 	@$(PY) lab/podnet_lab.py --inventory inventory/nodes destroy
+	@$(PY) lab/podnet_lab.py --inventory inventory/lab-subnets destroy
 	@mkdir -p .cache && $(PY) lab/rootns.py snapshot .cache/rootns-before.json
 	@$(MAKE) molecule-nodes NODES=namespaces > .cache/molecule-nodes.log 2>&1 & nodes=$$!; \
-	  $(MAKE) lint sanity unit lab-tests molecule NODES=namespaces; fast=$$?; \
+	  $(MAKE) lint sanity unit lab-tests molecule molecule-subnets NODES=namespaces; fast=$$?; \
 	  wait $$nodes; machines=$$?; \
 	  echo "=== molecule-nodes (log: .cache/molecule-nodes.log), exit $$machines"; \
 	  if [ $$machines -eq 0 ]; then grep -E "passed|PLAY RECAP|changed=|reboot node" .cache/molecule-nodes.log | tail -20; \
@@ -137,6 +144,8 @@ bench: deps
 	$(PY) bench/bench.py
 	@echo
 	$(PY) bench/bench_policy.py
+	@echo
+	$(PY) bench/bench_overlay.py
 
 clean: lab-destroy
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -52,7 +52,9 @@ options:
     type: dict
     suboptions:
       device:
-        description: The device's name. Everything on it is podnet's; a device of this name that is not a VXLAN device makes the module fail.
+        description:
+          - The device's name. Everything on it is podnet's; a device of this name that is not a
+            VXLAN device makes the module fail.
         type: str
         default: podnet.1
       vni:
@@ -168,7 +170,7 @@ vxlan:
   returned: always
   type: list
   elements: str
-  sample: ["create podnet.1 vxlan id 1 dstport 8472 local 192.168.56.11 nolearning address 0a:58:0a:f4:00:00 mtu 1450"]
+  sample: ["fdb add 0a:58:0a:f4:03:00 dst 192.168.57.14", "neigh add 10.244.3.0 lladdr 0a:58:0a:f4:03:00"]
 routes:
   description: The owned routes after the run (predicted in check mode).
   returned: always

@@ -55,7 +55,8 @@ def vtep_mac(pod_cidr) -> str:
 
 def vtep(pod_cidr, underlay_mtu) -> dict:
     """This node's VXLAN endpoint: address, MAC, and the device's MTU."""
-    return {"ip": vtep_address(pod_cidr), "mac": vtep_mac(pod_cidr), "mtu": int(underlay_mtu) - VXLAN_OVERHEAD}
+    return {"ip": vtep_address(pod_cidr), "mac": vtep_mac(pod_cidr),
+            "mtu": int(underlay_mtu) - VXLAN_OVERHEAD}
 
 
 def _networks(node, cluster):

@@ -100,7 +100,8 @@ def parse_routes(raw, protocol: int = DEFAULT_PROTOCOL, table: int = MAIN_TABLE)
             raise RouteError(f"{where}: expected a mapping with dest and gateway, got {item!r}")
         unknown = sorted(set(item) - {"dest", "gateway", "dev", "onlink"})
         if unknown:
-            raise RouteError(f"{where}: unknown field(s) {', '.join(unknown)} (expected dest, gateway, dev, onlink)")
+            raise RouteError(
+                f"{where}: unknown field(s) {', '.join(unknown)} (expected dest, gateway, dev, onlink)")
         for name in ("dest", "gateway"):
             if item.get(name) in (None, ""):
                 raise RouteError(f"{where}.{name}: missing")

@@ -100,7 +100,8 @@ def parse_overlay(raw) -> Overlay:
         raise VxlanError("%s.port: %d is not a UDP port" % (where, raw["port"]))
     if not 68 <= raw["mtu"] <= 65535:
         raise VxlanError("%s.mtu: %d is outside 68-65535" % (where, raw["mtu"]))
-    device = Device(name=name, vni=raw["vni"], port=raw["port"], local=_ip(raw.get("local"), where + ".local"),
+    device = Device(name=name, vni=raw["vni"], port=raw["port"],
+                    local=_ip(raw.get("local"), where + ".local"),
                     mac=_mac(raw.get("mac"), where + ".mac"), mtu=raw["mtu"])
     address = _ip(raw.get("address"), where + ".address") + "/32"
     fdb, neighbours, seen = set(), set(), {}
@@ -163,7 +164,8 @@ def render_overlay(overlay: Overlay) -> str:
     lines = [overlay.device.line()]
     lines += ["%s inet %s" % (name, a) for a in sorted(overlay.addresses)]
     lines += ["fdb %s dev %s dst %s self permanent" % (mac, name, dst) for mac, dst in sorted(overlay.fdb)]
-    lines += ["neigh %s dev %s lladdr %s PERMANENT" % (ip, name, mac) for ip, mac in sorted(overlay.neighbours)]
+    lines += ["neigh %s dev %s lladdr %s PERMANENT" % (ip, name, mac)
+              for ip, mac in sorted(overlay.neighbours)]
     if overlay.tx_checksum is not None:
         lines.append("%s tx-checksum-ip-generic %s" % (name, "on" if overlay.tx_checksum else "off"))
     return "".join(line + "\n" for line in lines)
