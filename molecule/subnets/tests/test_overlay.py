@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,15 +61,25 @@ def underlay_mtu(node):
     return int(host(node).run("cat /sys/class/net/eth0/mtu").stdout)
 
 
-def check_reach_far_pods():
-    """The client pod on node1 reaches a pod on every node, keeping its own address."""
+def check_reach_far_pods(settle=0):
+    """The client pod on node1 reaches a pod on every node, keeping its own address.
+
+    `settle`: seconds to keep asking after a run that made pods anew on their old IPs (a new
+    MTU is a new CNI config): a node's neighbour entry for the old pod's MAC lingers until
+    the kernel probes it again, which is the kernel's pace, not podnet's.
+    """
     client = client_pod()
-    failures = []
-    for node in NODES:
-        pod = target_pod(node)
-        answer = probe.http(probe.Source("node1", client), pod["ip"], probe.first_tcp_port(pod))
-        if answer is None or answer["client"] != client["ip"]:
-            failures.append("client -> %s on %s: %s" % (pod["ip"], node, answer))
+    deadline = time.monotonic() + settle
+    while True:
+        failures = []
+        for node in NODES:
+            pod = target_pod(node)
+            answer = probe.http(probe.Source("node1", client), pod["ip"], probe.first_tcp_port(pod))
+            if answer is None or answer["client"] != client["ip"]:
+                failures.append("client -> %s on %s: %s" % (pod["ip"], node, answer))
+        if not failures or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert not failures, failures
 
 
@@ -85,7 +96,7 @@ def test_near_peers_are_direct_routes_and_node4_goes_over_vxlan(node):
     vtep = pod_cidr(FAR).split("/")[0]
     assert (far["gateway"], far["dev"], "onlink" in far.get("flags", [])) == (vtep, DEVICE, True), far
     mac = "0a:58:" + ":".join("%02x" % int(o) for o in vtep.split("."))
-    assert fdb(node) == ["%s dst %s" % (mac, NODE_IP[FAR])]
+    assert fdb(node) == ["%s %s" % (mac, NODE_IP[FAR])]
 
 
 def test_node4_reaches_every_peer_over_vxlan_with_one_entry_each():
@@ -209,11 +220,11 @@ def test_node4_moved_onto_the_first_segment_goes_direct_leaving_nothing_stale_an
         assert routes("node1")[pod_cidr(FAR)]["gateway"] == moved_ip
         conflist = json.loads(host(FAR).file("/etc/cni/net.d/10-podnet.conflist").content_string)
         assert conflist["plugins"][0]["mtu"] == underlay_mtu(FAR)
-        check_reach_far_pods()
+        check_reach_far_pods(settle=60)
     finally:
         move(FAR, NODE_IP[FAR], bridge, prefixlen, gateway)
     run = ansible_playbook(*POD_NETWORK_PLAYS)
     assert run.returncode == 0, run.stdout[-3000:]
     assert routes("node1")[pod_cidr(FAR)]["dev"] == DEVICE
     assert fdb(FAR) and len(fdb(FAR)) == len(NEAR)
-    check_reach_far_pods()
+    check_reach_far_pods(settle=60)
