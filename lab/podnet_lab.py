@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """podnet lab: a small cluster of "nodes" made of namespaces on this machine.
 
-    podnet-switch    bridge br0, one port per namespace below (a plain L2 switch)
-    podnet-router    eth0 on the node segment, eth1 to podnet-internet; forwards,
-                     never NATs, and has no route to the pod CIDRs
+    podnet-switch    bridge br0, one port per namespace below (a plain L2 switch);
+                     br1, br2, ... for the inventory's further segments (podnet_lab.segments)
+    podnet-router    eth0 on the node segment, eth1 to podnet-internet, segN on segment N;
+                     forwards between them, never NATs, and has no route to the pod CIDRs
     podnet-internet  an echo server on TCP/UDP 80 ("the internet")
                      (the router also answers DNS for the test zone podnet.test, and
                      NXDOMAIN for every other name: it never asks a real resolver)
@@ -118,6 +119,14 @@ class Topology:
     # node -> the init it must boot with, where the inventory names one (systemd is the
     # default; sshd alone is the fallback when a release's systemd cannot boot here).
     inits: tuple = ()
+    # Further L2 segments behind the router: (bridge, router interface, router IP, prefixlen).
+    segments: tuple = ()
+    # node -> (bridge, prefixlen, gateway) for nodes on a further segment; others are on br0.
+    node_segments: tuple = ()
+
+    def attachment(self, node):
+        """(bridge, prefixlen, gateway) of a node's segment."""
+        return dict(self.node_segments).get(node, ("br0", self.node_prefixlen, self.router_ip))
 
     def ns(self, name):
         return self.prefix + name
@@ -204,13 +213,19 @@ def load_topology(inventory=DEFAULT_INVENTORY):
         raise LabError(f"{inventory}/group_vars/all: podnet_lab lacks {', '.join(sorted(missing))}")
     node_subnet = ipaddress.ip_network(lab["node_subnet"])
     internet_subnet = ipaddress.ip_network(lab["internet_subnet"])
-    nodes = {}
+    segments = list(_segments(inventory, lab))
+    nodes, node_segments = {}, []
     for name, hostvars in hosts.items():
         if name in INFRA:
             raise LabError(f"{inventory}: node name {name!r} is reserved for the lab")
         ip = (hostvars or {}).get("node_ip")
-        if ip is None or ipaddress.ip_address(ip) not in node_subnet:
-            raise LabError(f"{inventory}: host {name}: node_ip {ip!r} is not in {node_subnet}")
+        segment = next((s for s in segments if ip is not None and ipaddress.ip_address(ip) in s[0]), None)
+        if segment is not None:
+            subnet, bridge, _router_if, router_ip = segment
+            node_segments.append((name, (bridge, subnet.prefixlen, router_ip)))
+        elif ip is None or ipaddress.ip_address(ip) not in node_subnet:
+            subnets = ", ".join(str(s) for s in [node_subnet] + [s[0] for s in segments])
+            raise LabError(f"{inventory}: host {name}: node_ip {ip!r} is not in {subnets}")
         if str(ip) in (*nodes.values(), lab["router_ip"], lab["client_ip"]):
             raise LabError(f"{inventory}: host {name}: node_ip {ip} is already taken")
         nodes[name] = str(ip)
@@ -226,7 +241,24 @@ def load_topology(inventory=DEFAULT_INVENTORY):
         client_routes=tuple(_client_routes(inventory, lab, nodes)),
         machines=tuple((node, release) for node, release, _ in _machines(inventory, lab, nodes)),
         inits=tuple((node, init) for node, _, init in _machines(inventory, lab, nodes) if init),
+        segments=tuple((bridge, router_if, router_ip, subnet.prefixlen)
+                       for subnet, bridge, router_if, router_ip in segments),
+        node_segments=tuple(node_segments),
     )
+
+
+def _segments(inventory, lab):
+    """podnet_lab.segments: [{subnet, router_ip}], each a bridge brN and the router's segN."""
+    for number, segment in enumerate(lab.get("segments") or [], 1):
+        where = f"{inventory}/group_vars/all: podnet_lab.segments[{number - 1}]"
+        try:
+            subnet = ipaddress.ip_network(segment["subnet"])
+            router_ip = ipaddress.ip_address(segment["router_ip"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LabError(f"{where}: needs subnet and router_ip ({exc})") from None
+        if router_ip not in subnet:
+            raise LabError(f"{where}: router_ip {router_ip} is not in {subnet}")
+        yield subnet, f"br{number}", f"seg{number}", str(router_ip)
 
 
 def _machines(inventory, lab, nodes):
@@ -375,14 +407,14 @@ def lab_is_up(topo):
 
 # ---------------------------------------------------------------- building
 
-def attach_to_switch(topo, name, ip, prefixlen, gateway):
-    """Plug namespace `name` into br0 as eth0 with `ip`, default route via `gateway`."""
+def attach_to_switch(topo, name, ip, prefixlen, gateway, bridge="br0"):
+    """Plug namespace `name` into `bridge` as eth0 with `ip`, default route via `gateway`."""
     port = topo.switch_port(name)
     # A fixed MAC per address, as a real NIC has: after a simulated reboot the
     # other nodes' neighbour entries for this node are still right.
     mac = "02:00:" + ":".join("%02x" % int(octet) for octet in ip.split("."))
     ip_batch([f"link add {port} type veth peer name eth0 address {mac} netns {topo.ns(name)}",
-              f"link set {port} master br0",
+              f"link set {port} master {bridge}",
               f"link set {port} up"], netns=topo.ns("switch"))
     lines = ["link set lo up", f"addr add {ip}/{prefixlen} dev eth0", "link set eth0 up"]
     if gateway:
@@ -394,6 +426,15 @@ def build_infra(topo):
     ip_batch([f"netns add {topo.ns(n)}" for n in INFRA])
     ip_batch(["link set lo up", "link add br0 type bridge", "link set br0 up"], netns=topo.ns("switch"))
     attach_to_switch(topo, "router", topo.router_ip, topo.node_prefixlen, None)
+    # Each further segment: its own bridge, the router's leg on it (the router routes between
+    # the node subnets and knows nothing of podCIDRs).
+    for bridge, router_if, router_ip, prefixlen in topo.segments:
+        port = topo.switch_port("router-" + router_if)
+        ip_batch([f"link add {bridge} type bridge", f"link set {bridge} up",
+                  f"link add {port} type veth peer name {router_if} netns {topo.ns('router')}",
+                  f"link set {port} master {bridge}", f"link set {port} up"], netns=topo.ns("switch"))
+        ip_batch([f"addr add {router_ip}/{prefixlen} dev {router_if}", f"link set {router_if} up"],
+                 netns=topo.ns("router"))
     attach_to_switch(topo, "client", topo.client_ip, topo.node_prefixlen, topo.router_ip)
     if topo.client_routes:
         ip_batch([f"route add {cidr} via {via}" for cidr, via in topo.client_routes], netns=topo.ns("client"))
@@ -413,7 +454,8 @@ def build_node_netns(topo, node):
     """A node's network namespace as it is at boot."""
     run(["ip", "netns", "add", topo.ns(node)])
     set_sysctls(topo.ns(node), NODE_BOOT_SYSCTLS)
-    attach_to_switch(topo, node, topo.nodes[node], topo.node_prefixlen, topo.router_ip)
+    bridge, prefixlen, gateway = topo.attachment(node)
+    attach_to_switch(topo, node, topo.nodes[node], prefixlen, gateway, bridge)
 
 
 def mount_boot_filesystems(topo, node):

@@ -9,8 +9,16 @@ own plumbing, not a public API.
 - ``podnet.network.egress_table(cluster_cidr)``: the text of podnet's nftables table.
 - ``podnet.network.expand_pods(pods, nodes)``: the inventory's test pods, replicas
   spread across nodes, validated.
-- ``podnet.network.node_routes(hosts, hostvars, this_node)``: routes to the other
-  nodes' podCIDRs via their node IPs.
+- ``podnet.network.node_peers(hosts, hostvars, this_node, overlay, cluster_cidr)``: every
+  other node with the road to its pods, ``direct`` or ``vxlan`` (see
+  pod_network/overlay.py); ``overlay`` is podnet_overlay (auto, vxlan, none).
+- ``podnet.network.node_routes(peers, vxlan_device)``: the routes to those peers' podCIDRs,
+  via their node IPs or onlink via their VTEPs on the VXLAN device.
+- ``podnet.network.vxlan_peers(peers)``: the FDB and neighbour entries of the VXLAN peers.
+- ``podnet.network.vtep(pod_cidr, underlay_mtu)``: this node's VXLAN endpoint: its address,
+  MAC and the device's MTU.
+- ``podnet.network.pod_mtu(peers, underlay_mtu)``: the pods' MTU, the underlay's less 50
+  when any peer is reached by VXLAN.
 - ``podnet.network.services_model(path, pods, previous, service_cidr,
   node_port_range, cluster_cidr, dns_ip, cluster_domain)``: the services file at ``path``
   read, validated, its endpoints resolved and addresses allocated (see docs/services.md),
@@ -58,7 +66,14 @@ from ansible_collections.podnet.network.plugins.module_utils.pod_network.cidr im
 from ansible_collections.podnet.network.plugins.module_utils.pod_network.netconf import (
     render_conflist,
     render_egress_table,
-    routes_to_other_nodes,
+)
+from ansible_collections.podnet.network.plugins.module_utils.pod_network.overlay import (
+    OverlayError,
+    peer_routes,
+    plan_peers,
+    pod_mtu,
+    vtep,
+    vxlan_peers,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import PodSpecError, expand_pods
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
@@ -91,13 +106,33 @@ def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
         raise AnsibleFilterError("podCIDR allocation: %s" % exc) from None
 
 
-def podnet_node_routes(hosts, hostvars, this_node):
+def podnet_node_peers(hosts, hostvars, this_node, overlay="auto", cluster_cidr="10.244.0.0/16"):
     nodes = {
         host: {"node_ip": hostvars[host]["podnet_plan_node_ip"],
-               "pod_cidr": hostvars[host]["podnet_plan_pod_cidr"]}
+               "pod_cidr": hostvars[host]["podnet_plan_pod_cidr"],
+               "networks": (hostvars[host].get("podnet_node") or {}).get("networks") or []}
         for host in hosts
     }
-    return routes_to_other_nodes(nodes, this_node)
+    try:
+        return plan_peers(nodes, this_node, overlay, cluster_cidr)
+    except OverlayError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def podnet_node_routes(peers, vxlan_device="podnet.1"):
+    return peer_routes(peers or [], vxlan_device)
+
+
+def podnet_vxlan_peers(peers):
+    return vxlan_peers(peers or [])
+
+
+def podnet_vtep(pod_cidr, underlay_mtu):
+    return vtep(pod_cidr, underlay_mtu)
+
+
+def podnet_pod_mtu(peers, underlay_mtu):
+    return pod_mtu(underlay_mtu, peers or [])
 
 
 def podnet_expand_pods(pods, nodes):
@@ -224,7 +259,11 @@ class FilterModule:
             "pod_cidrs": podnet_pod_cidrs,
             "cni_conflist": podnet_cni_conflist,
             "egress_table": podnet_egress_table,
+            "node_peers": podnet_node_peers,
             "node_routes": podnet_node_routes,
+            "vxlan_peers": podnet_vxlan_peers,
+            "pod_mtu": podnet_pod_mtu,
+            "vtep": podnet_vtep,
             "expand_pods": podnet_expand_pods,
             "services_model": podnet_services_model,
             "services_checked": podnet_services_checked,

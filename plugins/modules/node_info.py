@@ -7,8 +7,9 @@ module: node_info
 short_description: Facts podnet needs about a node
 description:
   - Reports the operating system, the node IP and the interface that carries it
-    (with its MTU and its network), whether bridge netfilter is available, the service
-    manager, and what podnet persisted on the node at earlier runs (its podCIDR, the
+    (with its MTU and its network), the IPv4 subnets the node is connected to (to choose
+    between a direct route and VXLAN per peer), whether bridge netfilter is available, the
+    service manager, and what podnet persisted on the node at earlier runs (its podCIDR, the
     Service allocations).
   - A persisted file that is not what podnet wrote (not JSON, or of another shape) fails
     the module, naming the file, rather than being skipped.
@@ -40,8 +41,8 @@ EXAMPLES = r"""
 RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
-    node_network (the node IP with its prefix length), interface, mtu, bridge_netfilter,
-    service_mgr, persisted_pod_cidr and persisted_service_allocations.
+    node_network (the node IP with its prefix length), interface, mtu, networks,
+    bridge_netfilter, service_mgr, persisted_pod_cidr and persisted_service_allocations.
   returned: always
   type: dict
 """
@@ -94,6 +95,16 @@ def find_node_address(module, node_ip):
             if addr.get("local") == node_ip:
                 return node_ip, link["ifname"], addr.get("prefixlen", 32)
     module.fail_json(msg="node_ip %s (inventory) is not an address of this node" % node_ip)
+
+
+def connected_networks(module):
+    """Every global IPv4 address as address/prefix: the subnets this node reaches directly."""
+    networks = []
+    for link in ip_json(module, "-4", "addr", "show"):
+        for addr in link.get("addr_info", []):
+            if addr.get("scope") == "global" and addr.get("local"):
+                networks.append("%s/%s" % (addr["local"], addr["prefixlen"]))
+    return sorted(networks)
 
 
 class RecordError(ValueError):
@@ -149,6 +160,7 @@ def main():
         "node_network": "%s/%d" % (node_ip, prefixlen),
         "interface": interface,
         "mtu": mtu,
+        "networks": connected_networks(module),
         "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),

@@ -6,7 +6,6 @@ from ansible_collections.podnet.network.plugins.module_utils.pod_network.netconf
     render_conflist,
     render_egress_table,
     render_loopback,
-    routes_to_other_nodes,
 )
 
 
@@ -35,15 +34,3 @@ def test_egress_masquerades_only_traffic_leaving_the_cluster_cidr():
     assert table.startswith("table ip podnet {")
     assert "type nat hook postrouting priority srcnat;" in table
     assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in table
-
-
-def test_routes_go_to_every_other_node_via_its_node_ip():
-    nodes = {
-        "node1": {"node_ip": "192.168.56.11", "pod_cidr": "10.244.0.0/24"},
-        "node2": {"node_ip": "192.168.56.12", "pod_cidr": "10.244.1.0/24"},
-        "node3": {"node_ip": "192.168.56.13", "pod_cidr": "10.244.2.0/24"},
-    }
-    assert routes_to_other_nodes(nodes, "node2") == [
-        {"dest": "10.244.0.0/24", "gateway": "192.168.56.11"},
-        {"dest": "10.244.2.0/24", "gateway": "192.168.56.13"},
-    ]

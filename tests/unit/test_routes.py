@@ -62,7 +62,9 @@ def test_parse_empty_list_is_valid():
         ([{"dest": "10.244.2.0/24", "gateway": "10.0.0.0/8"}], r"routes\[0\]\.gateway"),
         ([{"dest": "10.244.2.0/24"}], r"routes\[0\]\.gateway: missing"),
         ([{"gateway": "192.168.56.12"}], r"routes\[0\]\.dest: missing"),
-        ([{"dest": "10.244.2.0/24", "gateway": "192.168.56.12", "dev": "eth0"}], r"routes\[0\]: unknown"),
+        ([{"dest": "10.244.2.0/24", "gateway": "192.168.56.12", "via": "eth0"}], r"routes\[0\]: unknown"),
+        ([{"dest": "10.244.2.0/24", "gateway": "10.244.2.0", "onlink": True}],
+         r"routes\[0\]\.onlink: .*needs its dev"),
         (["10.244.2.0/24"], r"routes\[0\]: expected a mapping"),
         (
             [

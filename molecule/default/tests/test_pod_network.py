@@ -54,6 +54,15 @@ def expectations(pods):
         where = "same node" if web["node"] == client["node"] else "across nodes"
         rows.append(("pod to pod, %s (%s)" % (where, name), probe.Source(client["node"], client),
                      web["ip"], web["ports"][0]["containerPort"], name, client["ip"]))
+    # A pod on every other node (a subnet away, over VXLAN, in the two-subnet lab), except
+    # the db, which the lab's NetworkPolicy isolates.
+    for node in NODES:
+        pod = next((p for _key, p in sorted(pods.items()) if p["node"] == node and p["name"] != "db"
+                    and p["node"] != client["node"] and probe.first_tcp_port(p)), None)
+        if pod is not None:
+            rows.append(("pod to a pod on %s (%s)" % (node, pod["name"]),
+                         probe.Source(client["node"], client), pod["ip"], probe.first_tcp_port(pod),
+                         pod["name"], client["ip"]))
     for node in NODES:
         web = next(p for p in pods.values() if p["name"].startswith("web-") and p["node"] != node)
         rows.append(("node %s to a remote pod %s" % (node, web["name"]), probe.Source(node),
@@ -221,7 +230,8 @@ def test_routes_module_agrees_under_pypi_pyroute2():
     run = subprocess.run(
         [str(pathlib.Path(sys.executable).parent / "ansible"), *inventory_args(), NODES[0], "--check",
          "-m", "podnet.network.routes",
-         "-a", json.dumps({"routes": routes["routes"], "protocol": routes["protocol"]}),
+         "-a", json.dumps({"routes": routes["routes"], "protocol": routes["protocol"],
+                           "vxlan": routes.get("vxlan")}),
          "-e", "ansible_python_interpreter=%s" % sys.executable],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stdout[-3000:]

@@ -61,17 +61,3 @@ def render_egress_table(cluster_cidr, table="podnet"):
         "\t}}\n"
         "}}\n"
     ).format(table=table, cidr=cluster)
-
-
-def routes_to_other_nodes(nodes, this_node):
-    """One route per other node: its podCIDR via its node IP.
-
-    ``nodes`` maps node name to {"node_ip": ..., "pod_cidr": ...}. Every node
-    sits on one L2 segment here (a homelab switch, the lab's bridge), so the
-    other node's IP is a direct next hop: no overlay, no encapsulation.
-    """
-    return [
-        {"dest": nodes[name]["pod_cidr"], "gateway": nodes[name]["node_ip"]}
-        for name in sorted(nodes)
-        if name != this_node
-    ]

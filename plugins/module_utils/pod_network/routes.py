@@ -38,6 +38,8 @@ class Route:
     dev: str | None = None
     kind: int = 1
     multipath: bool = False
+    # Next hop "on link" of `dev` whatever its address (routes through the VXLAN device).
+    onlink: bool = False
 
     def line(self) -> str:
         """Render like `ip route`, so a reviewer can paste it into one."""
@@ -50,6 +52,8 @@ class Route:
             parts += ["via", str(self.gateway)]
         if self.dev:
             parts += ["dev", self.dev]
+        if self.onlink:
+            parts.append("onlink")
         parts += ["proto", ROUTE_PROTOCOLS.get(self.proto, str(self.proto))]
         if self.priority:
             parts += ["metric", str(self.priority)]
@@ -87,16 +91,17 @@ def parse_routes(raw, protocol: int = DEFAULT_PROTOCOL, table: int = MAIN_TABLE)
     if raw is None:
         raw = []
     if not isinstance(raw, list):
-        raise RouteError("routes must be a list of {dest, gateway} mappings")
+        raise RouteError("routes must be a list of {dest, gateway[, dev, onlink]} mappings")
     routes = []
     seen = {}
     for index, item in enumerate(raw):
         where = f"routes[{index}]"
         if not isinstance(item, dict):
             raise RouteError(f"{where}: expected a mapping with dest and gateway, got {item!r}")
-        unknown = sorted(set(item) - {"dest", "gateway"})
+        unknown = sorted(set(item) - {"dest", "gateway", "dev", "onlink"})
         if unknown:
-            raise RouteError(f"{where}: unknown field(s) {', '.join(unknown)} (expected dest, gateway)")
+            raise RouteError(
+                f"{where}: unknown field(s) {', '.join(unknown)} (expected dest, gateway, dev, onlink)")
         for name in ("dest", "gateway"):
             if item.get(name) in (None, ""):
                 raise RouteError(f"{where}.{name}: missing")
@@ -112,7 +117,11 @@ def parse_routes(raw, protocol: int = DEFAULT_PROTOCOL, table: int = MAIN_TABLE)
         if dest in seen:
             raise RouteError(f"{where}.dest: {dest} is already listed at routes[{seen[dest]}]")
         seen[dest] = index
-        routes.append(Route(dest=dest, gateway=gateway, proto=protocol, table=table))
+        dev = item.get("dev") or None
+        onlink = bool(item.get("onlink"))
+        if onlink and not dev:
+            raise RouteError(f"{where}.onlink: an onlink route needs its dev")
+        routes.append(Route(dest=dest, gateway=gateway, proto=protocol, table=table, dev=dev, onlink=onlink))
     return sort_routes(routes)
 
 
@@ -122,6 +131,9 @@ def _matches(live: Route, want: Route) -> bool:
         and live.kind == want.kind
         and not live.multipath
         and live.priority == want.priority
+        and live.onlink == want.onlink
+        # A desired route without dev leaves the device to the kernel (the one toward the gateway).
+        and (want.dev is None or live.dev == want.dev)
     )
 
 
@@ -196,5 +208,6 @@ def render_routes(routes) -> str:
 
 
 def route_line(route: Route) -> str:
-    """Like Route.line() but without the device, which desired routes never carry."""
-    return dataclasses.replace(route, dev=None).line()
+    """Like Route.line() but without the device the kernel picked for a direct route (desired
+    direct routes carry none); an onlink route's device is part of what podnet asked for."""
+    return route.line() if route.onlink else dataclasses.replace(route, dev=None).line()
