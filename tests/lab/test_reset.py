@@ -1,4 +1,4 @@
-"""playbooks/reset.yml and playbooks/remove-node.yml on the lab (issue 11).
+"""playbooks/reset.yml and playbooks/remove_node.yml on the lab (issue 11).
 
 Reset: the node as reset leaves it is byte-identical before and after a full podnet
 converge + reset round (so reset removes everything podnet adds), it holds no trace of
@@ -111,7 +111,7 @@ def test_remove_node_frees_its_podcidr_and_others_drop_its_routes(foreign):
     pod_cidr = json.loads(sh(NODE, "cat /etc/podnet/node.json"))["pod_cidr"]
     assert all(pod_cidr in sh(n, "ip route show proto 158") for n in NODES if n != NODE)
 
-    run = ansible_playbook("playbooks/remove-node.yml", "-e", "podnet_remove_node=%s" % NODE)
+    run = ansible_playbook("playbooks/remove_node.yml", "-e", "podnet_remove_node=%s" % NODE)
     assert run.returncode == 0, run.stdout[-3000:]
     for other in NODES:
         if other != NODE:
