@@ -60,9 +60,11 @@ $(VENV_STAMP): requirements.txt
 
 # The repository is the collection podnet.network; the venv's Python imports it
 # by that name (ansible_collections.podnet.network...), as Ansible does.
+# Checked on every run, not stamped: a git worktree sharing this venv points it at its own
+# checkout, and the next run here must point it back.
+.PHONY: $(COLLECTION_PTH)
 $(COLLECTION_PTH): $(VENV_STAMP)
-	@$(PY) -c 'import sysconfig, sys; open(sysconfig.get_paths()["purelib"] + "/podnet-collection.pth", "w").write(sys.argv[1] + "\n")' $(CURDIR)/.collections
-	@touch $@
+	@$(PY) -c 'import sysconfig, sys, pathlib; pth = pathlib.Path(sysconfig.get_paths()["purelib"], "podnet-collection.pth"); want = sys.argv[1] + "\n"; (pth.exists() and pth.read_text() == want) or pth.write_text(want)' $(CURDIR)/.collections
 
 lab: deps
 	$(LAB) create
