@@ -38,7 +38,7 @@ def _objects(ruleset):
     items = ruleset.get("nftables", []) if isinstance(ruleset, dict) else []
     for item in items:
         if isinstance(item, dict) and len(item) == 1:
-            yield next(iter(item.items()))
+            yield from item.items()
 
 
 def is_iptables_table(family, table, chains):
