@@ -14,6 +14,7 @@ Every preset counts one foreign rule (a ping to the node) so tests can prove pod
 the counters of rules it does not own alone.
 
 Usage: firewall_presets.py NETNS apply|clear PRESET
+       firewall_presets.py show PRESET   (the preset's ruleset, for iptables-restore or nft -f)
 """
 
 import subprocess
@@ -133,6 +134,13 @@ def foreign_counter(netns, preset):
     raise LookupError("no foreign rule in %s" % netns)
 
 
+def show(name):
+    return PRESETS[name][1]
+
+
 if __name__ == "__main__":
-    netns, action, name = sys.argv[1:4]
-    {"apply": apply, "clear": clear}[action](netns, name)
+    if sys.argv[1] == "show":
+        sys.stdout.write(show(sys.argv[2]))
+    else:
+        netns, action, name = sys.argv[1:4]
+        {"apply": apply, "clear": clear}[action](netns, name)

@@ -125,3 +125,33 @@ def test_a_real_reboot_brings_the_network_back_under_systemd():
     if report:
         with open(report, "a") as out:
             out.write(line)
+
+
+# What prepare.yml gave each machine before podnet came (lab/firewall_presets.py).
+FIREWALLS = {"node1": "docker", "node2": "nftables", "node3": "ufw"}
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_the_machines_own_firewall_still_drops_what_it_does_not_know(node):
+    """Every suite here ran through the node's own firewall: it is still in force, its
+    drop policies untouched, and podnet only added its accept chains beside it."""
+    h = get_lab_host(node)
+    preset = FIREWALLS[node]
+    if preset == "nftables":
+        ruleset = h.run("nft list table inet filter").stdout
+        assert "hook forward priority filter; policy drop;" in ruleset
+        assert "hook input priority filter; policy drop;" in ruleset
+        assert "jump podnet_accept_forward" in ruleset, ruleset
+        assert h.run("systemctl is-enabled nftables").stdout.strip() == "enabled"
+    else:
+        rules = h.run("iptables -w -S").stdout.splitlines()
+        assert "-P FORWARD DROP" in rules, rules
+        if preset == "docker":
+            assert rules.index("-A FORWARD -j DOCKER-USER") < rules.index(
+                "-A FORWARD -j DOCKER-ISOLATION-STAGE-1")
+            assert "-A DOCKER-USER -j PODNET-FORWARD" in rules, rules
+        else:
+            assert "-P INPUT DROP" in rules, rules
+            assert "Status: active" in h.run("ufw status").stdout
+            assert h.run("systemctl is-enabled ufw").stdout.strip() == "enabled"
+            assert "-A FORWARD -j PODNET-FORWARD" in rules, rules
