@@ -13,6 +13,21 @@ from tests.unit.test_restore import REPO, shipped_package
 HEAL = REPO / "roles" / "podnet_restore" / "files" / "podnet-heal"
 
 
+def listed(routes, argv):
+    """What `ip -j route show [table T] [exact DEST] [proto P]` prints of `routes` (each with
+    its "protocol", 158 unless said): filtered as asked, the protocol left out when filtered
+    by it, as iproute2 does."""
+    args = dict(zip(argv[4::2], argv[5::2], strict=False))
+    out = []
+    for route in routes:
+        protocol = route.get("protocol", "158")
+        if "exact" in args and route["dst"] != args["exact"] or "proto" in args and protocol != args["proto"]:
+            continue
+        out.append({k: v for k, v in dict(route, protocol=protocol).items()
+                    if k != "protocol" or "proto" not in args})
+    return out
+
+
 @pytest.fixture
 def heal(monkeypatch):
     loader = importlib.machinery.SourceFileLoader("podnet_heal_under_test", str(HEAL))
@@ -27,7 +42,7 @@ def heal(monkeypatch):
         if argv[:3] == ["nft", "list", "tables"]:
             out = live["tables"]
         elif argv[:4] == ["ip", "-j", "route", "show"]:
-            out = json.dumps(live["routes"])
+            out = json.dumps(listed(live["routes"], argv))
         return subprocess.CompletedProcess(argv, 0, out, "")
 
     monkeypatch.setattr(module.R, "run", fake_run)
@@ -61,6 +76,17 @@ def test_only_missing_routes_are_added(heal):
         ["ip", "route", "replace", "10.244.2.0/24", "via", "192.168.56.13", "proto", "158", "table", "254"]]
     live["routes"].append({"dst": "10.244.2.0/24", "gateway": "192.168.56.13"})
     assert module.heal_routes(spec) == []
+
+
+def test_a_destination_another_route_holds_is_left_alone_quietly(heal):
+    """networkd's static route to a podCIDR: the routes module refuses to take it over, so the
+    heal does not either, nor log every round (the boot reported it)."""
+    module, calls, live = heal
+    live["routes"] = [{"dst": "10.244.2.0/24", "gateway": "192.168.56.1", "dev": "eth0",
+                       "protocol": "static"}]
+    spec = {"protocol": 158, "table": 254, "routes": [{"dest": "10.244.2.0/24", "gateway": "192.168.56.13"}]}
+    assert module.heal_routes(spec) == []
+    assert [c for c in calls if "replace" in c] == []
 
 
 def test_steps_without_a_heal_are_left_to_the_boot(heal):

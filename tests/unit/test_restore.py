@@ -55,7 +55,7 @@ def test_entries_run_in_name_order_and_each_step_is_reported(runner, tmp_path, c
             "address": "10.96.0.10/32", "dev": "lo", "label": "lo:podnet"}}],
     })
     assert module.restore(str(tmp_path / "restore.d")) == 0
-    assert calls == [
+    assert [c for c in calls if c[:2] != ["ip", "-j"]] == [
         ["ip", "route", "replace", "10.244.2.0/24", "via", "10.0.0.12", "proto", "158", "table", "254"],
         ["nft", "-f", str(nft)],
         ["ip", "address", "replace", "10.96.0.10/32", "dev", "lo", "label", "lo:podnet"],
@@ -63,6 +63,32 @@ def test_entries_run_in_name_order_and_each_step_is_reported(runner, tmp_path, c
     out = capsys.readouterr().out
     assert "podnet-restore: 20-podnet_routes: podCIDR routes: 1 podCIDR routes" in out
     assert "podnet-restore: 30-podnet_egress: egress masquerade: ok" in out
+
+
+def test_a_route_of_another_protocol_at_a_podcidr_is_kept_and_reported(runner, monkeypatch):
+    """The boot keeps the routes module's rule: a foreign route holding a podCIDR is never
+    replaced (`ip route replace` would overwrite it); podnet's own and free ones are put."""
+    module, calls = runner
+    foreign = {"dst": "10.244.2.0/24", "gateway": "192.168.56.1", "dev": "eth0", "protocol": "static"}
+    ours = {"dst": "10.244.3.0/24", "gateway": "192.168.56.13", "dev": "eth0"}
+    recorded = module.run
+
+    def run(argv, stdin=None):
+        if argv[:4] == ["ip", "-j", "route", "show"]:
+            dest, by_proto = argv[argv.index("exact") + 1], "proto" in argv
+            live = [ours] if by_proto else [foreign, dict(ours, protocol="158")]
+            held = [r for r in live if r["dst"] == dest]
+            return subprocess.CompletedProcess(argv, 0, json.dumps(held), "")
+        return recorded(argv, stdin)
+
+    monkeypatch.setattr(module, "run", run)
+    lines = module.routes({"protocol": 158, "table": 254, "routes": [
+        {"dest": "10.244.2.0/24", "gateway": "192.168.56.12"},
+        {"dest": "10.244.3.0/24", "gateway": "192.168.56.13"},
+        {"dest": "10.244.4.0/24", "gateway": "192.168.56.14"}]})
+    assert [c[3] for c in calls if c[:3] == ["ip", "route", "replace"]] == ["10.244.3.0/24", "10.244.4.0/24"]
+    assert lines == ["2 podCIDR routes",
+                     "kept a route podnet does not own: 10.244.2.0/24 via 192.168.56.1 dev eth0 proto static"]
 
 
 def test_a_failing_step_is_reported_and_the_rest_still_runs(runner, tmp_path, capsys):
