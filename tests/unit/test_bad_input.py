@@ -564,6 +564,16 @@ def test_endpoints_without_node_behind_cluster_policy_are_no_warning():
     assert warnings == []
 
 
+def test_an_external_name_service_is_warned_it_gets_no_addresses():
+    """podnet's DNS answers the CNAME without chasing it (docs/dns.md): the plan says so."""
+    warnings = []
+    load_services(svc("{type: ExternalName, externalName: db.example.com}", "db"), "services.yml", PODS,
+                  warn=warnings.append)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("services.yml: document 1 (line 1), Service default/db: spec.externalName: "
+                                  "answered as a CNAME to db.example.com without its addresses")
+
+
 # --- and what must still pass: the strictness refuses typos, not real manifests ---------------
 
 GOOD = [

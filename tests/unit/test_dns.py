@@ -95,6 +95,19 @@ def test_headless_without_endpoints_has_no_records():
     assert [line for line in zone_lines(build_records(model, D, "10.96.0.10"), 5) if "empty" in line] == []
 
 
+def test_a_headless_service_without_ports_answers_its_pods_addresses():
+    model = dict(MODEL, services=[dict(service("peers", ports=[]), addresses=["10.244.1.5", "10.244.2.7"])])
+    lines = [line for line in zone_lines(build_records(model, D, "10.96.0.10"), 5) if "peers" in line]
+    assert lines == [
+        "10-244-1-5.peers.default.svc.cluster.local. 5 IN A 10.244.1.5",
+        "10-244-2-7.peers.default.svc.cluster.local. 5 IN A 10.244.2.7",
+        "5.1.244.10.in-addr.arpa. 5 IN PTR 10-244-1-5.peers.default.svc.cluster.local.",
+        "7.2.244.10.in-addr.arpa. 5 IN PTR 10-244-2-7.peers.default.svc.cluster.local.",
+        "peers.default.svc.cluster.local. 5 IN A 10.244.1.5",
+        "peers.default.svc.cluster.local. 5 IN A 10.244.2.7",
+    ]
+
+
 def test_a_kube_dns_service_of_the_file_replaces_the_built_in_one():
     model = dict(MODEL, services=[service("kube-dns", "kube-system", "10.96.0.53", [port("dns", 53)])])
     lines = zone_lines(build_records(model, D, "10.96.0.10"), 5)

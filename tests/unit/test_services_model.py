@@ -346,6 +346,15 @@ def test_headless_service_has_no_cluster_ip_but_lists_endpoints():
     assert allocations(model)["default/db"] == {"cluster_ip": None, "node_ports": {}}
 
 
+def test_a_headless_service_without_ports_names_its_ready_pods():
+    """As Kubernetes' port-less EndpointSlice, which CoreDNS answers A records from."""
+    model = load(svc("{clusterIP: None, selector: {app: web}}", name="peers"))
+    peers = service(model, "peers")
+    assert peers["ports"] == []
+    assert peers["addresses"] == ["10.244.1.9", "10.244.1.10", "10.244.3.2"]
+    assert "addresses" not in service(load(svc("{selector: {app: web}, ports: [{port: 80}]}")), "web")
+
+
 def test_multi_port_tcp_udp_sctp():
     model = load("""\
         apiVersion: v1

@@ -160,8 +160,9 @@ def _srv_weight(count):
 
 
 def _headless_endpoints(service):
-    """{ip: [(port, protocol, port name)]} over every port of a headless Service."""
-    endpoints = {}
+    """{ip: [(port, protocol, port name)]} over every port of a headless Service, and its
+    port-less addresses (a headless Service without ports: its ready pods)."""
+    endpoints = {ip: [] for ip in service.get("addresses") or []}
     for port in service.get("ports") or []:
         for endpoint in port.get("endpoints") or []:
             endpoints.setdefault(endpoint["ip"], []).append(

@@ -592,6 +592,11 @@ def _service_model(svc, pods):
                                        "external_ips", "external_traffic_policy", "internal_traffic_policy",
                                        "session_affinity_timeout")}
     model["ports"] = ports
+    if svc["type"] != "ExternalName" and not svc["cluster_ip"] and not svc["ports"] and selector:
+        # A headless Service without ports still names its ready pods (Kubernetes' EndpointSlice
+        # controller lists them port-less, CoreDNS answers their A records): the DNS reads these.
+        model["addresses"] = sorted({p["ip"] for p in selected if p.get("ip")},
+                                    key=ipaddress.IPv4Address)
     return model
 
 
@@ -646,7 +651,17 @@ def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
             services[item["key"]] = item
         else:
             sources.append(item)
-    _attach_endpoints(services, sources, warn or (lambda message: None))
+    warn = warn or (lambda message: None)
+    _attach_endpoints(services, sources, warn)
+    for svc in services.values():
+        if svc["type"] == "ExternalName":
+            # dnsmasq answers the CNAME but does not chase it, where CoreDNS adds the target's
+            # addresses (docs/dns.md): say so where the user meets it.
+            warn(svc["where"].warning("spec.externalName", "answered as a CNAME to %s without its "
+                                      "addresses (podnet's DNS does not chase it, CoreDNS does): "
+                                      "clients whose resolver does not follow CNAMEs (glibc's "
+                                      "getaddrinfo) get no address; see docs/dns.md",
+                                      svc["external_name"]))
     in_file_order, ordered = list(services.values()), [services[key] for key in sorted(services)]
     _allocate_cluster_ips(in_file_order, ordered, net, previous, dns_ip or None)
     _check_frontends(in_file_order)
