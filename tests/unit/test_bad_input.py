@@ -5,7 +5,7 @@ The rows are what people paste from `kubectl get -o yaml`, k3s manifests and blo
 addresses the Kubernetes API server refuses, claims two Services make on one address or port,
 inventories whose networks collide, and files no YAML reader should choke on. Each row calls
 the very function the plan play calls (the pure core behind podnet_plan's filters), so the
-suite is hermetic; tests/lab/test_bad_input_lab.py runs a few of them through the real plan
+suite is hermetic; molecule/default/tests/test_bad_input_lab.py runs a few of them through the real plan
 and shows no node changed.
 """
 

@@ -4,7 +4,7 @@ command would gather, made from the renderers' own output, then explained.
 The Services packet table (tests/service_packets.py) and the lab's db-access policy are the
 expectations: each row's explanation must give the row's verdict, endpoint set and masquerade,
 on both backends. The same rows are sent for real in the lab by molecule's test_services.py
-and explained live by tests/lab/test_explain_live.py.
+and explained live by molecule/default/tests/test_explain_live.py.
 """
 
 import json

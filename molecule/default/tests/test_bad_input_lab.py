@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from lab import podnet_lab
-from tests.lab.lab_runs import ansible_playbook
+from tests.lab.lab_runs import REPO, ansible_playbook
 
-REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = Path(os.environ.get("PODNET_LAB_INVENTORY") or REPO / "inventory" / "lab")
 NODES = list(podnet_lab.load_topology().nodes)
 # What a node holds that podnet could change, with no counters or timers in it.

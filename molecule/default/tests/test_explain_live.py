@@ -33,7 +33,7 @@ from lab.podnet_lab import load_topology, node_exec_argv
 from tests import policy_cases, service_packets
 from tests.lab.lab_runs import ansible_playbook
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 TOPOLOGY = load_topology()
 NODES = sorted(TOPOLOGY.nodes)
 INVENTORY = pathlib.Path(os.environ.get("PODNET_LAB_INVENTORY") or REPO / "inventory" / "lab")
