@@ -155,3 +155,41 @@ def test_the_machines_own_firewall_still_drops_what_it_does_not_know(node):
             assert "Status: active" in h.run("ufw status").stdout
             assert h.run("systemctl is-enabled ufw").stdout.strip() == "enabled"
             assert "-A FORWARD -j PODNET-FORWARD" in rules, rules
+
+
+# A neighbour's everyday move, what it takes, and the check that it is back (podnet-heal.service
+# puts it back from the node's own files, no Ansible). Timed on the node itself.
+NEIGHBOURS = [
+    ("node2", "systemctl restart nftables",  # its nftables.conf starts with flush ruleset
+     "nft list tables | grep -c podnet | grep -qx {tables} && "
+     "nft list chain inet filter forward | grep -q 'jump podnet_accept_forward'"),
+    ("node3", "ufw reload",  # ufw rebuilds its chains; PODNET-FORWARD's jump must come back
+     "iptables -w -C FORWARD -j PODNET-FORWARD"),
+    ("node1", "ip route flush proto 158",  # a routing daemon's cleanup: podnet's routes gone
+     "test $(ip route show proto 158 | wc -l) -eq {routes}"),
+    # The DNS killed: the test runs in the machine's own PID namespace, so these are its processes.
+    ("node1", "pkill -9 -x dnsmasq",
+     "test $(pgrep -c -x dnsmasq) -ge {dnsmasq}"),
+]
+
+
+@pytest.mark.parametrize("node, event, healed", NEIGHBOURS, ids=[e for _n, e, _c in NEIGHBOURS])
+def test_a_neighbours_move_is_healed_within_seconds_without_ansible(node, event, healed):
+    h = get_lab_host(node)
+    counts = {"tables": h.run("nft list tables | grep -c podnet").stdout.strip(),
+              "routes": h.run("ip route show proto 158 | wc -l").stdout.strip(),
+              "dnsmasq": h.run("pgrep -c -x dnsmasq || true").stdout.strip() or "0"}
+    check = healed.format(**counts)
+    assert h.run(check).rc == 0, f"{node}: not in place before the event: {check}"
+    timed = h.run(
+        f"{event} >/dev/null 2>&1; start=$(date +%s%N); "
+        f"for i in $(seq 300); do sh -c \"{check}\" >/dev/null 2>&1 && break; sleep 0.1; done; "
+        f"echo $(( ($(date +%s%N) - start) / 1000000 )) $i")
+    millis, rounds = (int(x) for x in timed.stdout.split())
+    assert rounds < 300, f"{node}: `{event}` not healed within 30 s"
+    line = f"heal on {node} (Debian {release(node)}): `{event}` put back in {millis / 1000:.1f} s\n"
+    print(line)
+    report = os.environ.get("PODNET_LAB_REPORT")
+    if report:
+        with open(report, "a") as out:
+            out.write(line)
