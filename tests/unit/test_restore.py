@@ -132,11 +132,11 @@ def test_call_reaches_only_the_podnet_node_package(runner):
 
 
 def shipped_package(tmp_path):
-    """Copy what the podnet_restore role ships, as its copy task lists it."""
+    """Copy what the podnet_restore role ships, as its install task lists it."""
     tasks = yaml.safe_load((REPO / "roles" / "podnet_restore" / "tasks" / "main.yml").read_text())
     install = next(t for t in tasks if "Install the restore runner" in t["name"])
     module_utils = REPO / "plugins" / "module_utils"
-    for item in install["loop"]:
+    for item in install["vars"]["podnet_restore_program"]:
         src = item["src"].replace("{{ podnet_restore_module_utils }}", str(module_utils))
         source = Path(src) if src.startswith("/") else REPO / "roles" / "podnet_restore" / "files" / src
         dest = tmp_path / item["dest"]

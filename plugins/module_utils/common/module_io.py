@@ -27,8 +27,8 @@ def read_file(module, path):
         module.fail_json(msg=f"cannot read {path}: {exc}")
 
 
-def write_file(module, path, text):
-    """Atomic replace, mode 0644: boot must never find a half-written script or record."""
+def write_file(module, path, text, mode=0o644):
+    """Atomic replace (mode 0644 unless said): boot must never find a half-written script or record."""
     directory = os.path.dirname(path) or "."
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -39,11 +39,11 @@ def write_file(module, path, text):
             # new one, never an empty file the next run would have to distrust.
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
     except OSError as exc:
         module.fail_json(msg=f"cannot write {path}: {exc}")
     module.atomic_move(tmp, path)
-    module.set_mode_if_different(path, "0644", False)
+    module.set_mode_if_different(path, "%04o" % mode, False)
     sync_directory(directory)
 
 

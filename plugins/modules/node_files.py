@@ -1,0 +1,92 @@
+#!/usr/bin/python
+"""Ansible module: a set of podnet's files under one directory, in one step."""
+
+DOCUMENTATION = r"""
+---
+module: node_files
+short_description: Install a set of podnet's files under one directory in one step
+description:
+  - Writes each file of I(files) under I(dest) whose content or mode differs from what the
+    node has, atomically (a temporary file, fsync, rename), creating directories as needed.
+    Files that already match are not touched.
+  - One module run for the whole set, where a loop of C(ansible.builtin.copy) costs a round
+    trip per file: podnet's boot-time program is 16 files, checked on every run.
+  - Files under I(dest) that are not in I(files) are left alone.
+options:
+  dest:
+    description: The directory the files' paths are relative to.
+    type: path
+    required: true
+  files:
+    description: The files, as their paths relative to I(dest) mapped to their content (text).
+    type: dict
+    required: true
+  modes:
+    description: The mode (octal string) of each file that is not C(0644), by its path.
+    type: dict
+    default: {}
+author: podnet developers (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Install the restore runner
+  podnet.network.node_files:
+    dest: /usr/local/lib/podnet
+    files:
+      podnet-restore: "{{ lookup('ansible.builtin.file', 'podnet-restore', rstrip=false) }}"
+      podnet_node/__init__.py: "{{ lookup('ansible.builtin.file', 'podnet_node_init.py', rstrip=false) }}"
+    modes:
+      podnet-restore: "0755"
+"""
+
+RETURN = r"""
+written:
+  description: The files that were (or in check mode would be) written, as paths under I(dest).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common.module_io import read_file, write_file
+
+
+def wanted(module, path, content):
+    """(absolute path, content, mode) of one file, checked."""
+    mode = module.params["modes"].get(path, "0644")
+    if not isinstance(path, str) or not path or os.path.isabs(path) or ".." in path.split("/"):
+        module.fail_json(msg="files: path %r must be a relative path inside dest" % (path,))
+    if not isinstance(content, str):
+        module.fail_json(msg="files: %s: content must be text" % path)
+    try:
+        mode = int(str(mode), 8)
+    except ValueError:
+        module.fail_json(msg="modes: %s: %r is not an octal mode such as 0644" % (path, mode))
+    return os.path.join(module.params["dest"], path), content, mode
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            dest=dict(type="path", required=True),
+            files=dict(type="dict", required=True),
+            modes=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    written = []
+    for name, text in sorted(module.params["files"].items()):
+        path, content, mode = wanted(module, name, text)
+        current_mode = os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else None
+        if read_file(module, path) == content and current_mode == mode:
+            continue
+        written.append(os.path.relpath(path, module.params["dest"]))
+        if not module.check_mode:
+            write_file(module, path, content, mode)
+    module.exit_json(changed=bool(written), written=written)
+
+
+if __name__ == "__main__":
+    main()
