@@ -36,6 +36,16 @@ options:
     description: The record of the chains and jumps podnet added.
     type: path
     default: /var/lib/podnet/firewall.json
+  vxlan_peers:
+    description: The node IPs of the peers that reach this node over VXLAN; where input is
+      dropped, their VXLAN packets (UDP to O(vxlan_port)) pass, from them only.
+    type: list
+    elements: str
+    default: []
+  vxlan_port:
+    description: podnet's VXLAN UDP port.
+    type: int
+    default: 8472
 requirements:
   - nft (nftables); iptables (iptables-nft) where an iptables filter table drops
 author: podnet developers (!UNKNOWN)
@@ -86,6 +96,8 @@ def main():
             "service_cidr": {"type": "str"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "state_file": {"type": "path", "default": "/var/lib/podnet/firewall.json"},
+            "vxlan_peers": {"type": "list", "elements": "str", "default": []},
+            "vxlan_port": {"type": "int", "default": 8472},
         },
         required_if=[("state", "present", ("cluster_cidr", "service_cidr"))],
         supports_check_mode=True,
@@ -96,7 +108,8 @@ def main():
             result = {"findings": [], "report": [], **remove(params["state_file"], check=module.check_mode)}
         else:
             result = ensure(params["cluster_cidr"], params["service_cidr"], params["state_file"],
-                            check=module.check_mode)
+                            check=module.check_mode, vxlan_peers=params["vxlan_peers"],
+                            vxlan_port=params["vxlan_port"])
     except (FirewallError, ValueError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result["actions"]), **result)

@@ -122,6 +122,22 @@ def test_nft_script_touches_only_podnets_chain_in_the_foreign_table():
     assert "ip daddr 10.96.0.0/12 accept" in script
 
 
+def test_vxlan_passes_input_from_the_vxlan_peers_only_on_its_port():
+    script = iptables_restore_script(["forward", "input"], "10.244.0.0/16", "10.96.0.0/12",
+                                     vxlan_peers=["192.168.57.14"], vxlan_port=8472)
+    assert [line for line in script.splitlines() if "8472" in line] == [
+        '-A PODNET-INPUT -s 192.168.57.14/32 -p udp -m udp --dport 8472 -m comment --comment '
+        '"podnet: cluster traffic" -j ACCEPT']
+    nft = nft_chain_script("inet", "filter", "input", "10.244.0.0/16", "10.96.0.0/12",
+                           vxlan_peers=["192.168.57.14", "192.168.56.11"], vxlan_port=4789)
+    assert [line.split("podnet_accept_input ")[1] for line in nft.splitlines() if "udp" in line] == [
+        'ip saddr 192.168.56.11 udp dport 4789 accept comment "podnet: cluster traffic"',
+        'ip saddr 192.168.57.14 udp dport 4789 accept comment "podnet: cluster traffic"']
+    forward = nft_chain_script("inet", "filter", "forward", "10.244.0.0/16", "10.96.0.0/12",
+                               vxlan_peers=["192.168.57.14"])
+    assert "udp" not in forward
+
+
 def test_jump_handles_find_podnets_jumps_only():
     live = ruleset(*NFTABLES["nftables"][1:],
                    jump("inet", "filter", "input", "podnet_accept_input", 7),

@@ -131,6 +131,31 @@ def test_pods_reach_pods_across_the_overlay_keeping_their_address():
     check_reach_far_pods()
 
 
+def test_vxlan_passes_a_node_firewall_that_drops_input_from_its_peers_only():
+    """ufw's INPUT policy DROP on node4 and node1 (lab/firewall_presets.py): the node play
+    lets podnet's VXLAN port in from the VXLAN peers only, and pods reach each other again."""
+    from lab import firewall_presets
+    presets = {node: podnet_lab.load_topology().ns(node) for node in ("node1", FAR)}
+    try:
+        for netns in presets.values():
+            firewall_presets.apply(netns, "ufw")
+        run = ansible_playbook("playbooks/plan.yml", "playbooks/node.yml")
+        assert run.returncode == 0, run.stdout[-3000:]
+        rules = host(FAR).run("iptables -w -S PODNET-INPUT").stdout
+        vxlan = sorted(line.split()[3] for line in rules.splitlines() if "--dport 8472" in line)
+        assert vxlan == sorted("%s/32" % NODE_IP[n] for n in NEAR), rules
+        near = host("node1").run("iptables -w -S PODNET-INPUT").stdout
+        assert [line for line in near.splitlines() if "--dport 8472" in line] == [
+            '-A PODNET-INPUT -s %s/32 -p udp -m udp --dport 8472 -m comment --comment '
+            '"podnet: cluster traffic" -j ACCEPT' % NODE_IP[FAR]], near
+        check_reach_far_pods(settle=10)
+    finally:
+        for netns in presets.values():
+            firewall_presets.clear(netns, "ufw")
+        run = ansible_playbook("playbooks/plan.yml", "playbooks/node.yml")
+        assert run.returncode == 0, run.stdout[-3000:]
+
+
 # --- MTU --------------------------------------------------------------------------------------
 
 def test_the_largest_df_ping_crosses_to_node4_and_one_byte_more_fails_at_the_source():

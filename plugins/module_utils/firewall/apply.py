@@ -80,9 +80,9 @@ def _nft_chain_rules(family, table, chain):
     return [line for line in lines if line and not line.startswith(("table ", "chain ", "}"))]
 
 
-def _ensure_iptables(found, cluster_cidr, service_cidr, check, actions):
+def _ensure_iptables(found, passes, check, actions):
     hooks = sorted({finding["hook"] for finding in found})
-    script = iptables_restore_script(hooks, cluster_cidr, service_cidr)
+    script = iptables_restore_script(hooks, **passes)
     want = {IPTABLES_CHAIN[hook]: [line for line in script.splitlines()
                                    if line.startswith("-A %s " % IPTABLES_CHAIN[hook])]
             for hook in hooks}
@@ -98,9 +98,9 @@ def _ensure_iptables(found, cluster_cidr, service_cidr, check, actions):
                 _run(["iptables", "-w", "-I", finding["jump_from"], "1"] + jump)
 
 
-def _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions):
+def _ensure_nft(finding, passes, ruleset, check, actions):
     family, table, own = finding["family"], finding["table"], finding["own_chain"]
-    script = nft_chain_script(family, table, finding["hook"], cluster_cidr, service_cidr)
+    script = nft_chain_script(family, table, finding["hook"], **passes)
     want = [line.split(" %s " % own, 1)[1] for line in script.splitlines() if line.startswith("add rule ")]
     if _nft_chain_rules(family, table, own) != want:
         actions.append("write nft chain %s %s %s" % (family, table, own))
@@ -153,9 +153,12 @@ def _key(entry):
     return (entry.get("family"), entry.get("table"), entry["jump_from"], entry["own_chain"])
 
 
-def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False):
-    """Let cluster traffic pass every dropping base chain; take back what is no longer needed.
+def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False, vxlan_peers=(), vxlan_port=8472):
+    """Let cluster traffic pass every dropping base chain (and VXLAN from `vxlan_peers`, the
+    node IPs that reach this node over it); take back what is no longer needed.
     Returns {"findings": [...], "report": [lines], "actions": [...]}."""
+    passes = {"cluster_cidr": cluster_cidr, "service_cidr": service_cidr,
+              "vxlan_peers": tuple(vxlan_peers or ()), "vxlan_port": int(vxlan_port)}
     ruleset = live_ruleset()
     found = findings(ruleset)
     actions = []
@@ -174,10 +177,10 @@ def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False):
         ruleset = live_ruleset()
     iptables_found = [f for f in found if f["kind"] == "iptables"]
     if iptables_found:
-        _ensure_iptables(iptables_found, cluster_cidr, service_cidr, check, actions)
+        _ensure_iptables(iptables_found, passes, check, actions)
     for finding in found:
         if finding["kind"] == "nftables":
-            _ensure_nft(finding, cluster_cidr, service_cidr, ruleset, check, actions)
+            _ensure_nft(finding, passes, ruleset, check, actions)
     fields = ("family", "table", "hook", "own_chain", "jump_from")
     state = {"iptables": [{k: f[k] for k in fields} for f in iptables_found],
              "nft": [{k: f[k] for k in fields} for f in found if f["kind"] == "nftables"]}
@@ -201,13 +204,14 @@ def remove(state_file=STATE_FILE, check=False):
     return {"actions": actions}
 
 
-def restore_at_boot(cluster_cidr, service_cidr, state_file=STATE_FILE):
+def restore_at_boot(cluster_cidr, service_cidr, state_file=STATE_FILE, vxlan_peers=(), vxlan_port=8472):
     """The boot restore's and self-repair's step: lines to report."""
-    result = ensure(cluster_cidr, service_cidr, state_file)
+    result = ensure(cluster_cidr, service_cidr, state_file, vxlan_peers=vxlan_peers, vxlan_port=vxlan_port)
     handled = len(result["findings"])
     return result["actions"] or ["firewall: nothing to add (%d dropping chains handled)" % handled]
 
 
-def heal(cluster_cidr, service_cidr, state_file=STATE_FILE):
+def heal(cluster_cidr, service_cidr, state_file=STATE_FILE, vxlan_peers=(), vxlan_port=8472):
     """podnet-heal's step: only the lines of what had to be put back."""
-    return ensure(cluster_cidr, service_cidr, state_file)["actions"]
+    return ensure(cluster_cidr, service_cidr, state_file, vxlan_peers=vxlan_peers,
+                  vxlan_port=vxlan_port)["actions"]

@@ -106,32 +106,38 @@ def describe(finding):
             f"traffic in its chain {finding['own_chain']}, jumped from the top of {finding['jump_from']}")
 
 
-def accept_matches(hook, cluster_cidr, service_cidr):
-    """(match, comment) pairs, iptables and nft spellings: what passes at this hook."""
-    matches = [("-s", "saddr", cluster_cidr)]
-    matches.append(("-d", "daddr", cluster_cidr) if hook == "forward" else ("-d", "daddr", service_cidr))
-    return matches
+def accept_matches(hook, cluster_cidr, service_cidr, vxlan_peers=(), vxlan_port=8472):
+    """(iptables match, nft match) pairs: what passes at this hook. Forward: from or to the
+    cluster CIDR. Input: from the cluster CIDR, to the Service range, and VXLAN from the
+    nodes that reach this one over it (those peers only, on podnet's VXLAN port)."""
+    if hook == "forward":
+        return [("-s %s" % cluster_cidr, "ip saddr %s" % cluster_cidr),
+                ("-d %s" % cluster_cidr, "ip daddr %s" % cluster_cidr)]
+    return ([("-s %s" % cluster_cidr, "ip saddr %s" % cluster_cidr),
+             ("-d %s" % service_cidr, "ip daddr %s" % service_cidr)]
+            # iptables -S prints a host address as /32: written so, the listing compares equal.
+            + [("-s %s/32 -p udp -m udp --dport %d" % (peer, vxlan_port),
+                "ip saddr %s udp dport %d" % (peer, vxlan_port)) for peer in sorted(vxlan_peers)])
 
 
-def iptables_restore_script(hooks, cluster_cidr, service_cidr):
+def iptables_restore_script(hooks, cluster_cidr, service_cidr, vxlan_peers=(), vxlan_port=8472):
     """An iptables-restore --noflush script (re)writing podnet's own chains only: declaring
     a chain flushes it, so the script is the whole content of those chains."""
     lines = ["*filter"]
     lines += [f":{IPTABLES_CHAIN[hook]} - [0:0]" for hook in hooks]
     for hook in hooks:
-        for flag, _word, cidr in accept_matches(hook, cluster_cidr, service_cidr):
-            chain = IPTABLES_CHAIN[hook]
-            lines.append(f'-A {chain} {flag} {cidr} -m comment --comment "{COMMENT}" -j ACCEPT')
+        for match, _nft in accept_matches(hook, cluster_cidr, service_cidr, vxlan_peers, vxlan_port):
+            lines.append(f'-A {IPTABLES_CHAIN[hook]} {match} -m comment --comment "{COMMENT}" -j ACCEPT')
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
-def nft_chain_script(family, table, hook, cluster_cidr, service_cidr):
+def nft_chain_script(family, table, hook, cluster_cidr, service_cidr, vxlan_peers=(), vxlan_port=8472):
     """(Re)write podnet's regular chain in a foreign table: add + flush + rules, one transaction."""
     chain = NFT_CHAIN.format(hook=hook)
     lines = [f"add chain {family} {table} {chain}", f"flush chain {family} {table} {chain}"]
-    for _flag, word, cidr in accept_matches(hook, cluster_cidr, service_cidr):
-        lines.append(f'add rule {family} {table} {chain} ip {word} {cidr} accept comment "{COMMENT}"')
+    for _iptables, match in accept_matches(hook, cluster_cidr, service_cidr, vxlan_peers, vxlan_port):
+        lines.append(f'add rule {family} {table} {chain} {match} accept comment "{COMMENT}"')
     return "\n".join(lines) + "\n"
 
 
