@@ -50,7 +50,9 @@ def snapshot(node):
     values aside: see roles/podnet_reset/README.md)."""
     files = sh(node, "find %s -xdev \\( -type f -o -type l \\) -exec sha256sum {} + 2>/dev/null | sort; true"
                % " ".join(NODE_PRIVATE_DIRS))
-    dirs = sh(node, "find %s -xdev -type d 2>/dev/null | sort; true" % " ".join(NODE_PRIVATE_DIRS))
+    # The lab binds the node's own disk on these directories: they stay, emptied.
+    dirs = sh(node, "find %s -xdev -mindepth 1 -type d 2>/dev/null | sort; true"
+              % " ".join(NODE_PRIVATE_DIRS))
     return {
         "nft": sh(node, "nft -s list ruleset"),
         "links": sh(node, "ip -br link"),
