@@ -96,11 +96,13 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
+    commit_staged,
+    discard_staged,
     exit_proxy,
     node_lock,
     read_file,
     remove_files,
-    write_file,
+    stage_file,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     build_script,
@@ -160,11 +162,45 @@ def ensure_present(module, nft, table, state_file, path):
     full = build_script(FAMILY, table, content)
     actions = []
 
+    new_record = {
+        "table": table,
+        "node": params["node"],
+        "skeleton_sha256": sha256(ruleset["skeleton"]),
+        "chains": shape(ruleset)["chains"],
+        "elements": ruleset["elements"],
+        "view": view,
+    }
+    # The boot-time script and the record are on disk before the table changes, put in place
+    # (a rename) after: a full disk fails the run with the node's rules as they were.
+    staged = {}
+    try:
+        write = path and read_file(module, path) != full
+        if write and not module.check_mode:
+            staged[path] = stage_file(module, path, full)
+        if not module.check_mode and new_record != record:
+            staged[state_file] = stage_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+        cleared = apply_rules(module, nft, table, ruleset, content, record, view, actions)
+        if write:
+            actions.append(f"write {path}")
+        for target, tmp in list(staged.items()):
+            commit_staged(module, tmp, target)
+            del staged[target]
+    finally:
+        for tmp in staged.values():
+            discard_staged(tmp)
+    return actions, record.get("view") if record else None, view, cleared
+
+
+def apply_rules(module, nft, table, ruleset, content, record, view, actions):
+    """The live table made equal to the ruleset (an update when the live table is trusted and
+    close, else a whole reload); the UDP flows to clear, cleared. Appends to `actions`."""
+    params = module.params
     live = trusted_live(record, params["verify_live"])
     if live is None:
         live = parsed(module, nft, table)
     plan = plan_nft_update(ruleset, live, record, params["verify_live"])
     reload = plan["reload"]
+    first = len(actions)
     if not reload:
         update = Transaction(FAMILY, table).raw(update_script(ruleset, plan["diff"]))
         summary = update_summary(f"{FAMILY} {table}", plan["diff"])
@@ -183,26 +219,10 @@ def ensure_present(module, nft, table, state_file, path):
         actions.append(f"load table {FAMILY} {table} whole: {reload}")
         # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
         nft.load(Transaction(FAMILY, table).replace_table(content))
-
     old_view = record.get("view") if record else None
-    cleared = []
-    if actions and not module.check_mode and params["flush_conntrack"]:
-        cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
-    if path and read_file(module, path) != full:
-        actions.append(f"write {path}")
-        if not module.check_mode:
-            write_file(module, path, full)
-    new_record = {
-        "table": table,
-        "node": params["node"],
-        "skeleton_sha256": sha256(ruleset["skeleton"]),
-        "chains": shape(ruleset)["chains"],
-        "elements": ruleset["elements"],
-        "view": view,
-    }
-    if not module.check_mode and new_record != record:
-        write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
-    return actions, old_view, view, cleared
+    if len(actions) > first and not module.check_mode and params["flush_conntrack"]:
+        return clear_conntrack(module, udp_flows_to_clear(old_view, view))
+    return []
 
 
 def ensure_absent(module, nft, table, state_file, path):

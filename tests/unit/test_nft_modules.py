@@ -151,6 +151,38 @@ def test_proxy_nftables_reloads_when_nft_refuses_the_update(tmp_path):
     assert "delete element" in loads[-2][3] and loads[-1][3].startswith("#!/usr/sbin/nft -f")
 
 
+def test_proxy_nftables_on_a_full_disk_fails_before_the_table_changes(tmp_path, monkeypatch):
+    """The boot script and the record are written (staged) before the table changes: a full
+    disk fails the run naming the file, with the live rules, script and record as they were."""
+    nft = FakeNft()
+    proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
+    before = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    loads = len(nft.loaded)
+    real_fdopen = os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        handle.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        return handle
+
+    monkeypatch.setattr(os, "fdopen", full_disk)
+    with pytest.raises(Failed, match="cannot write .*services.nft: .*No space left on device"):
+        proxy(tmp_path, nft, services_model("10.244.1.5"))
+    monkeypatch.undo()
+    assert len(nft.loaded) == loads
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == before  # no staged leftovers
+
+
+def test_proxy_nftables_refused_by_nft_leaves_script_and_record_as_they_were(tmp_path):
+    nft = FakeNft()
+    proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
+    before = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    nft.refuse = {("ip", "podnet-services")}
+    with pytest.raises(Exception, match="nft refused"):
+        proxy(tmp_path, nft, services_model("10.244.1.5"))
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == before
+
+
 def test_proxy_nftables_check_mode_only_checks(tmp_path):
     nft = FakeNft(check_mode=True)
     actions = proxy(tmp_path, nft, services_model("10.244.1.5"), check_mode=True)[0]

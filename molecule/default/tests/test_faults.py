@@ -1,4 +1,4 @@
-"""Faults on the live lab (issue 12): two runs at once, and a run killed in the middle.
+"""Faults on the live lab (issue 12): two runs at once, a run killed in the middle, a full disk.
 
 After each, every node's Service NAT is fully one of the runs' rules, never between them
 (checked with the play's own --check: for one of the two files the NAT task finds nothing
@@ -14,6 +14,8 @@ import sys
 import time
 
 from test_services import NODES, REPO, SERVICE_PLAYS, SERVICES_FILE, ansible_playbook
+
+from lab import probe
 
 EXTRA = ("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: fault-extra\nspec:\n"
          "  selector:\n    app: frontend\n  ports:\n    - name: http\n      port: 8088\n"
@@ -90,4 +92,29 @@ def test_a_run_killed_while_it_applies_leaves_each_node_old_or_new(tmp_path):
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=30)
     assert_each_node_fully_at_one_of(lab, extra)
+    converge_back(again=False)  # the last test ends with the run that changes nothing
+
+
+# A small filesystem of its own over the directory of node1's boot-time nft scripts (in the
+# node's own mount namespace), its files copied in and the rest filled.
+FILL = ("d=/etc/podnet/nftables; t=$(mktemp -d); cp -a $d/. $t/; "
+        "mount -t tmpfs -o size=512k podnet-fault $d && cp -a $t/. $d/; rm -rf $t; "
+        "dd if=/dev/zero of=$d/.filler bs=4k 2>/dev/null; true")
+
+
+def test_a_full_disk_fails_the_run_naming_the_file_and_changes_nothing_there(tmp_path):
+    lab, extra = services_file(tmp_path, False), services_file(tmp_path, True)
+    node = NODES[0]
+    sh = probe.Source(node)
+    filled = sh.run(["sh", "-c", FILL], timeout=60)
+    assert filled.returncode == 0, filled.stderr
+    try:
+        assert "podnet-fault" in sh.run(["sh", "-c", "grep podnet-fault /proc/mounts"]).stdout
+        run = ansible_playbook(*SERVICE_PLAYS, "-e", "podnet_services_file=%s" % extra)
+        assert run.returncode != 0, run.stdout[-3000:]
+        assert "No space left on device" in run.stdout and "podnet-services.nft" in run.stdout, \
+            run.stdout[-3000:]
+        assert node in converged_on(lab), "%s changed though its disk was full" % node
+    finally:
+        sh.run(["umount", "/etc/podnet/nftables"], timeout=60)
     converge_back()

@@ -29,7 +29,15 @@ def read_file(module, path):
 
 def write_file(module, path, text, mode=0o644):
     """Atomic replace (mode 0644 unless said): boot must never find a half-written script or record."""
+    commit_staged(module, stage_file(module, path, text, mode), path, mode)
+
+
+def stage_file(module, path, text, mode=0o644):
+    """`text` written and fsynced beside `path`, not in its place yet: a full disk or a
+    read-only filesystem fails here, before the caller applies anything. Returns the staged
+    file for commit_staged (a rename, which needs no space) or discard_staged."""
     directory = os.path.dirname(path) or "."
+    tmp = None
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
@@ -41,10 +49,23 @@ def write_file(module, path, text, mode=0o644):
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
     except OSError as exc:
+        discard_staged(tmp)
         module.fail_json(msg=f"cannot write {path}: {exc}")
+    return tmp
+
+
+def commit_staged(module, tmp, path, mode=0o644):
     module.atomic_move(tmp, path)
     module.set_mode_if_different(path, "%04o" % mode, False)
-    sync_directory(directory)
+    sync_directory(os.path.dirname(path) or ".")
+
+
+def discard_staged(tmp):
+    if tmp:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def sync_directory(directory):
