@@ -187,13 +187,13 @@ def main():
 
     conflist = None
     network_digest = None
-    if os.path.exists(p["conflist"]) or not module.check_mode:
+    if os.path.exists(p["conflist"]) or (desired and not module.check_mode):
         try:
             conflist = load_conflist(p["conflist"])
         except PodError as e:
             module.fail_json(msg=str(e))
         network_digest = conflist_digest(conflist)
-    else:
+    elif desired:
         module.warn("CNI conflist %s does not exist yet; every pod is planned for (re)creation"
                     % p["conflist"])
 
