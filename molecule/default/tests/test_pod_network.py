@@ -208,7 +208,10 @@ def node_state():
                        h.run("nft -s list table ip podnet").stdout,
                        # Session affinity entries count down: time, not a change.
                        re.sub(r" expires \S+", "", h.run("nft -s list table ip podnet-services").stdout),
-                       [x for x in h.run("iptables-save").stdout.splitlines() if not x.startswith("#")],
+                       # Debian 13's iptables-save prints the chains' packet counters, which
+                       # traffic moves (a firewall's DROP policy counting, say): not a change.
+                       [re.sub(r" \[\d+:\d+\]$", "", x) for x in h.run("iptables-save").stdout.splitlines()
+                        if not x.startswith("#")],
                        h.file("/etc/podnet/services/allocations.json").content_string)
     return state
 
