@@ -10,7 +10,7 @@ description:
     node has, atomically (a temporary file, fsync, rename), creating directories as needed.
     Files that already match are not touched.
   - One module run for the whole set, where a loop of C(ansible.builtin.copy) costs a round
-    trip per file: podnet's boot-time program is 16 files, checked on every run.
+    trip per file (podnet's boot-time program is 16 files, checked on every run).
   - Files under I(dest) that are not in I(files) are left alone.
 options:
   dest:
