@@ -8,6 +8,7 @@ answered and the source address it saw. Every probe has a time limit.
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -182,3 +183,18 @@ def services_model(nodes, pods, text=None, filename="services.yml"):
         text = (repo / "inventory" / "lab" / "services.yml").read_text()
     previous = json.loads(Source(sorted(nodes)[0]).run(["cat", ALLOCATIONS_FILE]).stdout or "{}")
     return load_services(text, filename, pods, previous=previous)
+
+
+# What traffic and time change in a node's rule listings, which is no change podnet made: the
+# elements a dynamic set or map learned from traffic (session affinity, each expiring after
+# its timeout), their countdowns, and the chains' packet counters Debian 13's iptables-save
+# prints. Tests that compare listings before and after a run strip these.
+_LEARNED = re.compile(r"(\n\t+flags timeout\n)\t+elements = \{[^}]*\}\n")
+
+
+def stable_nft(listing):
+    return re.sub(r" expires \S+", "", _LEARNED.sub(r"\1", listing))
+
+
+def stable_iptables(saved):
+    return [re.sub(r" \[\d+:\d+\]$", "", line) for line in saved.splitlines() if not line.startswith("#")]

@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -206,12 +205,10 @@ def node_state():
                        h.file("/etc/cni/net.d/10-podnet.conflist").content_string,
                        h.run("ip route show proto %s" % ROUTE_PROTO).stdout,
                        h.run("nft -s list table ip podnet").stdout,
-                       # Session affinity entries count down: time, not a change.
-                       re.sub(r" expires \S+", "", h.run("nft -s list table ip podnet-services").stdout),
-                       # Debian 13's iptables-save prints the chains' packet counters, which
-                       # traffic moves (a firewall's DROP policy counting, say): not a change.
-                       [re.sub(r" \[\d+:\d+\]$", "", x) for x in h.run("iptables-save").stdout.splitlines()
-                        if not x.startswith("#")],
+                       # Learned affinity elements and their countdowns, Debian 13's chain
+                       # counters: traffic and time, not a change (lab/probe.py).
+                       probe.stable_nft(h.run("nft -s list table ip podnet-services").stdout),
+                       probe.stable_iptables(h.run("iptables-save").stdout),
                        h.file("/etc/podnet/services/allocations.json").content_string)
     return state
 

@@ -5,7 +5,6 @@ iptables backend while its tests run; these expect the default (nftables) lab.
 """
 
 import difflib
-import re
 import subprocess
 import sys
 
@@ -24,6 +23,8 @@ from test_services import (
     uses_nftables,
 )
 
+from lab import probe
+
 BAD_FILES = [
     ("duplicate clusterIP", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n"
      "  clusterIP: 10.96.5.5\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: Service\n"
@@ -37,19 +38,11 @@ BAD_FILES = [
 ]
 
 
-LEARNED = re.compile(r"(\n\t+flags timeout\n)\t+elements = \{[^}]*\}\n")
-
-
 def node_rules():
-    # The affinity map's elements are what the kernel learned from traffic, each expiring
-    # after the Service's timeoutSeconds (600 s here): on slow machines one can lapse
-    # between the two listings. Time, not a change podnet made.
-    return {node: (LEARNED.sub(r"\1", host(node).run("nft -s list ruleset").stdout),
-                   # Debian 13's iptables-save prints the built-in chains' packet
-                   # counters ([2404:8847868]): traffic, not a change.
-                   [re.sub(r" \[\d+:\d+\]$", "", line)
-                    for line in host(node).run("iptables-save").stdout.splitlines()
-                    if not line.startswith("#")],
+    # What traffic and time change (learned affinity elements, Debian 13's chain counters)
+    # is left out: not a change podnet made (lab/probe.py).
+    return {node: (probe.stable_nft(host(node).run("nft -s list ruleset").stdout),
+                   probe.stable_iptables(host(node).run("iptables-save").stdout),
                    host(node).file("/etc/podnet/services/allocations.json").content_string)
             for node in NODES}
 
