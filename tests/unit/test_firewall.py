@@ -143,3 +143,14 @@ def test_jump_handles_find_podnets_jumps_only():
                    jump("inet", "filter", "input", "podnet_accept_input", 7),
                    jump("inet", "filter", "input", "someone_else", 8))
     assert nft_jump_handles(live, "inet", "filter", "input", "podnet_accept_input") == [7]
+
+
+def test_a_node_without_nft_yet_has_nothing_read_and_the_report_says_so(monkeypatch, tmp_path):
+    """The plan reads the firewall before podnet's packages are on a fresh node."""
+    from ansible_collections.podnet.network.plugins.module_utils.firewall import apply
+    monkeypatch.setattr(apply.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apply, "_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran %s" % (a,))))
+    result = apply.ensure("10.244.0.0/16", "10.96.0.0/12", str(tmp_path / "firewall.json"), check=True)
+    assert result["findings"] == [] and result["actions"] == []
+    assert result["report"] == ["firewall not read: nft is not installed yet (the node play reads it after "
+                                "installing podnet's packages)"]

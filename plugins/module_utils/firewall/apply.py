@@ -10,6 +10,7 @@ to the nodes (podnet_node), where the boot restore and the self-repair timer run
 
 import json
 import os
+import shutil
 import subprocess
 
 from .detect import (
@@ -37,7 +38,11 @@ def _run(argv, stdin=None, check=True):
 
 def live_ruleset():
     """Every chain, and the rules of the dropping base chains only: a full `list ruleset`
-    would also print podnet's Service maps (thousands of elements) at every heal round."""
+    would also print podnet's Service maps (thousands of elements) at every heal round.
+    A fresh node has no nft yet (the plan reads it before podnet's packages go in): nothing
+    read, and the report says so; the node play reads it again once nft is there."""
+    if shutil.which("nft") is None:
+        return {"nftables": [], "unread": "nft is not installed yet"}
     chains = json.loads(_run(["nft", "-j", "list", "chains"]).stdout or "{}")
     objects = list(chains.get("nftables", []))
     for _kind, chain in [next(iter(o.items())) for o in objects if isinstance(o, dict) and "chain" in o]:
@@ -186,7 +191,11 @@ def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False, vxlan
              "nft": [{k: f[k] for k in fields} for f in found if f["kind"] == "nftables"]}
     if not check and state != previous:
         _write_state(state_file, state)
-    return {"findings": found, "report": [describe(f) for f in found], "actions": actions}
+    report = [describe(f) for f in found]
+    if ruleset.get("unread"):
+        report.append("firewall not read: %s (the node play reads it after installing podnet's packages)"
+                      % ruleset["unread"])
+    return {"findings": found, "report": report, "actions": actions}
 
 
 def remove(state_file=STATE_FILE, check=False):
