@@ -99,6 +99,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
     read_file,
     remove_files,
     write_file,
+    written_after,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
@@ -132,21 +133,23 @@ def ensure_present(module, nft, family, table, content, path, state_file):
     record = parse_state(read_file(module, state_file))
     actions = []
 
-    if not table_is_current(record, script, live):
-        actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
-        # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
-        # `nft -c` pass first would only double the cost (seconds for a large table).
-        nft.load(Transaction(family, table).replace_table(content))
-        if not nft.check_mode:
-            loaded = nft.list(family, table, stateless=True)
-            if loaded is None:
-                module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
-            write_file(module, state_file, state_record(family, table, script, loaded))
-
-    if path and read_file(module, path) != script:
+    write = bool(path) and read_file(module, path) != script
+    # The boot script is on disk before the table changes (a full disk fails the run with the
+    # table as it was), renamed into place after. The record lists the loaded table, so it
+    # can only follow the load; a lost record only makes the next run reload.
+    with written_after(module, [(path, script)] if write and not module.check_mode else []):
+        if not table_is_current(record, script, live):
+            actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
+            # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
+            # `nft -c` pass first would only double the cost (seconds for a large table).
+            nft.load(Transaction(family, table).replace_table(content))
+            if not nft.check_mode:
+                loaded = nft.list(family, table, stateless=True)
+                if loaded is None:
+                    module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
+                write_file(module, state_file, state_record(family, table, script, loaded))
+    if write:
         actions.append(f"write {path}")
-        if not module.check_mode:
-            write_file(module, path, script)
     return live, actions
 
 

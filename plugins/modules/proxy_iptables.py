@@ -19,6 +19,9 @@ description:
     nothing changes. iptables-restore commits each table on its own, so if a later table
     fails after an earlier one was committed, the module puts podnet's chains and jumps back
     as they were (the last applied record, or none) before failing.
+  - The boot file and the record are written (and fsynced) beside their places before the chains
+    change, and renamed into place after: a full disk fails the run naming the file, with the
+    node's rules, boot file and record as they were.
   - When a UDP or SCTP endpoint goes away, or such a Service gets its first endpoints, the
     conntrack entries that would keep clients on the old path are deleted.
 options:
@@ -100,7 +103,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
     node_lock,
     read_file,
     remove_files,
-    write_file,
+    written_after,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import (
@@ -286,21 +289,26 @@ def ensure_present(module, bins, state_file, path):
     text = with_jumps(chains, added)
     if text:
         restore(module, bins["iptables-restore"], text, test=True)
-        if not module.check_mode:
-            apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)
-
     old_view = record.get("view") if record else None
-    cleared = []
-    if actions and not module.check_mode and params["flush_conntrack"]:
-        cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
+    rules_change = bool(actions)
     full = boot_file(ruleset)
-    if path and read_file(module, path) != full:
+    write = bool(path) and read_file(module, path) != full
+    if write:
         actions.append(f"write {path}")
-        if not module.check_mode:
-            write_file(module, path, full)
     new_record = {"node": params["node"], "ruleset": ruleset, "view": view}
-    if not module.check_mode and json.loads(json.dumps(new_record)) != record:
-        write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+    cleared = []
+    if module.check_mode:
+        return actions, old_view, view, cleared
+    files = [(path, full)] if write else []
+    if json.loads(json.dumps(new_record)) != record:
+        files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
+    # The boot file and the record are on disk before the chains change, put in place (a
+    # rename) after: a full disk fails the run with the node's rules as they were.
+    with written_after(module, files):
+        if text:
+            apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)
+        if rules_change and params["flush_conntrack"]:
+            cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
     return actions, old_view, view, cleared
 
 

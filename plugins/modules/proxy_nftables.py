@@ -96,13 +96,11 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
-    commit_staged,
-    discard_staged,
     exit_proxy,
     node_lock,
     read_file,
     remove_files,
-    stage_file,
+    written_after,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     build_script,
@@ -170,24 +168,18 @@ def ensure_present(module, nft, table, state_file, path):
         "elements": ruleset["elements"],
         "view": view,
     }
+    write = bool(path) and read_file(module, path) != full
+    files = []
+    if write and not module.check_mode:
+        files.append((path, full))
+    if not module.check_mode and new_record != record:
+        files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
     # The boot-time script and the record are on disk before the table changes, put in place
     # (a rename) after: a full disk fails the run with the node's rules as they were.
-    staged = {}
-    try:
-        write = path and read_file(module, path) != full
-        if write and not module.check_mode:
-            staged[path] = stage_file(module, path, full)
-        if not module.check_mode and new_record != record:
-            staged[state_file] = stage_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+    with written_after(module, files):
         cleared = apply_rules(module, nft, table, ruleset, content, record, view, actions)
-        if write:
-            actions.append(f"write {path}")
-        for target, tmp in list(staged.items()):
-            commit_staged(module, tmp, target)
-            del staged[target]
-    finally:
-        for tmp in staged.values():
-            discard_staged(tmp)
+    if write:
+        actions.append(f"write {path}")
     return actions, record.get("view") if record else None, view, cleared
 
 

@@ -8,8 +8,10 @@ last applied chains and jumps), and the next run must converge.
 Needs root, ip and the iptables tools; a throwaway namespace, never the lab's or the root one.
 """
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,8 +67,33 @@ def iptables_save(netns):
     return [line for line in done.stdout.splitlines() if "KUBE-" in line]
 
 
-def apply(netns, tmp_path, model, broken=False):
-    """Run the module as a play inside the namespace; PATH finds the stand-in when `broken`."""
+# The state directory as a full disk: a small tmpfs over it, in a mount namespace of the run's
+# own (gone when the run ends), holding the last applied files and filled to the last byte.
+# After the play the shell lists what the directory then holds, for the test to compare.
+FULL = """set -e
+mkdir -p {saved}
+cp -a {state}/. {saved}/
+mount -t tmpfs -o size=256k podnet-full {state}
+cp -a {saved}/. {state}/
+dd if=/dev/zero of={state}/.filler bs=4k 2>/dev/null || true
+set +e
+"$@"
+rc=$?
+rm -f {state}/.filler
+echo "== state after"
+for f in $(ls -A {state} | sort); do echo "$f $(sha256sum < {state}/$f)"; done
+exit $rc
+"""
+
+
+def files_of(directory):
+    return ["%s %s" % (path.name, hashlib.sha256(path.read_bytes()).hexdigest() + "  -")
+            for path in sorted(Path(directory).iterdir())]
+
+
+def apply(netns, tmp_path, model, broken=False, full=False):
+    """Run the module as a play inside the namespace; PATH finds the stand-in when `broken`; the
+    state directory is a full disk when `full`."""
     (tmp_path / "model.json").write_text(json.dumps(model))
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(model=tmp_path / "model.json", state=tmp_path / "state"))
@@ -81,7 +108,12 @@ def apply(netns, tmp_path, model, broken=False):
     env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    return subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+    wrap = []
+    if full:
+        script = tmp_path / "full.sh"
+        script.write_text(FULL.format(state=tmp_path / "state", saved=tmp_path / "saved"))
+        wrap = ["unshare", "--mount", "--propagation", "private", "sh", str(script)]
+    return subprocess.run([*wrap, "ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
                            "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -137,3 +169,23 @@ def test_beside_another_proxy_the_module_refuses_and_touches_nothing(scratch, tm
     assert iptables_save(scratch) == before
     assert "this node has KUBE-* chains podnet did not create (nat KUBE-SERVICES, nat KUBE-SVC-THEIRS)" in (
         " ".join(run.stdout.split()))
+
+
+@pytest.mark.skipif(not _available() or not shutil.which("unshare"), reason="needs root, unshare, iptables")
+def test_a_full_disk_fails_naming_the_file_before_the_chains_change(scratch, tmp_path):
+    """The boot file and the record are staged before iptables-restore runs: with no room for
+    them, the run fails naming the file, and the chains, the files and the directory (no staged
+    leftovers) are as the last apply left them."""
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode == 0, run.stdout[-3000:]
+    applied, before = iptables_save(scratch), files_of(tmp_path / "state")
+    new = changed_model(web=NEW_WEB, **{"np-cluster": None})
+    run = apply(scratch, tmp_path, new, full=True)
+    assert run.returncode != 0
+    assert re.search(r"cannot write \S+/state/\S+: \[Errno 28\] No space left on device", run.stdout), (
+        run.stdout[-3000:])
+    assert iptables_save(scratch) == applied
+    assert run.stdout.split("== state after\n", 1)[1].splitlines() == before
+    run = apply(scratch, tmp_path, new)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert iptables_save(scratch) != applied

@@ -59,6 +59,50 @@ def test_records_are_on_disk_before_they_are_trusted(tmp_path, monkeypatch):
     assert synced[1] == str(tmp_path / "state")
 
 
+def test_files_written_after_are_in_place_only_when_the_body_succeeds(tmp_path):
+    module = Module(tmp_path, {})
+    old, new = tmp_path / "services.nft", tmp_path / "state" / "proxy.json"
+    old.write_text("old script\n")
+    with module_io.written_after(module, [(str(old), "new script\n"), (str(new), "{}\n")]):
+        # staged beside their places, not in them yet: the body (the apply) runs with the old files
+        assert old.read_text() == "old script\n" and not new.exists()
+        assert len(list(tmp_path.glob(".services.nft.*"))) == 1
+    assert old.read_text() == "new script\n" and new.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["proxy.json", "services.nft", "state"]
+
+
+def test_a_failed_body_leaves_the_files_as_they_were(tmp_path):
+    module = Module(tmp_path, {})
+    old = tmp_path / "services.nft"
+    old.write_text("old script\n")
+    with pytest.raises(Failed, match="nft refused"):
+        with module_io.written_after(module, [(str(old), "new script\n")]):
+            module.fail_json("nft refused the table")
+    assert [p.name for p in tmp_path.iterdir()] == ["services.nft"] and old.read_text() == "old script\n"
+
+
+def test_a_full_disk_fails_before_the_body_runs(tmp_path, monkeypatch):
+    module = Module(tmp_path, {})
+    ran = []
+    real_fdopen = os.fdopen
+    written = []
+
+    def full_after_one(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        if written:
+            handle.write = lambda text: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        written.append(fd)
+        return handle
+
+    monkeypatch.setattr(os, "fdopen", full_after_one)
+    with pytest.raises(Failed, match=r"cannot write .*proxy\.json: .*No space left on device"):
+        with module_io.written_after(module, [(str(tmp_path / "a.rules"), "x\n"),
+                                               (str(tmp_path / "proxy.json"), "{}\n")]):
+            ran.append(True)
+    assert not ran
+    assert list(tmp_path.iterdir()) == []  # the first file's staged copy is gone too
+
+
 # --- conntrack -----------------------------------------------------------------------------------
 
 def test_sctp_flows_to_a_gone_endpoint_are_cleared_as_udp_ones_are():

@@ -5,6 +5,7 @@ AnsibleModule and touches the node. It exists so the modules stay thin and say t
 thing the same way.
 """
 
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -52,6 +53,25 @@ def stage_file(module, path, text, mode=0o644):
         discard_staged(tmp)
         module.fail_json(msg=f"cannot write {path}: {exc}")
     return tmp
+
+
+@contextlib.contextmanager
+def written_after(module, files):
+    """Each `(path, text)` of `files` staged (written and fsynced beside its place) before the
+    body runs, and renamed into place once the body is done: a full disk fails the run naming
+    the file before anything is applied, and a body that fails (fail_json exits) leaves the
+    files as they were and no staged copy behind."""
+    staged = {}
+    try:
+        for path, text in files:
+            staged[path] = stage_file(module, path, text)
+        yield
+        for path, tmp in list(staged.items()):
+            commit_staged(module, tmp, path)
+            del staged[path]
+    finally:
+        for tmp in staged.values():
+            discard_staged(tmp)
 
 
 def commit_staged(module, tmp, path, mode=0o644):
