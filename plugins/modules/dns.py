@@ -131,6 +131,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common import process
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
+    clear_conntrack,
     node_lock,
     read_file,
     remove_files,
@@ -303,20 +304,17 @@ def drain(module, dns_ip, old_port, seconds, wait_max=DRAIN_WAIT_MAX):
     deadline = time.monotonic() + wait_max
     while unanswered(module, dns_ip, old_port) and time.monotonic() < deadline:
         time.sleep(0.1)
-    clear_conntrack(module, dns_ip, old_port)
+    forget_old_port(module, dns_ip, old_port)
 
 
-def clear_conntrack(module, dns_ip, old_port):
+def forget_old_port(module, dns_ip, old_port):
     """UDP entries still leading to the old port: a client that reuses its socket would keep
     reaching the old instance (it would be stopped) until its entry timed out."""
-    conntrack = module.get_bin_path("conntrack")
-    if not conntrack:
+    if not module.get_bin_path("conntrack"):
         module.warn("conntrack is not installed: UDP flows to the old DNS instance stay until they time out")
         return
-    rc, _out, err = module.run_command([conntrack, "-D", "-p", "udp", "--orig-dst", dns_ip,
-                                       "--orig-port-dst", "53", "--reply-port-src", str(old_port)])
-    if rc not in (0, 1):  # 1: nothing matched
-        module.warn(f"conntrack -D for the old DNS port {old_port} failed: {err.strip()}")
+    clear_conntrack(module, [["-D", "-p", "udp", "--orig-dst", dns_ip, "--orig-port-dst", "53",
+                              "--reply-port-src", str(old_port)]])
 
 
 def read_live(module, nft, conf_dir, table, table_path, settings=None):

@@ -20,7 +20,7 @@ description:
     fails after an earlier one was committed, the module puts podnet's chains and jumps back
     as they were (the last applied record, or none) before failing.
   - The boot file and the record are written (and fsynced) beside their places before the chains
-    change, and renamed into place after: a full disk fails the run naming the file, with the
+    change, and renamed into place after, so a full disk fails the run naming the file, with the
     node's rules, boot file and record as they were.
   - When a UDP or SCTP endpoint goes away, or such a Service gets its first endpoints, the
     conntrack entries that would keep clients on the old path are deleted.
@@ -98,7 +98,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
-    clear_conntrack,
+    clear_flows,
     exit_proxy,
     node_lock,
     read_file,
@@ -115,7 +115,6 @@ from ansible_collections.podnet.network.plugins.module_utils.services.iptables i
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
     service_view,
-    udp_flows_to_clear,
     view_diff,
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import (
@@ -307,8 +306,7 @@ def ensure_present(module, bins, state_file, path):
     with written_after(module, files):
         if text:
             apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)
-        if rules_change and params["flush_conntrack"]:
-            cleared = clear_conntrack(module, udp_flows_to_clear(old_view, view))
+        cleared = clear_flows(module, old_view, view, model.get("service_cidr"), rules_change)
     return actions, old_view, view, cleared
 
 

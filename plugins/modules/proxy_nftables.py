@@ -95,7 +95,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
-    clear_conntrack,
+    clear_flows,
     exit_proxy,
     node_lock,
     read_file,
@@ -121,7 +121,6 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
     service_view,
-    udp_flows_to_clear,
     view_diff,
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import (
@@ -177,13 +176,14 @@ def ensure_present(module, nft, table, state_file, path):
     # The boot-time script and the record are on disk before the table changes, put in place
     # (a rename) after: a full disk fails the run with the node's rules as they were.
     with written_after(module, files):
-        cleared = apply_rules(module, nft, table, ruleset, content, record, view, actions)
+        cleared = apply_rules(module, nft, table, ruleset, content, record, view, actions,
+                              model.get("service_cidr"))
     if write:
         actions.append(f"write {path}")
     return actions, record.get("view") if record else None, view, cleared
 
 
-def apply_rules(module, nft, table, ruleset, content, record, view, actions):
+def apply_rules(module, nft, table, ruleset, content, record, view, actions, service_cidr=None):
     """The live table made equal to the ruleset (an update when the live table is trusted and
     close, else a whole reload); the UDP flows to clear, cleared. Appends to `actions`."""
     params = module.params
@@ -212,9 +212,7 @@ def apply_rules(module, nft, table, ruleset, content, record, view, actions):
         # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
         nft.load(Transaction(FAMILY, table).replace_table(content))
     old_view = record.get("view") if record else None
-    if len(actions) > first and not module.check_mode and params["flush_conntrack"]:
-        return clear_conntrack(module, udp_flows_to_clear(old_view, view))
-    return []
+    return clear_flows(module, old_view, view, service_cidr, len(actions) > first)
 
 
 def ensure_absent(module, nft, table, state_file, path):

@@ -38,7 +38,7 @@ exit 1
 PLAY = """- hosts: localhost
   gather_facts: false
   tasks:
-    - podnet.network.proxy_iptables:
+    - podnet.network.{module}:
         model: "{{{{ lookup('file', '{model}') | from_json | to_json }}}}"
         node: node1
         state_dir: {state}
@@ -91,12 +91,12 @@ def files_of(directory):
             for path in sorted(Path(directory).iterdir())]
 
 
-def apply(netns, tmp_path, model, broken=False, full=False):
-    """Run the module as a play inside the namespace; PATH finds the stand-in when `broken`; the
-    state directory is a full disk when `full`."""
+def apply(netns, tmp_path, model, broken=False, full=False, module="proxy_iptables"):
+    """Run the proxy module as a play inside the namespace; PATH finds the stand-in when
+    `broken`; the state directory is a full disk when `full`."""
     (tmp_path / "model.json").write_text(json.dumps(model))
     play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(model=tmp_path / "model.json", state=tmp_path / "state"))
+    play.write_text(PLAY.format(module=module, model=tmp_path / "model.json", state=tmp_path / "state"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stand_in = bin_dir / "iptables-restore"

@@ -6,6 +6,7 @@ import os
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common import module_io
+from ansible_collections.podnet.network.plugins.module_utils.services import proxy
 from ansible_collections.podnet.network.plugins.module_utils.services.proxy import udp_flows_to_clear
 
 from tests.unit.test_nft_modules import Failed, Module
@@ -131,3 +132,92 @@ def test_first_endpoints_clear_the_unnated_flows_to_the_node_port_too(protocol):
         flag + ["--orig-dst", "10.96.0.20", "--orig-port-dst", "5000"],
         flag + ["--orig-port-dst", "30053"],
     ]
+
+
+# A node's `conntrack -L -p udp` and `-p sctp` as conntrack-tools 1.4.7 prints them (the summary
+# goes to stderr). Service web-udp 10.96.0.20:5000 now has endpoints 10.244.2.5:5353 only.
+LISTING = (
+    "udp      17 28 src=10.244.1.9 dst=10.96.0.20 sport=40404 dport=5000 [UNREPLIED]"
+    " src=10.244.1.5 dst=10.244.1.9 sport=5353 dport=40404 mark=0 use=2\n"
+    "udp      17 27 src=10.244.1.9 dst=10.96.0.20 sport=40405 dport=5000"
+    " src=10.244.2.5 dst=10.244.1.9 sport=5353 dport=40405 [ASSURED] mark=0 use=1\n"
+    "udp      17 26 src=10.244.1.9 dst=10.96.0.20 sport=40406 dport=5000 [UNREPLIED]"
+    " src=10.96.0.20 dst=10.244.1.9 sport=5000 dport=40406 mark=0 use=1\n"
+    "udp      17 25 src=10.244.1.9 dst=10.96.0.30 sport=40407 dport=53"
+    " src=10.244.3.7 dst=10.244.1.9 sport=53 dport=40407 mark=0 use=1\n"
+    "udp      17 24 src=10.244.1.9 dst=10.96.0.31 sport=40408 dport=53 [UNREPLIED]"
+    " src=10.96.0.31 dst=10.244.1.9 sport=53 dport=40408 mark=0 use=1\n"
+    "udp      17 23 src=10.244.1.9 dst=192.0.2.53 sport=40409 dport=53"
+    " src=192.0.2.53 dst=192.168.1.10 sport=53 dport=40409 mark=0 use=1\n"
+    "udp      17 22 src=192.168.1.20 dst=192.168.1.10 sport=40410 dport=30053"
+    " src=10.244.1.5 dst=10.244.1.1 sport=5353 dport=40410 mark=0 use=1\n"
+    "sctp     132 431999 ESTABLISHED src=10.244.1.9 dst=10.96.0.20 sport=40411 dport=5000"
+    " src=10.244.1.5 dst=10.244.1.9 sport=5000 dport=40411 [ASSURED] mark=0 use=1\n"
+)
+
+
+def flow(protocol, src, dst, sport, dport):
+    return ["-D", "-p", protocol, "--orig-src", src, "--orig-dst", dst, "--orig-port-src", str(sport),
+            "--orig-port-dst", str(dport)]
+
+
+def test_conntrack_lines_are_read_as_two_directions():
+    icmp = ("icmp     1 29 src=10.244.1.9 dst=10.96.0.20 type=8 code=0 id=7 src=10.96.0.20 "
+            "dst=10.244.1.9 type=0 code=0 id=7 mark=0 use=1\n")
+    summary = "conntrack v1.4.7 (conntrack-tools): 8 flow entries have been shown.\n"
+    flows = proxy.conntrack_flows(LISTING + summary + icmp)
+    assert len(flows) == 8
+    assert flows[0] == ("UDP", {"src": "10.244.1.9", "dst": "10.96.0.20", "sport": "40404", "dport": "5000"},
+                        {"src": "10.244.1.5", "dst": "10.244.1.9", "sport": "5353", "dport": "40404"})
+    assert flows[-1][0] == "SCTP" and flows[-1][2]["src"] == "10.244.1.5"
+
+
+def test_without_a_record_the_flows_the_rules_would_not_make_are_found_in_the_table():
+    """The record of the last apply is lost, so there is no old view to diff: the kernel's own
+    table says which flows are pinned where the rules no longer lead (kube-proxy's reconciler)."""
+    view = {"default/web-udp:5000/UDP": dict(entry("UDP", ["10.244.2.5:5353"], 30053)),
+            "default/web-sctp:5000/SCTP": dict(entry("SCTP", ["10.244.2.5:5000"])),
+            "kube-system/no-eps:53/UDP": dict(entry("UDP", []), addresses=["10.96.0.31"], port=53)}
+    assert proxy.stale_flows(LISTING, view, "10.96.0.0/12") == [
+        flow("udp", "10.244.1.9", "10.96.0.20", 40404, 5000),  # DNATed to an endpoint that left
+        flow("udp", "10.244.1.9", "10.96.0.20", 40406, 5000),  # made un-NATed, before the endpoints
+        flow("udp", "10.244.1.9", "10.96.0.30", 40407, 53),    # DNATed, its Service gone
+        flow("sctp", "10.244.1.9", "10.96.0.20", 40411, 5000),
+    ]
+    # kept: the flow on a current endpoint, the REJECTed flow to a Service without endpoints, DNS
+    # outside the cluster, and the nodePort flow (not told from forwarded traffic by the table alone)
+    everywhere = proxy.stale_flows(LISTING, view, "10.96.0.0/12")
+    assert proxy.stale_flows(LISTING, view) == [cmd for cmd in everywhere if "10.96.0.30" not in cmd]
+
+
+class Conntrack(Module):
+    """The module stand-in with a conntrack that lists LISTING and records what it is told."""
+
+    def __init__(self, tmp_path, check_mode=False):
+        super().__init__(tmp_path, {"flush_conntrack": True}, check_mode)
+        self.ran = []
+        self.warned = []
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return "/usr/sbin/conntrack"
+
+    def run_command(self, args, **kwargs):
+        self.ran.append(args[1:])
+        if args[1] == "-L":
+            return 0, LISTING if args[3] == "udp" else "", ""
+        return 1, "", ""
+
+    def warn(self, msg):
+        self.warned.append(msg)
+
+
+def test_the_proxies_read_the_table_only_when_the_record_is_missing(tmp_path):
+    view = {"default/web-udp:5000/UDP": entry("UDP", ["10.244.2.5:5353"])}
+    module = Conntrack(tmp_path)
+    cleared = module_io.clear_flows(module, None, view, "10.96.0.0/12", rules_changed=False)
+    assert module.ran[:2] == [["-L", "-p", "udp"], ["-L", "-p", "sctp"]]
+    assert cleared == module.ran[2:] and flow("udp", "10.244.1.9", "10.96.0.20", 40404, 5000) in cleared
+    module = Conntrack(tmp_path)
+    assert module_io.clear_flows(module, view, view, "10.96.0.0/12", rules_changed=True) == module.ran == []
+    module = Conntrack(tmp_path, check_mode=True)
+    assert module_io.clear_flows(module, None, view, "10.96.0.0/12", rules_changed=True) == module.ran == []

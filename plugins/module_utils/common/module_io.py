@@ -11,6 +11,11 @@ import os
 import tempfile
 import time
 
+from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
+    stale_flows,
+    udp_flows_to_clear,
+)
+
 # One lock per node for every module that applies state: two runs at once (two operators, a
 # retry beside a slow run) take turns instead of interleaving a DNS swap or a proxy record.
 LOCK_PATH = "/run/podnet/node.lock"
@@ -161,6 +166,27 @@ def clear_conntrack(module, commands):
             module.warn(f"conntrack {' '.join(args)} failed: {err.strip()}")
         done.append(args)
     return done
+
+
+def clear_flows(module, old_view, view, service_cidr, rules_changed):
+    """The proxies' conntrack cleanup after an apply; the conntrack commands run. With the record
+    of the last apply (`old_view`), what the rule change made stale (udp_flows_to_clear); without
+    it, the UDP and SCTP flows in the kernel's table that the new rules would not have made
+    (stale_flows), so a lost record still leaves no client pinned to a gone endpoint."""
+    if module.check_mode or not module.params["flush_conntrack"]:
+        return []
+    if old_view is not None:
+        return clear_conntrack(module, udp_flows_to_clear(old_view, view)) if rules_changed else []
+    conntrack = module.get_bin_path("conntrack")
+    if not conntrack:
+        return []
+    listing = []
+    for protocol in ("udp", "sctp"):
+        rc, out, err = module.run_command([conntrack, "-L", "-p", protocol])
+        if rc != 0:
+            module.warn(f"conntrack -L -p {protocol} failed: {err.strip()}")
+        listing.append(out)
+    return clear_conntrack(module, stale_flows("".join(listing), view, service_cidr))
 
 
 def exit_proxy(module, actions, diff, cleared, **extra):

@@ -5,6 +5,8 @@ Pure: the modules record the view they applied (read back with podnet_nft.parse_
 pass the old and new views in, and run the conntrack commands this returns.
 """
 
+import ipaddress
+
 from ansible_collections.podnet.network.plugins.module_utils.services.categorize import proxied
 
 # The protocols whose conntrack entries outlive an endpoint: no connection end tells the kernel
@@ -90,3 +92,62 @@ def udp_flows_to_clear(old, new):
             if entry.get("node_port"):
                 commands.append([*delete, "--orig-port-dst", str(entry["node_port"])])
     return commands
+
+
+def conntrack_flows(listing):
+    """`conntrack -L` lines as (protocol, original, reply), each direction a dict of src, dst,
+    sport and dport; lines of another shape (the summary, ICMP) are left out."""
+    flows = []
+    for line in listing.splitlines():
+        words = line.split()
+        if not words or words[0].upper() not in CLEARED:
+            continue
+        tuples = [{}]
+        for word in words[1:]:
+            key, sep, value = word.partition("=")
+            if sep and key in ("src", "dst", "sport", "dport"):
+                if key in tuples[-1]:
+                    tuples.append({})
+                tuples[-1][key] = value
+        if len(tuples) == 2 and all(len(t) == 4 for t in tuples):
+            flows.append((words[0].upper(), tuples[0], tuples[1]))
+    return flows
+
+
+def stale_flows(listing, view, service_cidr=None):
+    """conntrack -D argument lists for the UDP and SCTP flows of `listing` (`conntrack -L`) that
+    the rules of `view` would not have made, as kube-proxy's conntrack reconciler finds them.
+    For a node whose record of the last apply is missing, where udp_flows_to_clear has no old
+    view to compare with:
+    - a flow to a Service port's address DNATed to an address and port that is not one of the
+      port's endpoints now;
+    - a flow to such an address not DNATed at all while the port has endpoints (made when it had
+      none, it would keep bypassing the DNAT);
+    - a DNATed flow to an address in `service_cidr` that no Service port has now (its Service is
+      gone).
+    Flows to a nodePort are left alone: without the node's own addresses they cannot be told
+    from traffic through the node to another host's port of the same number."""
+    frontends = {}
+    for entry in view.values():
+        for address in entry["addresses"]:
+            frontends[(entry["protocol"], address, str(entry["port"]))] = set(entry["endpoints"])
+    network = ipaddress.ip_network(service_cidr) if service_cidr else None
+    commands = []
+    for protocol, original, reply in conntrack_flows(listing):
+        natted = (reply["src"], reply["sport"]) != (original["dst"], original["dport"])
+        endpoints = frontends.get((protocol, original["dst"], original["dport"]))
+        if endpoints is not None:
+            stale = f"{reply['src']}:{reply['sport']}" not in endpoints if natted else bool(endpoints)
+        else:
+            stale = natted and network is not None and _inside(original["dst"], network)
+        if stale:
+            commands.append([*_delete(protocol), "--orig-src", original["src"], "--orig-dst", original["dst"],
+                             "--orig-port-src", original["sport"], "--orig-port-dst", original["dport"]])
+    return commands
+
+
+def _inside(address, network):
+    try:
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False
