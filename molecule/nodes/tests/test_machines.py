@@ -7,6 +7,7 @@ state what a homelab has and the fast lab cannot: the packages came from the rol
 plays become root themselves, and a real reboot under systemd brings the network back.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -98,11 +99,32 @@ def reachable(rebooted_pods, other):
     return True
 
 
+# Another runtime's container on podnet's network (containerd or podman given podnet's conflist):
+# a CNI ADD of the conflist's bridge plugin with a container ID and netns that are not podnet's.
+FOREIGN_ID = "f0e1" * 16
+FOREIGN_CNI = """ip netns add podnet-test-foreign 2>/dev/null
+CNI_COMMAND={command} CNI_CONTAINERID={id} CNI_NETNS={netns} CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \\
+  /usr/lib/cni/bridge <<'CONF'
+{conf}
+CONF
+"""
+
+
+def foreign_cni(h, command, netns="/run/netns/podnet-test-foreign"):
+    conflist = json.loads(h.file("/etc/cni/net.d/10-podnet.conflist").content_string)
+    conf = dict(conflist["plugins"][0], name=conflist["name"], cniVersion=conflist["cniVersion"])
+    return h.run(FOREIGN_CNI.format(command=command, id=FOREIGN_ID, netns=netns, conf=json.dumps(conf)))
+
+
 def test_a_real_reboot_brings_the_network_back_under_systemd():
     pods = probe.pods(NODES)
     rebooted = [p for p in pods if p["node"] == REBOOTED and probe.first_tcp_port(p)]
     other = next(p for p in pods if p["node"] != REBOOTED and p["namespace"] == "default")
     assert rebooted and reachable(rebooted, other)
+    added = foreign_cni(get_lab_host(REBOOTED), "ADD")
+    assert added.rc == 0, added.stderr
+    foreign_ip = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
+    lease = f"/var/lib/cni/networks/podnet/{foreign_ip}"
     old_init = get_lab_host(REBOOTED).run("stat -L -c %i /proc/1/ns/pid").stdout
     start = time.monotonic()
     result = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", REBOOTED],
@@ -118,6 +140,14 @@ def test_a_real_reboot_brings_the_network_back_under_systemd():
     unit = h.run("systemctl show -p Result -p ActiveState podnet-restore.service").stdout.split()
     assert "Result=success" in unit and "ActiveState=active" in unit, unit
     assert "podnet-restore: done" in h.run("journalctl -b -o cat -u podnet-restore.service").stdout
+    # The other runtime's lease outlived the boot restore, and no pod of podnet's got its address.
+    try:
+        assert h.run(f"head -n1 {lease}").stdout.strip() == FOREIGN_ID
+        assert foreign_ip not in [p["ip"] for p in probe.pods([REBOOTED])]
+    finally:
+        foreign_cni(h, "DEL", netns="")
+        h.run("ip netns del podnet-test-foreign 2>/dev/null; true")
+    assert not h.file(lease).exists, "the foreign lease is released by its own DEL"
     report = os.environ.get("PODNET_LAB_REPORT")
     line = (f"reboot {REBOOTED} (Debian {release(REBOOTED)}): systemd up {booted:.1f} s, "
             f"pods reachable {reachable_after:.1f} s after the plug was pulled\n")
