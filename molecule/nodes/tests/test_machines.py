@@ -216,37 +216,3 @@ def test_a_neighbours_move_is_healed_within_seconds_without_ansible(node, event,
         with open(report, "a") as out:
             out.write(line)
 
-
-# A machine whose uplink systemd-networkd manages (a .network file with the address the lab
-# gave it), started while podnet's routes are up.
-NETWORKD_NODE = "node2"
-UPLINK_NETWORK = "/etc/systemd/network/10-podnet-test-uplink.network"
-
-
-def test_networkd_starting_keeps_podnets_routes():
-    """systemd-networkd removes, when it starts, every route no .network file configured
-    (ManageForeignRoutes): podnet's drop-in tells it to keep them. podnet-heal is stopped
-    meanwhile, so the routes seen are the ones networkd left, not ones the heal put back."""
-    h = get_lab_host(NETWORKD_NODE)
-    assert "ManageForeignRoutes=no" in h.file("/etc/systemd/networkd.conf.d/podnet.conf").content_string
-    routes = h.run("ip route show proto 158").stdout
-    uplink = routes.split(" dev ", 1)[1].split()[0]
-    address = h.run(f"ip -4 -o addr show dev {uplink}").stdout.split()[3]
-    default = h.run("ip -4 route show default").stdout.split()
-    gateway = f"Gateway={default[default.index('via') + 1]}\n" if "via" in default else ""
-    h.run(f"cat > {UPLINK_NETWORK} <<'EOF'\n[Match]\nName={uplink}\n\n[Network]\nAddress={address}\n"
-          f"{gateway}LinkLocalAddressing=no\nIPv6AcceptRA=no\nEOF")
-    assert h.run("systemctl stop podnet-heal.service").rc == 0
-    try:
-        started = h.run("systemctl start systemd-networkd.service")
-        assert started.rc == 0, started.stderr
-        listed = f"networkctl list --no-legend {uplink}"
-        state = h.run(f"for i in $(seq 100); do {listed} | grep -q configured && break; sleep 0.1; done; "
-                      f"{listed}").stdout
-        after = h.run("ip route show proto 158").stdout
-    finally:
-        h.run("systemctl stop systemd-networkd.service systemd-networkd.socket")
-        h.run(f"rm -f {UPLINK_NETWORK}; ip addr replace {address} dev {uplink}")
-        h.run("systemctl start podnet-heal.service")
-    assert "configured" in state, f"networkd did not take {uplink} over: {state}"
-    assert after == routes

@@ -70,6 +70,7 @@ def test_reset_leaves_the_machine_as_it_was():
     assert run.returncode == 0, run.stdout[-3000:]
     assert "table ip podnet" in sh(h, "nft list tables")
     assert "podnet-heal.service" in sh(h, "systemctl list-units --no-legend --state=running")
+    assert "ManageForeignRoutes=no" in sh(h, "cat /etc/systemd/networkd.conf.d/podnet.conf")
 
     reset()
     after = snapshot(h)
