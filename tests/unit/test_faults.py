@@ -151,6 +151,8 @@ LISTING = (
     " src=192.0.2.53 dst=192.168.1.10 sport=53 dport=40409 mark=0 use=1\n"
     "udp      17 22 src=192.168.1.20 dst=192.168.1.10 sport=40410 dport=30053"
     " src=10.244.1.5 dst=10.244.1.1 sport=5353 dport=40410 mark=0 use=1\n"
+    "udp      17 21 src=10.244.1.9 dst=10.96.0.10 sport=40412 dport=53"
+    " src=10.96.0.10 dst=10.244.1.9 sport=10053 dport=40412 mark=0 use=1\n"
     "sctp     132 431999 ESTABLISHED src=10.244.1.9 dst=10.96.0.20 sport=40411 dport=5000"
     " src=10.244.1.5 dst=10.244.1.9 sport=5000 dport=40411 [ASSURED] mark=0 use=1\n"
 )
@@ -164,9 +166,9 @@ def flow(protocol, src, dst, sport, dport):
 def test_conntrack_lines_are_read_as_two_directions():
     icmp = ("icmp     1 29 src=10.244.1.9 dst=10.96.0.20 type=8 code=0 id=7 src=10.96.0.20 "
             "dst=10.244.1.9 type=0 code=0 id=7 mark=0 use=1\n")
-    summary = "conntrack v1.4.7 (conntrack-tools): 8 flow entries have been shown.\n"
+    summary = "conntrack v1.4.7 (conntrack-tools): 9 flow entries have been shown.\n"
     flows = proxy.conntrack_flows(LISTING + summary + icmp)
-    assert len(flows) == 8
+    assert len(flows) == 9
     assert flows[0] == ("UDP", {"src": "10.244.1.9", "dst": "10.96.0.20", "sport": "40404", "dport": "5000"},
                         {"src": "10.244.1.5", "dst": "10.244.1.9", "sport": "5353", "dport": "40404"})
     assert flows[-1][0] == "SCTP" and flows[-1][2]["src"] == "10.244.1.5"
@@ -185,7 +187,8 @@ def test_without_a_record_the_flows_the_rules_would_not_make_are_found_in_the_ta
         flow("sctp", "10.244.1.9", "10.96.0.20", 40411, 5000),
     ]
     # kept: the flow on a current endpoint, the REJECTed flow to a Service without endpoints, DNS
-    # outside the cluster, and the nodePort flow (not told from forwarded traffic by the table alone)
+    # outside the cluster, the nodePort flow (not told from forwarded traffic by the table alone),
+    # and a query to the cluster DNS address, redirected to the local dnsmasq's port
     everywhere = proxy.stale_flows(LISTING, view, "10.96.0.0/12")
     assert proxy.stale_flows(LISTING, view) == [cmd for cmd in everywhere if "10.96.0.30" not in cmd]
 

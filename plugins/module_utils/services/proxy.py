@@ -123,8 +123,8 @@ def stale_flows(listing, view, service_cidr=None):
       port's endpoints now;
     - a flow to such an address not DNATed at all while the port has endpoints (made when it had
       none, it would keep bypassing the DNAT);
-    - a DNATed flow to an address in `service_cidr` that no Service port has now (its Service is
-      gone).
+    - a flow DNATed to another address, to an address in `service_cidr` that no Service port has
+      now (its Service is gone); the cluster DNS address's redirect to a local port is not one.
     Flows to a nodePort are left alone: without the node's own addresses they cannot be told
     from traffic through the node to another host's port of the same number."""
     frontends = {}
@@ -134,7 +134,9 @@ def stale_flows(listing, view, service_cidr=None):
     network = ipaddress.ip_network(service_cidr) if service_cidr else None
     commands = []
     for protocol, original, reply in conntrack_flows(listing):
-        natted = (reply["src"], reply["sport"]) != (original["dst"], original["dport"])
+        # A Service's DNAT goes to another address (an endpoint is never inside service_cidr); a
+        # redirect to a local port, as podnet's DNS blue/green swap does, keeps the address.
+        natted = reply["src"] != original["dst"]
         endpoints = frontends.get((protocol, original["dst"], original["dport"]))
         if endpoints is not None:
             stale = f"{reply['src']}:{reply['sport']}" not in endpoints if natted else bool(endpoints)
