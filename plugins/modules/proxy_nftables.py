@@ -167,25 +167,26 @@ def ensure_present(module, nft, table, state_file, path):
         "elements": ruleset["elements"],
         "view": view,
     }
+    old_view = record.get("view") if record else None
     write = bool(path) and read_file(module, path) != full
     files = []
-    if write and not module.check_mode:
-        files.append((path, full))
-    if not module.check_mode and new_record != record:
-        files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
+    if not module.check_mode:
+        files = [(path, full)] if write else []
+        if new_record != record:
+            files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
     # The boot-time script and the record are on disk before the table changes, put in place
     # (a rename) after: a full disk fails the run with the node's rules as they were.
     with written_after(module, files):
-        cleared = apply_rules(module, nft, table, ruleset, content, record, view, actions,
-                              model.get("service_cidr"))
+        rules_change = apply_rules(module, nft, table, ruleset, content, record, actions)
+        cleared = clear_flows(module, old_view, view, model.get("service_cidr"), rules_change)
     if write:
         actions.append(f"write {path}")
-    return actions, record.get("view") if record else None, view, cleared
+    return actions, old_view, view, cleared
 
 
-def apply_rules(module, nft, table, ruleset, content, record, view, actions, service_cidr=None):
+def apply_rules(module, nft, table, ruleset, content, record, actions):
     """The live table made equal to the ruleset (an update when the live table is trusted and
-    close, else a whole reload); the UDP flows to clear, cleared. Appends to `actions`."""
+    close, else a whole reload). Appends to `actions`; True when the rules changed."""
     params = module.params
     live = trusted_live(record, params["verify_live"])
     if live is None:
@@ -211,8 +212,7 @@ def apply_rules(module, nft, table, ruleset, content, record, view, actions, ser
         actions.append(f"load table {FAMILY} {table} whole: {reload}")
         # One `nft -f` is one transaction: refused, it changes nothing, so no dry run first.
         nft.load(Transaction(FAMILY, table).replace_table(content))
-    old_view = record.get("view") if record else None
-    return clear_flows(module, old_view, view, service_cidr, len(actions) > first)
+    return len(actions) > first
 
 
 def ensure_absent(module, nft, table, state_file, path):
