@@ -151,12 +151,15 @@ test: deps
 	$(MAKE) lint sanity unit lab-tests NODES=namespaces
 	@rm -f .cache/machines-report.txt; \
 	  $(MAKE) -k molecule-nodes molecule-subnets NODES=namespaces > .cache/molecule-lane2.log 2>&1 & lane2=$$!; \
-	  $(MAKE) molecule NODES=namespaces; lane1=$$?; \
+	  $(MAKE) molecule NODES=namespaces 2>&1 | tee .cache/molecule-lane1.log; lane1=$${PIPESTATUS[0]}; \
 	  wait $$lane2; lane2=$$?; \
 	  echo "=== molecule-nodes, molecule-subnets (whole log: .cache/molecule-lane2.log), exit $$lane2"; \
 	  cat .cache/machines-report.txt 2>/dev/null; \
 	  if [ $$lane2 -eq 0 ]; then grep -aE " passed| failed|changed=|Executed" .cache/molecule-lane2.log | tail -40; \
 	  else tail -n 400 .cache/molecule-lane2.log; fi; \
+	  echo "=== default scenario: exit $$lane1; machines and two subnets: exit $$lane2"; \
+	  cat .cache/molecule-lane1.log .cache/molecule-lane2.log | sed 's/\x1b\[[0-9;]*m//g' \
+	    | grep -aE "(FAILED|ERROR) [A-Za-z0-9_./-]+\.py::| (passed|failed|error)[a-z ,0-9]* in [0-9.]+s" | cut -c1-400 | tail -60; \
 	  [ $$lane1 -eq 0 ] && [ $$lane2 -eq 0 ]
 	$(PY) lab/rootns.py compare .cache/rootns-before.json
 
