@@ -11,8 +11,11 @@ at the end; the machine's own namespace is never touched):
 - bare:     `nft -f` / `iptables-restore --noflush` of exactly the rules the module loads;
 - apply:    the module's first apply (a fresh namespace, so a full load), run as Ansible
             runs it on a node (bench/run_module.py), Python start-up included;
-- update:   the module again after one Service lost an endpoint; with verify_live (the
-            default: reads the live rules back) and without (trusts its record);
+- update:   the module again after one Service lost an endpoint; with verify_live (reads
+            the live rules back) and without (nftables: the record, once a glance at the
+            table's generation agrees; iptables: the record);
+- no-op:    the module again with the same model, as a no-op run of the playbook calls it
+            (nftables: the glance alone, nothing rendered);
 - ratio:    apply / bare, measured side by side in this run.
 
 iptables above --iptables-max Services (default 2,000) is skipped unless asked for:
@@ -120,7 +123,7 @@ def module_run(ns, backend, args, tmp):
 
 
 def module_apply_and_update(backend, model, tag):
-    """(full apply, update with verify_live, update trusting the record)."""
+    """(full apply, update with verify_live, update trusting the record, no-op)."""
     with tempfile.TemporaryDirectory() as tmp, Scratch(f"module-{tag}") as ns:
         base = {"node": "node1", "state_dir": tmp, "path": f"{tmp}/boot.rules", "flush_conntrack": False}
         apply_seconds, result = module_run(ns, backend, dict(base, model=json.dumps(model)), tmp)
@@ -134,7 +137,9 @@ def module_apply_and_update(backend, model, tag):
             assert result["changed"] and result["services_changed"], result
             updates.append(seconds)
             model = changed
-    return apply_seconds, updates[0], updates[1]
+        noop_seconds, result = module_run(ns, backend, dict(base, model=json.dumps(model)), tmp)
+        assert not result["changed"], result
+    return apply_seconds, updates[0], updates[1], noop_seconds
 
 
 def main():
@@ -150,7 +155,7 @@ def main():
         sys.exit("bench.py needs root (it creates scratch network namespaces)")
 
     header = (f"{'services':>9} {'backend':<9} {'render s':>9} {'bare s':>8} {'apply s':>8} "
-              f"{'ratio':>6} {'update s':>9} {'update(trust) s':>16}")
+              f"{'ratio':>6} {'update s':>9} {'update(trust) s':>16} {'no-op s':>8}")
     print(f"Service NAT, {options.endpoints} endpoints per Service, one node's rules")
     print(header)
     print("-" * len(header))
@@ -166,9 +171,9 @@ def main():
             render = time.perf_counter() - started
             tag = f"{backend}-{count}"
             bare = bare_load(backend, model, tag)
-            apply, update, update_trusting = module_apply_and_update(backend, model, tag)
+            apply, update, update_trusting, noop = module_apply_and_update(backend, model, tag)
             print(f"{count:>9} {backend:<9} {render:>9.3f} {bare:>8.3f} {apply:>8.3f} {apply / bare:>6.2f} "
-                  f"{update:>9.3f} {update_trusting:>16.3f}", flush=True)
+                  f"{update:>9.3f} {update_trusting:>16.3f} {noop:>8.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import render_nftables, shape
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import (
+    generation,
+    inputs_digest,
     iptables_drift,
+    kernel_matches,
     parse_iptables_save,
     plan_nft_update,
     trusted_live,
@@ -114,6 +117,42 @@ def test_plan_nft_update(wanted, live, record, verify_live, reload, forget, from
 ])
 def test_trusted_live(record, verify_live, trusted):
     assert (trusted_live(record, verify_live) is not None) == trusted
+
+
+DIGEST = inputs_digest('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1")
+GLANCED = {"inputs": DIGEST, "chains": {"services": 10, "nat_output": 1}}
+
+
+@pytest.mark.parametrize(("record", "live_generation", "live_chains", "matches"), [
+    P(GLANCED, {str(generation(DIGEST))}, {"services", "nat_output"}, True, id="the recorded table"),
+    P(None, {str(generation(DIGEST))}, {"services", "nat_output"}, False, id="no record"),
+    P(dict(GLANCED, inputs=None), {str(generation(DIGEST))}, {"services", "nat_output"}, False,
+      id="a record of an older podnet (no inputs)"),
+    P(GLANCED, None, set(), False, id="table gone (ruleset flushed)"),
+    P(GLANCED, set(), {"services", "nat_output"}, False, id="generation set empty"),
+    P(GLANCED, {str(generation(DIGEST) ^ 1)}, {"services", "nat_output"}, False, id="another generation"),
+    P(GLANCED, {str(generation(DIGEST)), "7"}, {"services", "nat_output"}, False, id="two generations"),
+    P(GLANCED, {str(generation(DIGEST))}, {"services"}, False, id="a chain deleted"),
+    P(GLANCED, {str(generation(DIGEST))}, {"services", "nat_output", "mine"}, False, id="a chain added"),
+])
+def test_kernel_matches(record, live_generation, live_chains, matches):
+    assert kernel_matches(record, live_generation, live_chains) is matches
+
+
+@pytest.mark.parametrize("other", [
+    ('{"services": [1]}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1"),
+    ('{"services": []}', "node2", "podnet-services", "/etc/podnet/s.nft", "r1"),
+    ('{"services": []}', "node1", "other", "/etc/podnet/s.nft", "r1"),
+    ('{"services": []}', "node1", "podnet-services", None, "r1"),
+    ('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r2"),
+])
+def test_every_input_moves_the_digest(other):
+    assert inputs_digest(*other) != DIGEST
+    assert inputs_digest('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1") == DIGEST
+
+
+def test_an_unknown_renderer_never_digests():
+    assert inputs_digest('{"services": []}', "node1", "podnet-services", None, None) is None
 
 
 def test_a_trusted_record_reads_as_the_listing_of_what_it_recorded():

@@ -15,7 +15,9 @@ transaction: applied whole or not at all), deletes a table, and knows what check
 tested without nft, root or namespaces.
 """
 
+import json as json_module
 import os
+import re
 import tempfile
 import time
 
@@ -175,6 +177,19 @@ class NftRunner:
             return None
         self.module.fail_json(msg=f"nft list {' '.join(target)} failed: {err.strip()}")
 
+    def chain_names(self, family, table):
+        """The names of the table's chains (an empty set when it has none or does not exist).
+        `nft list chains` reads no rules and no set elements: milliseconds at any size."""
+        rc, out, err = self._run(["-j", "list", "chains", family])
+        if rc != 0:
+            self.module.fail_json(msg=f"nft list chains {family} failed: {err.strip()}")
+        try:
+            items = json_module.loads(out).get("nftables", [])
+        except ValueError as exc:
+            self.module.fail_json(msg=f"cannot read nft's listing of the chains of family {family}: {exc}")
+        return {item["chain"]["name"] for item in items
+                if "chain" in item and item["chain"].get("table") == table}
+
     def load(self, transaction, what=None, may_fail=False):
         """Apply the transaction in one `nft -f` (`nft -c -f` in check mode: checked, not
         applied). True when nft took it (an empty one is trivially taken). Refused, nothing
@@ -219,7 +234,7 @@ class FakeNft:
 
     `tables` maps (family, table) to its listing, or to {obj: listing} where obj is None for
     the table and e.g. ("map", "affinity") for one of its maps (objects not given list as
-    missing). `refuse` holds the (family,
+    missing), and "chains" for its chain names. `refuse` holds the (family,
     table) whose loads nft would refuse. Every call is recorded in `calls`; `loaded` keeps
     the scripts of loads that were applied (not checked). A `replace_table` that is applied
     becomes the table's listing, as if nft listed exactly what it was given.
@@ -238,7 +253,25 @@ class FakeNft:
         listing = self.tables.get((family, table))
         if isinstance(listing, dict):
             return listing.get(obj)
+        if obj and isinstance(listing, str) and obj[0] in ("set", "map"):
+            # A replaced table's script: its `add element` statements for that set, as nft -j would list them.
+            elements = []
+            statement = r"^add element %s %s %s \{ (.*) \}$" % (family, re.escape(table), obj[1])
+            for found in re.finditer(statement, listing, re.M):
+                elements += [int(e) if e.isdigit() else e for e in found.group(1).split(", ")]
+            return json_module.dumps({"nftables": [{obj[0]: {"name": obj[1], "elem": elements}}]})
         return None if obj else listing
+
+    def chain_names(self, family, table):
+        """From a replaced table's script (its chain blocks and `add chain` statements)."""
+        self.calls.append(("chains", family, table))
+        listing = self.tables.get((family, table))
+        if isinstance(listing, dict):
+            return set(listing.get("chains", ()))
+        if not isinstance(listing, str):
+            return set()
+        return set(re.findall(r"^\tchain (\S+) \{$", listing, re.M)) | set(
+            re.findall(r"^add chain %s %s (\S+)$" % (family, re.escape(table)), listing, re.M))
 
     def load(self, transaction, what=None, may_fail=False):
         if not transaction:

@@ -14,9 +14,41 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import s
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import TABLES
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     AFFINITY_MAP,
+    GENERATION_SET,
     changes,
     has_changes,
 )
+
+# --- nftables: nothing to do, at a glance -------------------------------------------
+
+
+def inputs_digest(model_text, node, table, path, renderer):
+    """The digest of everything a proxy_nftables run's table and boot script follow from:
+    the model's text as the controller sent it, the node, table and boot path, and the
+    renderer's own source (`renderer`; None when unknown, which never matches)."""
+    if model_text is None or renderer is None:
+        return None
+    return sha256("\0".join((sha256(model_text), node, table, path or "", renderer)))
+
+
+def generation(digest):
+    """The generation set's element for a digest: its first 32 bits, as nft prints a mark."""
+    return int(digest[:8], 16)
+
+
+def kernel_matches(record, live_generation, live_chains):
+    """True when the kernel shows the table the record describes, as far as milliseconds
+    tell: its generation set holds the record's generation (`live_generation`: the set's
+    elements, None when the table is gone) and its chains are the recorded ones by name
+    (`live_chains`). A deleted, flushed or reloaded table, or a chain added or removed, is
+    seen; a hand edit inside a set or a chain is not (verify_live lists everything instead,
+    at seconds per 10,000 Services)."""
+    if not record or not record.get("inputs"):
+        return False
+    if live_generation != {str(generation(record["inputs"]))}:
+        return False
+    return live_chains == set(record.get("chains") or ())
+
 
 # --- nftables: reload the table whole, or send element deltas -------------------------
 
@@ -67,7 +99,10 @@ def plan_nft_update(ruleset, live, record, verify_live):
 
 
 def update_summary(table_name, diff):
-    """The action line of an element update, or None when the elements already match."""
+    """The action line of an element update, or None when the elements already match. The
+    generation set is bookkeeping, as the record is: a new generation alone is no change."""
+    diff = dict(diff, elements={name: change for name, change in diff["elements"].items()
+                                if name != GENERATION_SET})
     if not has_changes(diff):
         return None
     deleted = sum(len(d) for d, _added in diff["elements"].values())
