@@ -42,6 +42,11 @@ own plumbing, not a public API.
   NetworkPolicy and Namespace objects of the given files (the services file, a policies
   file) validated and resolved against the pods (see docs/network-policy.md); given
   ``services_file``, every other file may hold only those kinds.
+- ``podnet.network.policies_checked(paths, pods, cluster_cidr, services_file)``: the plan's
+  one read of those files: ``policy_model``'s checks (resolved against ``pods``, the declared
+  pods), kept unresolved as compact JSON text for the policy play.
+- ``podnet.network.resolve_policies(checked, pods, cluster_cidr)``: the policy model from
+  ``policies_checked``'s text and the pods the nodes run; no file is read again.
 - ``podnet.network.policy_table(model, node)``: the text of the nftables table that
   enforces those policies for one node's pods.
 - ``podnet.network.cluster_dns_ip(service_cidr, dns_ip)``: the cluster DNS address,
@@ -76,7 +81,11 @@ from ansible_collections.podnet.network.plugins.module_utils.pod_network.overlay
     vxlan_peers,
 )
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import PodSpecError, expand_pods
-from ansible_collections.podnet.network.plugins.module_utils.policy.model import load_policies
+from ansible_collections.podnet.network.plugins.module_utils.policy.model import (
+    load_policies,
+    read_policies,
+    resolve_policies,
+)
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
 from ansible_collections.podnet.network.plugins.module_utils.services.model import (
     ServiceSpecError,
@@ -231,13 +240,32 @@ def podnet_merge_allocations(hosts, hostvars):
     return merged
 
 
-def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None):
+def _policy_sources(paths, services_file):
     # Every file but the services file holds policies only: a Service there is refused, not skipped.
-    # (Without services_file, as the policy play calls it after the plan checked, none is.)
-    sources = [(_read_manifests(path), str(path), "the policies file (podnet_policies_file)"
-                if services_file and str(path) != str(services_file) else None) for path in paths or []]
+    # (Without services_file none is.)
+    return [(_read_manifests(path), str(path), "the policies file (podnet_policies_file)"
+             if services_file and str(path) != str(services_file) else None) for path in paths or []]
+
+
+def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None):
     try:
-        return load_policies(sources, pods or [], cluster_cidr=cluster_cidr)
+        return load_policies(_policy_sources(paths, services_file), pods or [], cluster_cidr=cluster_cidr)
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None):
+    try:
+        read = read_policies(_policy_sources(paths, services_file))
+        resolve_policies(read, pods or [], cluster_cidr=cluster_cidr)
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return _compact(read)
+
+
+def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16"):
+    try:
+        return resolve_policies(json.loads(checked), pods or [], cluster_cidr=cluster_cidr)
     except ServiceSpecError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
@@ -272,6 +300,8 @@ class FilterModule:
             "service_allocations": podnet_service_allocations,
             "merge_allocations": podnet_merge_allocations,
             "policy_model": podnet_policy_model,
+            "policies_checked": podnet_policies_checked,
+            "resolve_policies": podnet_resolve_policies,
             "policy_table": podnet_policy_table,
             "cluster_dns_ip": podnet_cluster_dns_ip,
         }

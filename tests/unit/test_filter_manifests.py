@@ -1,11 +1,14 @@
 """The filter plugin reads the manifest files itself, one way for both readers."""
 
 import json
+import pathlib
 
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.network.plugins.filter.podnet import (
+    podnet_policies_checked,
     podnet_policy_model,
+    podnet_resolve_policies,
     podnet_resolve_services,
     podnet_service_allocations,
     podnet_services_checked,
@@ -44,6 +47,37 @@ def test_policy_model_reads_every_path(tmp_path):
     model = podnet_policy_model([str(tmp_path / "services.yml"), str(tmp_path / "policies.yml")], [])
     assert [(policy["name"], policy["source"]) for policy in model["policies"]] == [
         ("deny", "%s: document 1 (line 1)" % (tmp_path / "policies.yml"))]
+
+
+def test_policies_checked_once_then_resolved_without_the_files(tmp_path):
+    """The plan checks the policies (against the declared pods) and hands them on as text;
+    the policy play resolves that text against the running pods: the same model as reading
+    the files, though the files are gone by then."""
+    (tmp_path / "services.yml").write_text(SERVICE)
+    block = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-in}\n"
+             "spec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n"
+             "  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}]\n    ports: [{port: http}]\n")
+    (tmp_path / "policies.yml").write_text(POLICY + "---\n" + block)
+    paths = [str(tmp_path / "services.yml"), str(tmp_path / "policies.yml")]
+    running = [{"namespace": "default", "name": "web-0", "labels": {"app": "web"}, "node": "node1",
+                "ip": "10.244.1.5", "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]
+    direct = podnet_policy_model(paths, running, "10.244.0.0/16", str(tmp_path / "services.yml"))
+    checked = podnet_policies_checked(paths, [], "10.244.0.0/16", str(tmp_path / "services.yml"))
+    assert isinstance(checked, str)
+    for path in paths:
+        pathlib.Path(path).unlink()
+    assert podnet_resolve_policies(checked, running, "10.244.0.0/16") == direct
+    # The ipBlock's except and the named port made it through the text.
+    assert direct["policies"][1]["ingress"][0]["peers"] == [
+        "10.0.0.0/16", "10.2.0.0/15", "10.4.0.0/14", "10.8.0.0/13", "10.16.0.0/12", "10.32.0.0/11",
+        "10.64.0.0/10", "10.128.0.0/9"]
+    assert "8080" in json.dumps(direct["policies"][1]["ingress"][0]["ports"])
+
+
+def test_policies_checked_refuses_what_the_plan_must(tmp_path):
+    (tmp_path / "policies.yml").write_text(SERVICE)
+    with pytest.raises(AnsibleFilterError, match="policies.yml: document 1 .*Service"):
+        podnet_policies_checked([str(tmp_path / "policies.yml")], [], "10.244.0.0/16", "services.yml")
 
 
 def test_policy_model_refuses_a_path_it_cannot_read(tmp_path):

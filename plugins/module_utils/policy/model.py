@@ -146,8 +146,9 @@ def _ip_block(where, path, value):
         # As Kubernetes: each except must be a strict part of the cidr.
         if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:
             raise where.error(here, "%s must be a strict subset of cidr %s", net, cidr)
-        excepts.append(net)
-    return {"cidr": cidr, "except": excepts}
+        excepts.append(str(net))
+    # Text, as the rest of a read policy is: the plan hands it on as JSON (see read_policies).
+    return {"cidr": str(cidr), "except": excepts}
 
 
 def _peer(where, path, value):
@@ -225,7 +226,7 @@ def _parse_policy(where, obj):
     check_fields(where, "spec", spec, SPEC_FIELDS)
     if spec.get("podSelector") is None:
         raise where.error("spec.podSelector", "is required ({} selects every pod in namespace %s)", namespace)
-    policy = {"where": where, "namespace": namespace, "name": name,
+    policy = {"where": where.state(), "namespace": namespace, "name": name,
               "pod_selector": _selector(where, "spec.podSelector", spec["podSelector"])}
     # Both sections are checked; one whose type is not in policyTypes is then ignored, as in Kubernetes.
     for direction, (peer_field, _type) in DIRECTIONS.items():
@@ -317,11 +318,11 @@ def _peer_pods(peer, policy, pods, namespaces):
 
 def _block_ranges(block):
     """An ipBlock as [(first, last)] address numbers: the cidr minus every except. IPv6 never matches here."""
-    cidr = block["cidr"]
+    cidr = ipaddress.ip_network(block["cidr"])
     if cidr.version != 4:
         return []
     ranges = [(int(cidr.network_address), int(cidr.broadcast_address))]
-    for excluded in block["except"]:
+    for excluded in map(ipaddress.ip_network, block["except"]):
         low, high = int(excluded.network_address), int(excluded.broadcast_address)
         # What is left of each range below and above the excluded one.
         parts = [((first, min(last, low - 1)), (max(first, high + 1), last)) for first, last in ranges]
@@ -407,7 +408,7 @@ def _policy_model(policy, pods, namespaces):
                 and selects(policy["pod_selector"], pod["labels"])]
     running = sorted((pod for pod in selected if pod["ip"]), key=lambda pod: address_key(pod["ip"]))
     model = {"namespace": policy["namespace"], "name": policy["name"],
-             "source": "%s: %s" % (policy["where"].filename, policy["where"].doc),
+             "source": "%s: %s" % tuple(policy["where"][:2]),
              "policy_types": policy["policy_types"],
              "pods": [{"pod": _pod_name(pod), "ip": pod["ip"], "node": pod["node"]} for pod in running],
              "pending_pods": sorted(_pod_name(pod) for pod in selected if not pod["ip"])}
@@ -422,25 +423,47 @@ def _policy_model(policy, pods, namespaces):
     return model
 
 
-def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
-    """Parse, validate and resolve the NetworkPolicies of `sources`; return the policy model.
-
-    `sources` is [(text, filename)]: the services file and optionally a policies file. `pods`
-    are podnet's pods ({namespace, name, labels, ports, ip, node}); one with ip None is
-    selected (describe() names it) but has no address to enforce yet. Raises PolicySpecError.
-    """
+def _cluster(cluster_cidr):
     try:
-        cluster = ipaddress.IPv4Network(cluster_cidr, strict=False)
+        return ipaddress.IPv4Network(cluster_cidr, strict=False)
     except (TypeError, ValueError):
         raise PolicySpecError("cluster_cidr: %r is not an IPv4 network such as 10.244.0.0/16"
                               % (cluster_cidr,)) from None
+
+
+def read_policies(sources):
+    """The NetworkPolicies and Namespaces of `sources`, parsed and checked, before any pod is
+    known: {"policies": [...], "namespaces": {name: labels}}. JSON-safe (addresses as text,
+    positions as Where.state()), so the plan checks them once and hands them on as text
+    (the filter policies_checked) for the policy play to resolve (resolve_policies).
+
+    `sources` is [(text, filename)] or [(text, filename, only)]; see _read."""
     policies, declared = _read(sources)
+    return {"policies": policies, "namespaces": declared}
+
+
+def resolve_policies(read, pods, cluster_cidr="10.244.0.0/16"):
+    """The policy model of `read` (read_policies' result) against `pods`: podnet's pods
+    ({namespace, name, labels, ports, ip, node}); one with ip None is selected (describe()
+    names it) but has no address to enforce yet. Raises PolicySpecError."""
+    cluster = _cluster(cluster_cidr)
     pods = _pods(pods)
+    declared = read["namespaces"]
     namespaces = {}
     for name in sorted(set(declared) | {pod["namespace"] for pod in pods}):
         namespaces[name] = dict(sorted(dict(declared.get(name, {}), **{NAMESPACE_NAME_LABEL: name}).items()))
     return {"cluster_cidr": str(cluster), "namespaces": namespaces,
-            "policies": [_policy_model(policy, pods, namespaces) for policy in policies]}
+            "policies": [_policy_model(policy, pods, namespaces) for policy in read["policies"]]}
+
+
+def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
+    """Parse, validate and resolve the NetworkPolicies of `sources`; return the policy model.
+
+    `sources` is [(text, filename)]: the services file and optionally a policies file. `pods`
+    as resolve_policies takes them. Raises PolicySpecError.
+    """
+    _cluster(cluster_cidr)  # a bad cluster CIDR is named before the files are read
+    return resolve_policies(read_policies(sources), pods, cluster_cidr)
 
 
 # --- description ----------------------------------------------------------------------
