@@ -53,8 +53,11 @@ own plumbing, not a public API.
   ``dns_ip`` or else the service CIDR's tenth address, checked to be inside it.
 """
 
+import hashlib
 import json
+import os
 import pathlib
+import tempfile
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
@@ -159,13 +162,19 @@ def podnet_egress_table(cluster_cidr, table="podnet"):
     return render_egress_table(cluster_cidr, table=table)
 
 
-def _read_manifests(path):
-    """The text of a manifest file, read on the controller as lookup('file') would: the
-    files are inventory, not node state. One way for both filters that read them."""
+def _read_bytes(path):
     try:
-        data = pathlib.Path(path).read_bytes()
+        return pathlib.Path(path).read_bytes()
     except OSError as exc:
         raise AnsibleFilterError("%s: cannot read: %s" % (path, exc.strerror)) from None
+
+
+def _read_manifests(path, data=None):
+    """The text of a manifest file (`data`: its bytes, already read), read on the controller
+    as lookup('file') would: the files are inventory, not node state. One way for every
+    filter that reads them."""
+    if data is None:
+        data = _read_bytes(path)
     try:
         return decode(data, str(path))
     except ManifestError as exc:
@@ -197,19 +206,74 @@ def _compact(data):
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
+def _code_digest():
+    """The digest of podnet's controller-side code (this file and module_utils), so a memo
+    made by another podnet is never taken."""
+    plugins = pathlib.Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in [pathlib.Path(__file__).resolve(), *sorted((plugins / "module_utils").rglob("*.py"))]:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _memo(memo_dir, name, inputs, compute, given=None):
+    """compute() -> (text, warnings, [the `given` values it also stands for]), remembered in
+    memo_dir/NAME.json for these very inputs (and podnet's code) and any of those `given`
+    values: the last result only, written whole (rename). The warnings are shown again on a
+    hit. No memo_dir: computed every time."""
+    given = _compact(given)
+    if not memo_dir:
+        text, warnings, _ = compute()
+    else:
+        key = hashlib.sha256((_compact(inputs) + _code_digest()).encode()).hexdigest()
+        path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+        try:
+            memo = json.loads(path.read_text(encoding="utf-8"))
+            hit = memo.get("key") == key and given in memo.get("given", ())
+        except (OSError, ValueError, AttributeError, TypeError):
+            hit = False
+        if hit:
+            text, warnings = memo["text"], memo["warnings"]
+        else:
+            text, warnings, also = compute()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % name, delete=False,
+                                                 encoding="utf-8") as handle:
+                    json.dump({"key": key, "given": [given, *map(_compact, also)], "text": text,
+                               "warnings": warnings}, handle)
+                os.replace(handle.name, path)
+            except OSError as exc:
+                _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+    for warning in warnings:
+        _display.warning(warning)
+    return text
+
+
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
                             node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
-                            cluster_domain=None):
-    text = _read_manifests(path) if path and pathlib.Path(path).is_file() else ""
-    try:
-        checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
-                                node_port_range=node_port_range, cluster_cidr=cluster_cidr,
-                                dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
-                                warn=_display.warning)
-        resolve_services(checked, pods or [])
-    except ServiceSpecError as exc:
-        raise AnsibleFilterError(str(exc)) from None
-    return _compact(checked)
+                            cluster_domain=None, memo_dir=None):
+    data = _read_bytes(path) if path and pathlib.Path(path).is_file() else None
+
+    def compute():
+        text = _read_manifests(path, data) if data is not None else ""
+        warnings = []
+        try:
+            checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
+                                    node_port_range=node_port_range, cluster_cidr=cluster_cidr,
+                                    dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
+                                    warn=warnings.append)
+            resolve_services(checked, pods or [])
+        except ServiceSpecError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+        # Allocation is stable: given the addresses it allocated as the previous ones, the
+        # read allocates them again, so the result stands for those too (the next run's,
+        # once the nodes persisted them).
+        return _compact(checked), warnings, [allocations(checked)]
+
+    inputs = [str(path), hashlib.sha256(data or b"").hexdigest(), pods or [], service_cidr,
+              node_port_range, cluster_cidr, dns_ip or None, cluster_domain]
+    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {})
 
 
 def podnet_resolve_services(checked, pods):
@@ -240,10 +304,11 @@ def podnet_merge_allocations(hosts, hostvars):
     return merged
 
 
-def _policy_sources(paths, services_file):
+def _policy_sources(paths, services_file, files=None):
     # Every file but the services file holds policies only: a Service there is refused, not skipped.
-    # (Without services_file none is.)
-    return [(_read_manifests(path), str(path), "the policies file (podnet_policies_file)"
+    # (Without services_file none is.) `files`: {path: bytes} already read.
+    return [(_read_manifests(path, (files or {}).get(str(path))), str(path),
+             "the policies file (podnet_policies_file)"
              if services_file and str(path) != str(services_file) else None) for path in paths or []]
 
 
@@ -254,13 +319,20 @@ def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file
         raise AnsibleFilterError(str(exc)) from None
 
 
-def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None):
-    try:
-        read = read_policies(_policy_sources(paths, services_file))
-        resolve_policies(read, pods or [], cluster_cidr=cluster_cidr)
-    except ServiceSpecError as exc:
-        raise AnsibleFilterError(str(exc)) from None
-    return _compact(read)
+def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None, memo_dir=None):
+    files = {str(path): _read_bytes(path) for path in paths or []}
+
+    def compute():
+        try:
+            read = read_policies(_policy_sources(paths, services_file, files))
+            resolve_policies(read, pods or [], cluster_cidr=cluster_cidr)
+        except ServiceSpecError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+        return _compact(read), [], []
+
+    inputs = [[[path, hashlib.sha256(data).hexdigest()] for path, data in files.items()], pods or [],
+              cluster_cidr, str(services_file)]
+    return _memo(memo_dir, "policies-checked", inputs, compute)
 
 
 def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16"):

@@ -133,3 +133,76 @@ def test_the_services_file_is_parsed_once_for_both_readers(tmp_path, monkeypatch
     path.write_text(SERVICE)  # another text is parsed again
     assert json.loads(podnet_services_checked(str(path), []))["services"][0]["name"] == "web"
     assert parses == [str(path), str(path)]
+
+
+# Between runs the plan remembers its last check (memo_dir): a run with the same file, pods and
+# settings takes it instead of parsing 10,000 Services again.
+LOCAL = ("apiVersion: v1\nkind: Service\nmetadata: {name: loc}\n"
+         "spec: {type: NodePort, externalTrafficPolicy: Local, ports: [{name: a, port: 82}]}\n---\n"
+         "apiVersion: v1\nkind: Endpoints\nmetadata: {name: loc}\n"
+         "subsets: [{addresses: [{ip: 192.0.2.9}], ports: [{name: a, port: 8082}]}]\n")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The services and policy reads the filters run, and the warnings they show."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    calls, warnings = [], []
+    for name in ("read_services", "read_policies"):
+        real = getattr(filters, name)
+        monkeypatch.setattr(filters, name, lambda *a, _real=real, _name=name, **k: calls.append(_name)
+                            or _real(*a, **k))
+    monkeypatch.setattr(filters._display, "warning", warnings.append)
+    return calls, warnings
+
+
+def test_a_check_is_remembered_for_the_same_inputs_only(tmp_path, counted):
+    calls, warnings = counted
+    memo = tmp_path / "memo"
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    assert calls == ["read_services"] and len(warnings) == 1 and "has no nodeName" in warnings[0]
+    # The same inputs: remembered, the warning shown again.
+    assert podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)) == first
+    assert calls == ["read_services"] and warnings[1] == warnings[0]
+    # The next run's previous allocations are the ones this check made: still remembered, and
+    # the same as a read with them (allocation is stable).
+    allocated = podnet_service_allocations(first)
+    assert podnet_services_checked(str(path), DECLARED, allocated, memo_dir=str(memo)) == first
+    assert calls == ["read_services"]
+    assert podnet_services_checked(str(path), DECLARED, allocated) == first
+    calls.clear()
+    # Anything else differs: read again.
+    for pods, previous, text in [(DECLARED, {"default/ext": {"cluster_ip": "10.96.0.50"}}, None),
+                                 ([], allocated, None), (DECLARED, allocated, NAMED)]:
+        if text:
+            path.write_text(text)
+        podnet_services_checked(str(path), pods, previous, memo_dir=str(memo))
+    assert calls == ["read_services"] * 3
+    # Without a memo directory, every call reads.
+    podnet_services_checked(str(path), DECLARED, allocated)
+    podnet_services_checked(str(path), DECLARED, allocated)
+    assert calls == ["read_services"] * 5
+
+
+def test_a_refused_file_is_never_remembered(tmp_path, counted):
+    calls, _warnings = counted
+    path = tmp_path / "services.yml"
+    path.write_text("apiVersion: v1\nkind: Pod\n")
+    for _ in range(2):
+        with pytest.raises(AnsibleFilterError, match="kind Pod"):
+            podnet_services_checked(str(path), [], memo_dir=str(tmp_path / "memo"))
+    assert calls == ["read_services"] * 2
+    assert not (tmp_path / "memo" / "services-checked.json").exists()
+
+
+def test_policies_checked_is_remembered_too(tmp_path, counted):
+    calls, _warnings = counted
+    (tmp_path / "policies.yml").write_text(POLICY)
+    args = ([str(tmp_path / "policies.yml")], [], "10.244.0.0/16", "services.yml")
+    first = podnet_policies_checked(*args, memo_dir=str(tmp_path))
+    assert podnet_policies_checked(*args, memo_dir=str(tmp_path)) == first
+    (tmp_path / "policies.yml").write_text(POLICY.replace("deny", "deny-all"))
+    assert "deny-all" in podnet_policies_checked(*args, memo_dir=str(tmp_path))
+    assert calls == ["read_policies"] * 2
