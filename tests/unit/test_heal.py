@@ -34,13 +34,17 @@ def heal(monkeypatch):
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
-    calls, live = [], {"tables": "table ip podnet\n", "routes": []}
+    # `nft -j list chains` as nft prints it: podnet's table with its chain, a foreign one.
+    chains = {"nftables": [{"metainfo": {"version": "1.0.6"}},
+                           {"chain": {"family": "ip", "table": "podnet", "name": "postrouting", "handle": 1}},
+                           {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1}}]}
+    calls, live = [], {"chains": json.dumps(chains), "routes": []}
 
     def fake_run(argv, stdin=None):
         calls.append(list(argv))
         out = ""
-        if argv[:3] == ["nft", "list", "tables"]:
-            out = live["tables"]
+        if argv[:4] == ["nft", "-j", "list", "chains"]:
+            out = live["chains"]
         elif argv[:4] == ["ip", "-j", "route", "show"]:
             out = json.dumps(listed(live["routes"], argv))
         return subprocess.CompletedProcess(argv, 0, out, "")
@@ -59,6 +63,7 @@ def script(tmp_path, family, table):
 def test_a_present_table_is_not_reloaded_a_flushed_one_is(heal, tmp_path):
     module, calls, _live = heal
     tables = module.live_tables()
+    assert tables == {("ip", "podnet"), ("inet", "filter")}
     assert module.heal_nft_file(script(tmp_path, "ip", "podnet"), tables) == []
     assert module.heal_nft_file(script(tmp_path, "ip", "podnet-dns"), tables)
     loads = [c for c in calls if c[:2] == ["nft", "-f"]]
