@@ -109,3 +109,28 @@ def test_the_shipped_package_has_the_heal_functions(tmp_path):
             "assert not [m for m in sys.modules if m.startswith('ansible')], 'Ansible was imported'")
     proc = subprocess.run([sys.executable, "-S", "-I", "-c", code, str(lib)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_round_waits_for_no_one_and_skips_while_a_podnet_run_holds_the_node_lock(tmp_path):
+    """A module holds the node lock while it changes the node; a heal round then is skipped,
+    not run halfway through the module's change; free, the round runs (and holds it)."""
+    import fcntl
+    import os
+
+    lib = shipped_package(tmp_path / "lib")
+    lock = tmp_path / "node.lock"
+    code = ("import sys, importlib.machinery, importlib.util; sys.path.insert(0, sys.argv[1]);"
+            "loader = importlib.machinery.SourceFileLoader('heal', sys.argv[1] + '/podnet-heal');"
+            "spec = importlib.util.spec_from_loader('heal', loader);"
+            "m = importlib.util.module_from_spec(spec);"
+            "loader.exec_module(m); print(m.heal_round(sys.argv[2], sys.argv[3]))")
+    argv = [sys.executable, "-S", "-I", "-c", code, str(lib), str(tmp_path / "no-entries"), str(lock)]
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as module_io.node_lock holds it
+    try:
+        held = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(fd)
+    free = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert (held.stdout, held.returncode) == ("None\n", 0), held.stderr
+    assert (free.stdout, free.returncode) == ("(0, 0)\n", 0), free.stderr

@@ -270,7 +270,11 @@ def test_node_answers_its_own_pods_then_update_under_load_then_back(sources, tmp
     assert gone["rcode"] == 3
     again = run_dns_plays()
     recap = [line for line in again.stdout.splitlines() if line.startswith(tuple(NODES))]
-    assert recap and all("changed=0" in line for line in recap), recap
+    # On failure: each changed task, its header and what it said.
+    lines = again.stdout.splitlines()
+    changed = ["\n".join(lines[max(i - 3, 0):i + 4])
+               for i, line in enumerate(lines) if line.startswith("changed:")]
+    assert recap and all("changed=0" in line for line in recap), (recap, changed)
 
 
 def test_reboot_brings_dns_back(sources):

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 
+from ansible_collections.podnet.network.plugins.module_utils.common.process import NODE_LOCK
 from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
     stale_flows,
     udp_flows_to_clear,
@@ -18,7 +19,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.proxy impo
 
 # One lock per node for every module that applies state: two runs at once (two operators, a
 # retry beside a slow run) take turns instead of interleaving a DNS swap or a proxy record.
-LOCK_PATH = "/run/podnet/node.lock"
+# podnet-heal takes it too (process.try_node_lock).
+LOCK_PATH = NODE_LOCK
 LOCK_WAIT = 300
 
 

@@ -10,11 +10,16 @@ process is found by the namespace it runs in (the inode of /proc/PID/ns/net or
 signalled.
 """
 
+import fcntl
 import os
 import signal
 import time
 
 PROC = "/proc"
+# One lock per node: every module that applies state holds it while it runs
+# (module_io.node_lock), and podnet-heal holds it for a round, so the heal never puts back
+# what a module is in the middle of changing.
+NODE_LOCK = "/run/podnet/node.lock"
 
 
 class ProcessError(Exception):
@@ -131,3 +136,16 @@ def terminate(pid, alive, timeout=2.0, kill_timeout=1.0, poll=0.05):
                 return True
             time.sleep(poll)
     raise ProcessError("pid %d did not stop" % pid)
+
+
+def try_node_lock(path=NODE_LOCK):
+    """The node lock, taken, as an open descriptor (closing it releases the lock), or None
+    when a podnet run holds it now. Never waits."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
