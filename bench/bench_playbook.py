@@ -100,7 +100,7 @@ def main():
           f"{options.endpoints} endpoints per Service")
     print(header)
     print("-" * len(header))
-    baseline = {}
+    baseline, rows = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "services.yml"
         extra = ["-e", "podnet_services_file=%s" % path, "-e", "podnet_proxy_backend=nftables"]
@@ -116,11 +116,32 @@ def main():
                                    env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
                 seconds, nft, changed = playbook(inventory, PLAYS, options.timeout, extra)
                 baseline.setdefault(step, seconds)
+                rows[count, step] = (seconds, nft, bare)
                 memory = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
                 print(f"{count:>9} {step:<9} {seconds:>8.1f} {seconds / baseline[step]:>6.2f} {nft:>7.3f} "
                       f"{changed:>8} {bare if step == 'first' else 0:>12.3f} {memory:>7.0f}", flush=True)
     # The lab's own Services back.
     playbook(inventory, PLAYS, options.timeout)
+    targets(rows, options.services)
+
+
+def targets(rows, counts):
+    """Issue 13's targets, from this run's rows: the smallest size is the baseline."""
+    base, top = min(counts), max(counts)
+    if base == top:
+        return
+    print(f"\ntargets at {top} Services (baseline: {base}):")
+    first, noop, endpoint = rows[top, "first"], rows[top, "no-op"], rows[top, "endpoint"]
+    checks = [
+        (f"first apply within 3x the {base}-Service run plus a bare nft -f per node",
+         first[0], 3 * rows[base, "first"][0] + 3 * first[2]),
+        (f"no-op within 1.5x the {base}-Service no-op", noop[0], 1.5 * rows[base, "no-op"][0]),
+        (f"one endpoint changed within 1.5x the {base}-Service no-op", endpoint[0],
+         1.5 * rows[base, "no-op"][0]),
+        ("one endpoint changed: kernel transaction under 50 ms", endpoint[1], 0.050),
+    ]
+    for what, value, limit in checks:
+        print(f"  {'met    ' if value <= limit else 'NOT met'} {what}: {value:.3f} s (limit {limit:.3f} s)")
 
 
 if __name__ == "__main__":
