@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Molecule's console wraps at the terminal's width, 80 without one: a failed test's name
+# would be split across lines in the logs make test sums up.
+export COLUMNS ?= 200
 
 # Debian packages: what the nodes need (the lab's nodes share this machine's
 # packages) plus the lab's own tools.
@@ -159,7 +162,8 @@ test: deps
 	  else tail -n 400 .cache/molecule-lane2.log; fi; \
 	  echo "=== default scenario: exit $$lane1; machines and two subnets: exit $$lane2"; \
 	  cat .cache/molecule-lane1.log .cache/molecule-lane2.log | sed 's/\x1b\[[0-9;]*m//g' \
-	    | grep -aE "(FAILED|ERROR) [A-Za-z0-9_./-]+\.py::| (passed|failed|error)[a-z ,0-9]* in [0-9.]+s" | cut -c1-400 | tail -60; \
+	    | grep -aE -A1 "(FAILED|ERROR)( [A-Za-z0-9_./-]+\.py::|$$)| (passed|failed|error)[a-z ,0-9]* in [0-9.]+s" \
+	    | grep -av "^--$$" | cut -c1-400 | tail -60; \
 	  [ $$lane1 -eq 0 ] && [ $$lane2 -eq 0 ]
 	$(PY) lab/rootns.py compare .cache/rootns-before.json
 

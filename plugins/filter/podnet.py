@@ -299,6 +299,8 @@ def podnet_merge_allocations(hosts, hostvars):
     merged = {}
     for host in hosts:
         persisted = (hostvars[host].get("podnet_node") or {}).get("persisted_service_allocations") or {}
+        if isinstance(persisted, str):  # node_info's compact JSON text
+            persisted = json.loads(persisted)
         for service, allocation in persisted.items():
             merged.setdefault(service, allocation)
     return merged

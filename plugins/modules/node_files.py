@@ -12,6 +12,8 @@ description:
   - One module run for the whole set, where a loop of C(ansible.builtin.copy) costs a round
     trip per file (podnet's boot-time program is 16 files, checked on every run).
   - Files under I(dest) that are not in I(files) are left alone.
+  - Several roles write all their small files in one run of this module (C(dest=/)), where a
+    C(file) and a C(copy) task per file would cost a round trip each on every run.
 options:
   dest:
     description: The directory the files' paths are relative to.
@@ -25,6 +27,8 @@ options:
     description: The mode (octal string) of each file that is not C(0644), by its path.
     type: dict
     default: {}
+notes:
+  - Supports check mode and diff mode (each file written, before and after).
 author: podnet developers (!UNKNOWN)
 """
 
@@ -76,16 +80,23 @@ def main():
         ),
         supports_check_mode=True,
     )
-    written = []
+    written, diffs = [], []
     for name, text in sorted(module.params["files"].items()):
         path, content, mode = wanted(module, name, text)
         current_mode = os.stat(path).st_mode & 0o7777 if os.path.isfile(path) else None
-        if read_file(module, path) == content and current_mode == mode:
+        before = read_file(module, path)
+        if before == content and current_mode == mode:
             continue
         written.append(os.path.relpath(path, module.params["dest"]))
+        diffs.append({"before_header": path if before is not None else "%s (absent)" % path,
+                      "after_header": "%s (mode %04o)" % (path, mode), "before": before or "",
+                      "after": content})
         if not module.check_mode:
             write_file(module, path, content, mode)
-    module.exit_json(changed=bool(written), written=written)
+    result = {"changed": bool(written), "written": written}
+    if module._diff and diffs:
+        result["diff"] = diffs
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
     node_network (the node IP with its prefix length), interface, mtu, networks,
-    bridge_netfilter, service_mgr, persisted_pod_cidr and persisted_service_allocations.
+    bridge_netfilter, service_mgr, persisted_pod_cidr and persisted_service_allocations
+    (compact JSON text, one string where 10,000 Services' entries would be copied by Ansible
+    at every task that reads hostvars).
   returned: always
   type: dict
 """
@@ -164,7 +166,7 @@ def main():
         "bridge_netfilter": os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
-        "persisted_service_allocations": allocations,
+        "persisted_service_allocations": json.dumps(allocations, separators=(",", ":"), sort_keys=True),
     }
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 

@@ -21,6 +21,13 @@ options:
       - Text rather than a dict, and not logged, because at 10,000 Services it is megabytes
         that Ansible would otherwise validate, log and echo back element by element (seconds).
     type: str
+  model_sha256:
+    description:
+      - The sha256 of O(model) as the controller has it (C(hash('sha256'))), given without
+        O(model) to ask whether the node already runs exactly that. The module then changes
+        nothing and returns RV(current). A playbook sends the megabytes of O(model) only
+        when the answer is no.
+    type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
     type: str
@@ -93,6 +100,12 @@ nft_seconds:
   returned: always
   type: float
   sample: 0.012
+current:
+  description:
+    - Whether the node runs the table of exactly these inputs, known at a glance (see
+      O(verify_live)). Given only O(model_sha256), nothing else is done.
+  returned: when O(state=present)
+  type: bool
 verified:
   description:
     - How the live table was known. C(generation) means the inputs were the recorded ones
@@ -178,16 +191,19 @@ def parsed(module, nft, table, obj=None):
 
 def ensure_present(module, nft, table, state_file, path):
     params = module.params
-    if not params["model"] or not params["node"]:
-        module.fail_json(msg="model and node are required when state=present")
+    if not (params["model"] or params["model_sha256"]) or not params["node"]:
+        module.fail_json(msg="model (or model_sha256) and node are required when state=present")
     record = parse_state(read_file(module, state_file))
-    digest = inputs_digest(params["model"], params["node"], table, path, renderer())
+    model_sha256 = sha256(params["model"]) if params["model"] else params["model_sha256"]
+    digest = inputs_digest(model_sha256, params["node"], table, path, renderer())
     boot = read_file(module, path) if path else None
     # The record stands for the live table when a glance at the kernel agrees with it (unless
     # verify_live); then the same inputs, and the boot script as recorded, leave nothing to do.
     trusted = not params["verify_live"] and glance(nft, table, record)
     if trusted and record["inputs"] == digest and record.get("boot_sha256") == sha256(boot):
         return [], record["view"], record["view"], [], "generation"
+    if not params["model"]:
+        return [], {}, {}, [], None  # not current: the caller sends the model
     try:
         model = json.loads(params["model"])
     except ValueError as exc:
@@ -288,6 +304,7 @@ def main():
         argument_spec={
             # Not a secret: no_log spares logging and echoing megabytes (see DOCUMENTATION).
             "model": {"type": "str", "no_log": True},
+            "model_sha256": {"type": "str"},
             "node": {"type": "str"},
             "table": {"type": "str", "default": "podnet-services"},
             "path": {"type": "path"},
@@ -304,7 +321,11 @@ def main():
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
     actions, old_view, view, cleared, verified = ensure(module, nft, table, state_file, module.params["path"])
-    extra = {"verified": verified} if verified else {}
+    extra = {}
+    if module.params["state"] == "present":
+        extra = {"current": verified == "generation" or (bool(module.params["model"]) and not actions)}
+        if verified:
+            extra["verified"] = verified
     exit_proxy(module, actions, view_diff(old_view, view), cleared, nft_seconds=round(nft.load_seconds, 4),
                **extra)
 

@@ -206,3 +206,19 @@ def test_policies_checked_is_remembered_too(tmp_path, counted):
     (tmp_path / "policies.yml").write_text(POLICY.replace("deny", "deny-all"))
     assert "deny-all" in podnet_policies_checked(*args, memo_dir=str(tmp_path))
     assert calls == ["read_policies"] * 2
+
+
+def test_merge_allocations_reads_node_infos_text_and_the_first_node_wins():
+    from ansible_collections.podnet.network.plugins.filter.podnet import podnet_merge_allocations
+    hostvars = {
+        "node1": {"podnet_node": {"persisted_service_allocations": json.dumps(
+            {"default/web": {"cluster_ip": "10.96.0.20", "node_ports": {}}})}},
+        "node2": {"podnet_node": {"persisted_service_allocations": json.dumps(
+            {"default/web": {"cluster_ip": "10.96.0.99", "node_ports": {}},
+             "default/db": {"cluster_ip": "10.96.0.30", "node_ports": {"TCP/5432": 30432}}})}},
+        "node3": {"podnet_node": {"persisted_service_allocations": "{}"}},
+        "node4": {},
+    }
+    assert podnet_merge_allocations(["node1", "node2", "node3", "node4"], hostvars) == {
+        "default/web": {"cluster_ip": "10.96.0.20", "node_ports": {}},
+        "default/db": {"cluster_ip": "10.96.0.30", "node_ports": {"TCP/5432": 30432}}}

@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script, sha256
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import generation
 from ansible_collections.podnet.network.plugins.modules import dns, nftables, proxy_nftables
@@ -281,3 +281,22 @@ def test_dns_check_mode_runs_only_the_checks_of_a_blue_green_update(tmp_path):
     assert ran == [["/usr/sbin/dnsmasq", "--test"]] * 2
     assert [call[0] for call in nft.calls] == ["check"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_proxy_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path):
+    """A playbook asks with the model's sha256 first: the megabytes go only when the answer is no."""
+    nft = FakeNft()
+    model = services_model("10.244.1.5")
+    proxy(tmp_path, nft, model)
+    loads = len(nft.loaded)
+
+    def ask(text):
+        params = {"model": None, "model_sha256": sha256(text), "node": "node1", "verify_live": False,
+                  "flush_conntrack": True}
+        return proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
+                                             str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
+
+    actions, _old, _view, _cleared, verified = ask(json.dumps(model))
+    assert (actions, verified) == ([], "generation")
+    assert ask(json.dumps(services_model("10.244.1.6"))) == ([], {}, {}, [], None)
+    assert len(nft.loaded) == loads

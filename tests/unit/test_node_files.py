@@ -17,9 +17,9 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / ".collections"),
 MODULE = "ansible_collections.podnet.network.plugins.modules.node_files"
 
 
-def run(dest, files, modes=None, check=False):
+def run(dest, files, modes=None, check=False, diff=False):
     args = {"ANSIBLE_MODULE_ARGS": {"dest": str(dest), "files": files, "modes": modes or {},
-                                    "_ansible_check_mode": check}}
+                                    "_ansible_check_mode": check, "_ansible_diff": diff}}
     proc = subprocess.run([sys.executable, "-m", MODULE], input=json.dumps(args), capture_output=True,
                           text=True, timeout=60, env=ENV)
     return json.loads(proc.stdout)
@@ -52,3 +52,11 @@ def test_a_path_outside_dest_is_refused(tmp_path):
     for path in ("/etc/passwd", "../escape", "a/../../b"):
         result = run(tmp_path, {path: "x"})
         assert result.get("failed") and "relative path inside dest" in result["msg"], result
+
+
+def test_diff_mode_shows_each_file_written_before_and_after(tmp_path):
+    run(tmp_path, {"a": "one\n", "b": "two\n"})
+    result = run(tmp_path, {"a": "ONE\n", "b": "two\n", "c": "new\n"}, check=True, diff=True)
+    assert [(d["before_header"], d["before"], d["after"]) for d in result["diff"]] == [
+        (str(tmp_path / "a"), "one\n", "ONE\n"), ("%s (absent)" % (tmp_path / "c"), "", "new\n")]
+    assert "diff" not in run(tmp_path, {"a": "one\n"}, diff=True)

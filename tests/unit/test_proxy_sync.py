@@ -119,7 +119,7 @@ def test_trusted_live(record, verify_live, trusted):
     assert (trusted_live(record, verify_live) is not None) == trusted
 
 
-DIGEST = inputs_digest('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1")
+DIGEST = inputs_digest(sha256('{"services": []}'), "node1", "podnet-services", "/etc/podnet/s.nft", "r1")
 GLANCED = {"inputs": DIGEST, "chains": {"services": 10, "nat_output": 1}}
 
 
@@ -140,19 +140,20 @@ def test_kernel_matches(record, live_generation, live_chains, matches):
 
 
 @pytest.mark.parametrize("other", [
-    ('{"services": [1]}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1"),
-    ('{"services": []}', "node2", "podnet-services", "/etc/podnet/s.nft", "r1"),
-    ('{"services": []}', "node1", "other", "/etc/podnet/s.nft", "r1"),
-    ('{"services": []}', "node1", "podnet-services", None, "r1"),
-    ('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r2"),
+    (sha256('{"services": [1]}'), "node1", "podnet-services", "/etc/podnet/s.nft", "r1"),
+    (sha256('{"services": []}'), "node2", "podnet-services", "/etc/podnet/s.nft", "r1"),
+    (sha256('{"services": []}'), "node1", "other", "/etc/podnet/s.nft", "r1"),
+    (sha256('{"services": []}'), "node1", "podnet-services", None, "r1"),
+    (sha256('{"services": []}'), "node1", "podnet-services", "/etc/podnet/s.nft", "r2"),
 ])
 def test_every_input_moves_the_digest(other):
     assert inputs_digest(*other) != DIGEST
-    assert inputs_digest('{"services": []}', "node1", "podnet-services", "/etc/podnet/s.nft", "r1") == DIGEST
+    same = (sha256('{"services": []}'), "node1", "podnet-services", "/etc/podnet/s.nft", "r1")
+    assert inputs_digest(*same) == DIGEST
 
 
 def test_an_unknown_renderer_never_digests():
-    assert inputs_digest('{"services": []}', "node1", "podnet-services", None, None) is None
+    assert inputs_digest(sha256('{"services": []}'), "node1", "podnet-services", None, None) is None
 
 
 def test_a_trusted_record_reads_as_the_listing_of_what_it_recorded():

@@ -22,13 +22,14 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
 # --- nftables: nothing to do, at a glance -------------------------------------------
 
 
-def inputs_digest(model_text, node, table, path, renderer):
+def inputs_digest(model_sha256, node, table, path, renderer):
     """The digest of everything a proxy_nftables run's table and boot script follow from:
-    the model's text as the controller sent it, the node, table and boot path, and the
+    the model's text as the controller sent it (its sha256: the module's `model_sha256`, as
+    the controller's `hash('sha256')` gives it), the node, table and boot path, and the
     renderer's own source (`renderer`; None when unknown, which never matches)."""
-    if model_text is None or renderer is None:
+    if model_sha256 is None or renderer is None:
         return None
-    return sha256("\0".join((sha256(model_text), node, table, path or "", renderer)))
+    return sha256("\0".join((model_sha256, node, table, path or "", renderer)))
 
 
 def generation(digest):
