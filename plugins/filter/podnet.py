@@ -223,7 +223,7 @@ def _memo(memo_dir, name, inputs, compute, given=None):
     hit. No memo_dir: computed every time."""
     given = _compact(given)
     if not memo_dir:
-        text, warnings, _ = compute()
+        text, warnings = compute()[:2]
     else:
         key = hashlib.sha256((_compact(inputs) + _code_digest()).encode()).hexdigest()
         path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
