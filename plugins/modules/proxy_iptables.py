@@ -239,14 +239,14 @@ def remove_jumps(module, iptables, jumps):
 
 
 def boot_file(ruleset):
-    """The full restore input plus the jumps, for a boot where every chain is empty."""
-    text = restore_text(ruleset, None)
-    for table, chain, rule in ruleset["jumps"]:
-        marker = f"*{table}\n"
-        head, sep, tail = text.partition(marker)
-        before_commit = tail.index("COMMIT\n")
-        text = head + sep + tail[:before_commit] + f"-A {chain} {rule}\n" + tail[before_commit:]
-    return "# Managed by podnet (podnet_proxy_iptables): iptables-restore --noflush at boot.\n" + text
+    """The full restore input plus the jumps, for a boot where podnet's chains are empty.
+
+    The jumps go at the top of the built-in chains, as a run puts them (with_jumps): by boot
+    time ufw or dockerd may have filled FORWARD and INPUT, and podnet's firewall step has put
+    its accept chain first; appended after those, the proxy's filter verdicts (DROP for no
+    local endpoint, REJECT for none) would never be reached by traffic they accept."""
+    return ("# Managed by podnet (podnet_proxy_iptables): iptables-restore --noflush at boot.\n"
+            + with_jumps(restore_text(ruleset, None), ruleset["jumps"]))
 
 
 def _jumps(ruleset):

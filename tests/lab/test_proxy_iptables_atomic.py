@@ -189,3 +189,41 @@ def test_a_full_disk_fails_naming_the_file_before_the_chains_change(scratch, tmp
     run = apply(scratch, tmp_path, new)
     assert run.returncode == 0, run.stdout[-3000:]
     assert iptables_save(scratch) != applied
+
+
+@pytest.mark.skipif(not _available(), reason="needs root, ip and the iptables tools")
+def test_after_a_reboot_the_proxys_verdicts_come_before_a_firewalls_accepts(scratch, tmp_path):
+    """The boot restore on a machine with ufw: ufw's rules are in by then, podnet's firewall
+    step (entry 35) puts its accept chain at the top of FORWARD and INPUT, then the proxy's
+    boot file (entry 50) goes in. Its jumps must lead, as after a run: appended, a pod's
+    packet to a ClusterIP with no local endpoint was accepted by the firewall chain and
+    routed away, instead of dropped (seen on a real machine with ufw, issue 11)."""
+    run = apply(scratch, tmp_path, changed_model())
+    assert run.returncode == 0, run.stdout[-3000:]
+    boot = (tmp_path / "state" / "podnet-services.rules").read_text()
+    rebooted = scratch + "-boot"
+    subprocess.run(["ip", "netns", "add", rebooted], check=True, capture_output=True, timeout=30)
+    try:
+        def in_ns(*argv, stdin=None):
+            done = subprocess.run(["ip", "netns", "exec", rebooted, *argv], input=stdin, capture_output=True,
+                                  text=True, timeout=60, cwd=REPO,
+                                  env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        in_ns(sys.executable, str(REPO / "lab" / "firewall_presets.py"), rebooted, "apply", "ufw")
+        in_ns(sys.executable, "-c", "import sys; from ansible_collections.podnet.network.plugins.module_utils."
+              "firewall.apply import restore_at_boot; print(restore_at_boot('10.244.0.0/16', '10.96.0.0/12', "
+              "state_file=sys.argv[1]))", str(tmp_path / "firewall.json"))
+        in_ns("iptables-restore", "--noflush", stdin=boot)
+        for chain in ("FORWARD", "INPUT", "OUTPUT"):
+            targets = [line.split(" -j ")[-1] for line in in_ns("iptables", "-w", "-S", chain).splitlines()
+                       if line.startswith("-A ")]
+            kube = [t for t in targets if t.startswith("KUBE-")]
+            assert kube, (chain, targets)
+            # Every KUBE jump before anything else: podnet's accept chain, ufw's chains.
+            assert targets[:len(kube)] == kube, (chain, targets)
+            if chain != "OUTPUT":
+                assert "PODNET-%s" % chain in targets[len(kube):], (chain, targets)
+    finally:
+        subprocess.run(["ip", "netns", "del", rebooted], check=False, capture_output=True, timeout=30)
