@@ -43,8 +43,9 @@ ADMIN = "admin"
 # not "required", so minbase alone would leave it out.
 BASE_PACKAGES = ("apt", "systemd-sysv", "python3", "openssh-server", "sudo", "iproute2", "iputils-ping")
 # What the roles' apt tasks may ask for besides their own lists: Ansible's apt module
-# installs python3-apt itself when it is missing. socat is the tests' UDP client.
-EXTRA_MIRROR_PACKAGES = ("python3-apt", "socat")
+# installs python3-apt itself when it is missing. socat is the tests' UDP client. ufw is
+# the firewall the machine scenario gives node3 before podnet arrives (molecule/nodes/prepare.yml).
+EXTRA_MIRROR_PACKAGES = ("python3-apt", "socat", "ufw")
 # Units a machine in a namespace must not run: consoles and ttys are the host's, udev
 # would trigger the host's devices, timesyncd would set the host's clock.
 MASKED_UNITS = (

@@ -212,9 +212,10 @@ def test_after_a_reboot_the_proxys_verdicts_come_before_a_firewalls_accepts(scra
             return done.stdout
 
         in_ns(sys.executable, str(REPO / "lab" / "firewall_presets.py"), rebooted, "apply", "ufw")
-        in_ns(sys.executable, "-c", "import sys; from ansible_collections.podnet.network.plugins.module_utils."
-              "firewall.apply import restore_at_boot; print(restore_at_boot('10.244.0.0/16', '10.96.0.0/12', "
-              "state_file=sys.argv[1]))", str(tmp_path / "firewall.json"))
+        boot_step = ("import sys; from ansible_collections.podnet.network.plugins.module_utils.firewall."
+                     "apply import restore_at_boot; print(restore_at_boot('10.244.0.0/16', '10.96.0.0/12', "
+                     "state_file=sys.argv[1]))")
+        in_ns(sys.executable, "-c", boot_step, str(tmp_path / "firewall.json"))
         in_ns("iptables-restore", "--noflush", stdin=boot)
         for chain in ("FORWARD", "INPUT", "OUTPUT"):
             targets = [line.split(" -j ")[-1] for line in in_ns("iptables", "-w", "-S", chain).splitlines()

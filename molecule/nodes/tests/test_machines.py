@@ -158,10 +158,10 @@ def test_a_real_reboot_brings_the_network_back_under_systemd():
 
 
 # What prepare.yml gave each machine before podnet came (lab/firewall_presets.py).
-FIREWALLS = {"node1": "docker", "node2": "nftables"}
+FIREWALLS = {"node1": "docker", "node2": "nftables", "node3": "ufw"}
 
 
-@pytest.mark.parametrize("node", sorted(FIREWALLS))
+@pytest.mark.parametrize("node", NODES)
 def test_the_machines_own_firewall_still_drops_what_it_does_not_know(node):
     """Every suite here ran through the node's own firewall: it is still in force, its
     drop policies untouched, and podnet only added its accept chains beside it."""
@@ -176,9 +176,15 @@ def test_the_machines_own_firewall_still_drops_what_it_does_not_know(node):
     else:
         rules = h.run("iptables -w -S").stdout.splitlines()
         assert "-P FORWARD DROP" in rules, rules
-        assert rules.index("-A FORWARD -j DOCKER-USER") < rules.index(
-            "-A FORWARD -j DOCKER-ISOLATION-STAGE-1")
-        assert "-A DOCKER-USER -j PODNET-FORWARD" in rules, rules
+        if preset == "docker":
+            assert rules.index("-A FORWARD -j DOCKER-USER") < rules.index(
+                "-A FORWARD -j DOCKER-ISOLATION-STAGE-1")
+            assert "-A DOCKER-USER -j PODNET-FORWARD" in rules, rules
+        else:
+            assert "-P INPUT DROP" in rules, rules
+            assert "Status: active" in h.run("ufw status").stdout
+            assert h.run("systemctl is-enabled ufw").stdout.strip() == "enabled"
+            assert "-A FORWARD -j PODNET-FORWARD" in rules, rules
 
 
 # A neighbour's everyday move, what it takes, and the check that it is back (podnet-heal.service
@@ -187,6 +193,8 @@ NEIGHBOURS = [
     ("node2", "systemctl restart nftables",  # its nftables.conf starts with flush ruleset
      "nft list tables | grep -c podnet | grep -qx {tables} && "
      "nft list chain inet filter forward | grep -q 'jump podnet_accept_forward'"),
+    ("node3", "ufw reload",  # ufw rebuilds its chains; PODNET-FORWARD's jump must come back
+     "iptables -w -C FORWARD -j PODNET-FORWARD"),
     ("node1", "ip route flush proto 158",  # a routing daemon's cleanup: podnet's routes gone
      "test $(ip route show proto 158 | wc -l) -eq {routes}"),
     # The DNS killed: the test runs in the machine's own PID namespace, so these are its processes.
