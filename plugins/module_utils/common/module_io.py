@@ -6,12 +6,11 @@ thing the same way.
 """
 
 import contextlib
-import fcntl
 import os
 import tempfile
 import time
 
-from ansible_collections.podnet.network.plugins.module_utils.common.process import NODE_LOCK
+from ansible_collections.podnet.network.plugins.module_utils.common.process import NODE_LOCK, try_node_lock
 from ansible_collections.podnet.network.plugins.module_utils.services.proxy import (
     stale_flows,
     udp_flows_to_clear,
@@ -115,24 +114,20 @@ def node_lock(module, what, path=LOCK_PATH, wait=LOCK_WAIT):
 
     A second run waits for the first, at most `wait` seconds, then fails naming the holder.
     Returns the open descriptor; closing it releases the lock early."""
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        module.fail_json(msg=f"cannot open podnet's node lock {path}: {exc}")
     deadline = time.monotonic() + wait
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = try_node_lock(path)
+        except OSError as exc:
+            module.fail_json(msg=f"cannot open podnet's node lock {path}: {exc}")
+        if fd is not None:
             break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                os.close(fd)
-                module.fail_json(msg=f"another podnet run holds this node's lock {path} ({holder}); {what} "
-                                     f"waited {wait} s and changed nothing: let that run finish, then run "
-                                     "again")
-            time.sleep(0.2)
+        if time.monotonic() >= deadline:
+            holder = (read_file(module, path) or "")[:200].strip() or "unknown"
+            module.fail_json(msg=f"another podnet run holds this node's lock {path} ({holder}); {what} "
+                                 f"waited {wait} s and changed nothing: let that run finish, then run "
+                                 "again")
+        time.sleep(0.2)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
               .encode(), 0)

@@ -140,7 +140,8 @@ def terminate(pid, alive, timeout=2.0, kill_timeout=1.0, poll=0.05):
 
 def try_node_lock(path=NODE_LOCK):
     """The node lock, taken, as an open descriptor (closing it releases the lock), or None
-    when a podnet run holds it now. Never waits."""
+    when a podnet run holds it now. Never waits: module_io.node_lock waits with it, a
+    podnet-heal round skips."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

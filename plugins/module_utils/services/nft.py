@@ -87,7 +87,7 @@ SETS = {
     "hairpin": ("set", "ip saddr . ip daddr", ()),
     # One number: the generation of the last apply (from the digest of its inputs). Listing
     # this one small set costs milliseconds where the whole table costs seconds at 10,000
-    # Services: it tells the module the live table is the one it recorded (see sync.current).
+    # Services: it tells the module the live table is the one it recorded (see sync.kernel_matches).
     GENERATION_SET: ("set", "meta mark", ()),
 }
 AFFINITY_MAP = "affinity"
