@@ -44,8 +44,10 @@ ADMIN = "admin"
 BASE_PACKAGES = ("apt", "systemd-sysv", "python3", "openssh-server", "sudo", "iproute2", "iputils-ping")
 # What the roles' apt tasks may ask for besides their own lists: Ansible's apt module
 # installs python3-apt itself when it is missing. socat is the tests' UDP client. ufw is
-# the firewall the machine scenario gives node3 before podnet arrives (molecule/nodes/prepare.yml).
-EXTRA_MIRROR_PACKAGES = ("python3-apt", "socat", "ufw")
+# the firewall the machine scenario gives node3 before podnet arrives, dbus the system bus
+# networkctl reaches networkd over on node3, whose uplink systemd-networkd (part of the
+# systemd package on Debian 12 and 13) manages there (molecule/nodes/prepare.yml).
+EXTRA_MIRROR_PACKAGES = ("python3-apt", "socat", "ufw", "dbus")
 # Units a machine in a namespace must not run: consoles and ttys are the host's, udev
 # would trigger the host's devices, timesyncd would set the host's clock.
 MASKED_UNITS = (
