@@ -88,6 +88,14 @@ def test_plays_become_root_whatever_the_inventory_says_of_become(tmp_path):
     assert recap and all("changed=0" in line and "failed=0" in line for line in recap), recap
 
 
+def report(line):
+    """Print a measured line; make test collects them (PODNET_LAB_REPORT)."""
+    print(line)
+    if os.environ.get("PODNET_LAB_REPORT"):
+        with open(os.environ["PODNET_LAB_REPORT"], "a") as out:
+            out.write(line)
+
+
 def reachable(rebooted_pods, other):
     """Every pod of the rebooted node answers a pod on another node, keeping its source."""
     client = probe.Source(other["node"], other)
@@ -148,13 +156,8 @@ def test_a_real_reboot_brings_the_network_back_under_systemd():
         foreign_cni(h, "DEL", netns="")
         h.run("ip netns del podnet-test-foreign 2>/dev/null; true")
     assert not h.file(lease).exists, "the foreign lease is released by its own DEL"
-    report = os.environ.get("PODNET_LAB_REPORT")
-    line = (f"reboot {REBOOTED} (Debian {release(REBOOTED)}): systemd up {booted:.1f} s, "
-            f"pods reachable {reachable_after:.1f} s after the plug was pulled\n")
-    print(line)
-    if report:
-        with open(report, "a") as out:
-            out.write(line)
+    report(f"reboot {REBOOTED} (Debian {release(REBOOTED)}): systemd up {booted:.1f} s, "
+           f"pods reachable {reachable_after:.1f} s after the plug was pulled\n")
 
 
 # What prepare.yml gave each machine before podnet came (lab/firewall_presets.py).
@@ -217,10 +220,98 @@ def test_a_neighbours_move_is_healed_within_seconds_without_ansible(node, event,
         f"echo $(( ($(date +%s%N) - start) / 1000000 )) $i")
     millis, rounds = (int(x) for x in timed.stdout.split())
     assert rounds < 300, f"{node}: `{event}` not healed within 30 s"
-    line = f"heal on {node} (Debian {release(node)}): `{event}` put back in {millis / 1000:.1f} s\n"
-    print(line)
-    report = os.environ.get("PODNET_LAB_REPORT")
-    if report:
-        with open(report, "a") as out:
-            out.write(line)
+    report(f"heal on {node} (Debian {release(node)}): `{event}` put back in {millis / 1000:.1f} s\n")
 
+
+
+# systemd-networkd manages node3's uplink (prepare.yml). When it configures a link it removes
+# every route on it that no .network file configured (ManageForeignRoutes=, on by default),
+# podnet's podCIDR routes among them; podnet's drop-in turns that off. A move runs on the node
+# while the kernel's route events are recorded: it prints the milliseconds until networkd has
+# configured the link again and podnet's routes are all there (after networkd deleted some,
+# when `drops`), then the podCIDRs whose podnet route the kernel reported deleted.
+NETWORKD = "node3"
+NETWORKD_DROPIN = "/etc/systemd/networkd.conf.d/podnet.conf"
+NETWORKD_MOVES = ("networkctl reload", "networkctl reconfigure eth0", "systemctl restart systemd-networkd")
+NETWORKD_WATCH = r"""events=/run/podnet-test-route-events
+ip monitor route >$events 2>&1 </dev/null & monitor=$!
+sleep 0.3
+start=$(date +%s%N)
+{move} >/dev/null 2>&1
+for i in $(seq 300); do
+  ( [ {drops} = no ] || grep -Eq '^Deleted .* proto (158|podnet)( |$)' $events ) &&
+    [ "$(ip route show proto 158 | wc -l)" -eq {routes} ] &&
+    networkctl list --no-legend eth0 | grep -qw configured && break
+  sleep 0.1
+done
+echo $(( ($(date +%s%N) - start) / 1000000 )) $i
+sleep 2
+kill $monitor
+grep -E '^Deleted .* proto (158|podnet)( |$)' $events | cut -d' ' -f2
+rm -f $events
+"""
+
+
+def podnet_routes(h):
+    return sorted(line.split()[0] for line in h.run("ip route show proto 158").stdout.splitlines())
+
+
+def networkd_move(h, move, drops):
+    """(seconds until networkd configured the link again and podnet's routes were all there, or
+    None after 30 s; the podCIDRs whose podnet route the kernel reported deleted)"""
+    routes = podnet_routes(h)
+    assert routes, f"{NETWORKD}: no podnet route to watch"
+    done = h.run(NETWORKD_WATCH.format(move=move, drops="yes" if drops else "no", routes=len(routes)))
+    timing, *deleted = done.stdout.splitlines()
+    millis, rounds = (int(x) for x in timing.split())
+    return (millis / 1000 if rounds < 300 else None), sorted(deleted)
+
+
+def pods_across_nodes_reachable(node):
+    """Every pod on `node` answers a pod on each other node, keeping its source: both ways
+    between the nodes' podCIDRs go through the routes under test."""
+    pods = probe.pods(NODES)
+    here = [p for p in pods if p["node"] == node and probe.first_tcp_port(p)]
+    others = {p["node"]: p for p in pods if p["node"] != node and p["namespace"] == "default"}
+    return here and len(others) == len(NODES) - 1 and all(reachable(here, o) for o in others.values())
+
+
+@pytest.mark.parametrize("move", NETWORKD_MOVES)
+def test_networkd_reapplied_keeps_podnets_routes(move):
+    h = get_lab_host(NETWORKD)
+    assert "ManageForeignRoutes=no" in h.file(NETWORKD_DROPIN).content_string
+    assert h.run("systemctl is-enabled systemd-networkd").stdout.strip() == "enabled"
+    assert "configured" in h.run("networkctl list --no-legend eth0").stdout, "networkd manages the uplink"
+    seconds, deleted = networkd_move(h, move, drops=False)
+    assert deleted == [], f"`{move}` deleted podnet's routes to {deleted} despite {NETWORKD_DROPIN}"
+    assert seconds is not None, f"`{move}`: link not configured again, or podnet's routes not there, in 30 s"
+    assert pods_across_nodes_reachable(NETWORKD)
+    report(f"networkd on {NETWORKD} (Debian {release(NETWORKD)}), podnet's drop-in in place: `{move}` "
+           f"kept podnet's routes (the kernel reported none deleted)\n")
+
+
+def test_without_podnets_dropin_networkd_deletes_the_routes_and_heal_puts_them_back():
+    """The hazard is real: networkd started without the drop-in deletes podnet's routes when it
+    configures the uplink (at its start, and at each reconfigure), and podnet-heal puts them
+    back from the node's files. Then the drop-in goes back, and networkd keeps them again."""
+    h = get_lab_host(NETWORKD)
+    routes = podnet_routes(h)
+    assert h.run(f"mv {NETWORKD_DROPIN} {NETWORKD_DROPIN}.away").rc == 0
+    healed = {}
+    try:
+        for move in ("systemctl restart systemd-networkd", "networkctl reconfigure eth0"):
+            seconds, deleted = networkd_move(h, move, drops=True)
+            assert deleted == routes, f"`{move}` without the drop-in deleted {deleted}; podnet's: {routes}"
+            assert seconds is not None, f"`{move}`: podnet's routes not back within 30 s"
+            healed[move] = seconds
+    finally:
+        # As found: the drop-in in place, and read by a networkd started since.
+        restored = h.run(f"mv {NETWORKD_DROPIN}.away {NETWORKD_DROPIN} && systemctl restart systemd-networkd")
+    assert restored.rc == 0, restored.stderr
+    seconds, deleted = networkd_move(h, "networkctl reconfigure eth0", drops=False)
+    assert deleted == [] and seconds is not None, f"with the drop-in back, networkd deleted {deleted}"
+    assert podnet_routes(h) == routes
+    assert pods_across_nodes_reachable(NETWORKD)
+    for move, seconds in healed.items():
+        report(f"networkd on {NETWORKD} (Debian {release(NETWORKD)}) without podnet's drop-in: `{move}` "
+               f"deleted podnet's {len(routes)} routes; podnet-heal put them back {seconds:.1f} s after it\n")
