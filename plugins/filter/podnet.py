@@ -97,6 +97,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     read_services,
     resolve_services,
 )
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
 
 _display = Display()
 
@@ -202,10 +203,6 @@ def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12"
         raise AnsibleFilterError(str(exc)) from None
 
 
-def _compact(data):
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
-
-
 def _code_digest():
     """The digest of podnet's controller-side code (this file and module_utils), so a memo
     made by another podnet is never taken."""
@@ -221,11 +218,11 @@ def _memo(memo_dir, name, inputs, compute, given=None):
     memo_dir/NAME.json for these very inputs (and podnet's code) and any of those `given`
     values: the last result only, written whole (rename). The warnings are shown again on a
     hit. No memo_dir: computed every time."""
-    given = _compact(given)
+    given = compact(given)
     if not memo_dir:
         text, warnings = compute()[:2]
     else:
-        key = hashlib.sha256((_compact(inputs) + _code_digest()).encode()).hexdigest()
+        key = hashlib.sha256((compact(inputs) + _code_digest()).encode()).hexdigest()
         path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
         try:
             memo = json.loads(path.read_text(encoding="utf-8"))
@@ -240,7 +237,7 @@ def _memo(memo_dir, name, inputs, compute, given=None):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % name, delete=False,
                                                  encoding="utf-8") as handle:
-                    json.dump({"key": key, "given": [given, *map(_compact, also)], "text": text,
+                    json.dump({"key": key, "given": [given, *map(compact, also)], "text": text,
                                "warnings": warnings}, handle)
                 os.replace(handle.name, path)
             except OSError as exc:
@@ -269,7 +266,7 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
         # Allocation is stable: given the addresses it allocated as the previous ones, the
         # read allocates them again, so the result stands for those too (the next run's,
         # once the nodes persisted them).
-        return _compact(checked), warnings, [allocations(checked)]
+        return compact(checked), warnings, [allocations(checked)]
 
     inputs = [str(path), hashlib.sha256(data or b"").hexdigest(), pods or [], service_cidr,
               node_port_range, cluster_cidr, dns_ip or None, cluster_domain]
@@ -278,7 +275,7 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
 
 def podnet_resolve_services(checked, pods):
     try:
-        return _compact(resolve_services(json.loads(checked), pods or []))
+        return compact(resolve_services(json.loads(checked), pods or []))
     except ServiceSpecError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
@@ -330,7 +327,7 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
             resolve_policies(read, pods or [], cluster_cidr=cluster_cidr)
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
-        return _compact(read), [], []
+        return compact(read), [], []
 
     inputs = [[[path, hashlib.sha256(data).hexdigest()] for path, data in files.items()], pods or [],
               cluster_cidr, str(services_file)]

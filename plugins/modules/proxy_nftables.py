@@ -27,6 +27,17 @@ options:
         O(model) to ask whether the node already runs exactly that. The module then changes
         nothing and returns RV(current). A playbook sends the megabytes of O(model) only
         when the answer is no.
+      - The module's action plugin asks this way by itself whenever it is given O(model)
+        (and not O(verify_live)), then sends O(model_delta) when the node keeps a model
+        to rebuild from, else O(model) whole.
+    type: str
+  model_delta:
+    description:
+      - The Services that changed since the model the node keeps (beside the record, the
+        last model applied), as JSON text, with O(model_sha256) the sha256 of the model it
+        rebuilds. A node that keeps another model, or rebuilds other text, changes nothing
+        and returns RV(current) false without RV(model_from); the model is then sent whole.
+      - Built by the action plugin from RV(model_base); not meant to be written by hand.
     type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
@@ -115,6 +126,18 @@ verified:
   returned: when O(state=present)
   type: str
   sample: generation
+model_from:
+  description: How this run got the model it applied, C(whole) or C(delta) (O(model_delta)).
+  returned: when a model was applied
+  type: str
+  sample: delta
+model_base:
+  description:
+    - The model the node keeps, as the sha256 of its text and a short digest per Service
+      (C(namespace/name)), for the controller to send only what changed. Null when the node
+      keeps none.
+  returned: when only O(model_sha256) was given and the node does not run that model
+  type: dict
 """
 
 import inspect
@@ -163,6 +186,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
     trusted_live,
     update_summary,
 )
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import base_of, rebuild
 
 # The record's own shape; a new one makes every node render once more.
 RECORD_VERSION = "2"
@@ -190,9 +214,12 @@ def parsed(module, nft, table, obj=None):
 
 
 def ensure_present(module, nft, table, state_file, path):
+    """(actions, old view, view, flows cleared, extra return values)."""
     params = module.params
     if not (params["model"] or params["model_sha256"]) or not params["node"]:
         module.fail_json(msg="model (or model_sha256) and node are required when state=present")
+    if params["model_delta"] and not params["model_sha256"]:
+        module.fail_json(msg="model_delta needs model_sha256, the sha256 of the model it rebuilds")
     record = parse_state(read_file(module, state_file))
     model_sha256 = sha256(params["model"]) if params["model"] else params["model_sha256"]
     digest = inputs_digest(model_sha256, params["node"], table, path, renderer())
@@ -201,13 +228,25 @@ def ensure_present(module, nft, table, state_file, path):
     # verify_live); then the same inputs, and the boot script as recorded, leave nothing to do.
     trusted = not params["verify_live"] and glance(nft, table, record)
     if trusted and record["inputs"] == digest and record.get("boot_sha256") == sha256(boot):
-        return [], record["view"], record["view"], [], "generation"
-    if not params["model"]:
-        return [], {}, {}, [], None  # not current: the caller sends the model
-    try:
-        model = json.loads(params["model"])
-    except ValueError as exc:
-        module.fail_json(msg=f"model is not JSON: {exc}")
+        return [], record["view"], record["view"], [], {"current": True, "verified": "generation"}
+    model_file = model_path(state_file)
+    kept = read_file(module, model_file)
+    text, model, source = params["model"], None, "whole"
+    if not text and params["model_delta"]:
+        try:
+            rebuilt = rebuild(kept, json.loads(params["model_delta"]), model_sha256)
+        except ValueError as exc:
+            module.fail_json(msg=f"model_delta is not JSON: {exc}")
+        if rebuilt:
+            (text, model), source = rebuilt, "delta"
+    if not text:
+        # Not current: the caller sends the model, whole or as a delta from the one kept here.
+        return [], {}, {}, [], {"current": False, "model_base": base_of(kept) if kept else None}
+    if model is None:
+        try:
+            model = json.loads(text)
+        except ValueError as exc:
+            module.fail_json(msg=f"model is not JSON: {exc}")
     try:
         ruleset = render_nftables(model, params["node"], table, generation(digest) if digest else None)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
@@ -234,6 +273,8 @@ def ensure_present(module, nft, table, state_file, path):
         files = [(path, full)] if write else []
         if new_record != record:
             files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
+        if kept != text:
+            files.append((model_file, text))
     # The boot-time script and the record are on disk before the table changes, put in place
     # (a rename) after: a full disk fails the run with the node's rules as they were.
     with written_after(module, files):
@@ -241,7 +282,13 @@ def ensure_present(module, nft, table, state_file, path):
         cleared = clear_flows(module, old_view, view, model.get("service_cidr"), rules_change)
     if write:
         actions.append(f"write {path}")
-    return actions, old_view, view, cleared, verified
+    extra = {"current": not actions, "verified": verified, "model_from": source}
+    return actions, old_view, view, cleared, extra
+
+
+def model_path(state_file):
+    """The model's text as last applied, kept beside the record: the base of the next delta."""
+    return state_file[:-len(".json")] + ".model.json"
 
 
 def glance(nft, table, record):
@@ -295,8 +342,8 @@ def ensure_absent(module, nft, table, state_file, path):
     actions = []
     if nft.delete_table(FAMILY, table):
         actions.append(f"delete table {FAMILY} {table}")
-    actions += remove_files(module, (path, state_file))
-    return actions, (record or {}).get("view"), {}, [], None
+    actions += remove_files(module, (path, state_file, model_path(state_file)))
+    return actions, (record or {}).get("view"), {}, [], {}
 
 
 def main():
@@ -305,6 +352,7 @@ def main():
             # Not a secret: no_log spares logging and echoing megabytes (see DOCUMENTATION).
             "model": {"type": "str", "no_log": True},
             "model_sha256": {"type": "str"},
+            "model_delta": {"type": "str", "no_log": True},
             "node": {"type": "str"},
             "table": {"type": "str", "default": "podnet-services"},
             "path": {"type": "path"},
@@ -320,12 +368,7 @@ def main():
     table = module.params["table"]
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
-    actions, old_view, view, cleared, verified = ensure(module, nft, table, state_file, module.params["path"])
-    extra = {}
-    if module.params["state"] == "present":
-        extra = {"current": verified == "generation" or (bool(module.params["model"]) and not actions)}
-        if verified:
-            extra["verified"] = verified
+    actions, old_view, view, cleared, extra = ensure(module, nft, table, state_file, module.params["path"])
     exit_proxy(module, actions, view_diff(old_view, view), cleared, nft_seconds=round(nft.load_seconds, 4),
                **extra)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
 
 from tests.unit.test_proxy_iptables import changed_model, service, sport, web_endpoints
 
@@ -28,7 +29,7 @@ PLAY = """- hosts: localhost
   gather_facts: false
   tasks:
     - podnet.network.proxy_nftables:
-        model: "{{{{ lookup('file', '{model}') | from_json | to_json }}}}"
+        model: "{{{{ lookup('file', '{model}'){as_json} }}}}"
         node: node1
         state_dir: {state}
         path: {state}/podnet-services.nft
@@ -59,21 +60,22 @@ def nft(netns, *args):
     return done.stdout
 
 
-def apply(netns, tmp_path, model, verify_live=False):
-    """The module's result ({changed, verified, actions}) from one play in the namespace."""
-    (tmp_path / "model.json").write_text(json.dumps(model))
+def apply(netns, tmp_path, model, verify_live=False, as_sent=False, keys=("changed", "verified", "actions")):
+    """The module's result ({changed, verified, actions}) from one play in the namespace.
+    `as_sent`: the model's text as the services play sends it (compact), not through to_json."""
+    (tmp_path / "model.json").write_text(compact(model) if as_sent else json.dumps(model))
     play = tmp_path / "play.yml"
     result = tmp_path / "result.json"
     play.write_text(PLAY.format(model=tmp_path / "model.json", state=tmp_path / "state", result=result,
-                                verify_live=str(verify_live).lower()))
+                                verify_live=str(verify_live).lower(),
+                                as_json="" if as_sent else " | from_json | to_json"))
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     playbook = str(Path(sys.executable).parent / "ansible-playbook")
     run = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    return {key: value for key, value in json.loads(result.read_text()).items()
-            if key in ("changed", "verified", "actions")}
+    return {key: value for key, value in json.loads(result.read_text()).items() if key in keys}
 
 
 def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path):
@@ -110,3 +112,21 @@ def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path)
     update = apply(scratch, tmp_path, changed_model(web=NEW_WEB))
     assert update["verified"] == "record" and update["actions"][0].startswith("update table ip %s" % TABLE)
     assert apply(scratch, tmp_path, changed_model(web=NEW_WEB))["verified"] == "generation"
+
+
+def test_a_changed_model_travels_as_the_services_that_changed(scratch, tmp_path):
+    """The action plugin sends a node that keeps a model only the Services that changed; the
+    node rebuilds the model and applies exactly what the model whole gives (verify_live,
+    which lists the live table and compares it with the whole render, finds nothing to do)."""
+    keys = ("changed", "verified", "model_from")
+    first = apply(scratch, tmp_path, changed_model(), as_sent=True, keys=keys)
+    assert first == {"changed": True, "verified": "listing", "model_from": "whole"}
+    update = apply(scratch, tmp_path, changed_model(web=NEW_WEB), as_sent=True, keys=keys)
+    assert update == {"changed": True, "verified": "record", "model_from": "delta"}
+    assert apply(scratch, tmp_path, changed_model(web=NEW_WEB), verify_live=True, as_sent=True,
+                 keys=keys) == {"changed": False, "verified": "listing", "model_from": "whole"}
+    assert "10.244.3.6" in nft(scratch, "list", "table", "ip", TABLE)
+    # Not the compact text the node rebuilds (to_json's spacing): sent whole, no round lost.
+    assert apply(scratch, tmp_path, changed_model(), keys=keys)["model_from"] == "whole"
+    assert apply(scratch, tmp_path, changed_model(), as_sent=True, keys=keys) == {
+        "changed": True, "verified": "record", "model_from": "delta"}

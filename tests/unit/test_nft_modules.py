@@ -12,6 +12,7 @@ import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script, sha256
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import generation
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import base_of, compact, delta
 from ansible_collections.podnet.network.plugins.modules import dns, nftables, proxy_nftables
 
 from tests.unit.test_dns_update import NEW_MODEL, desired, serving
@@ -121,7 +122,8 @@ def services_model(*endpoints):
 
 
 def proxy(tmp_path, nft, model, check_mode=False):
-    params = {"model": json.dumps(model), "node": "node1", "verify_live": False, "flush_conntrack": True}
+    params = {"model": json.dumps(model), "model_sha256": None, "model_delta": None, "node": "node1",
+              "verify_live": False, "flush_conntrack": True}
     return proxy_nftables.ensure_present(Module(tmp_path, params, check_mode), nft, "podnet-services",
                                          str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
 
@@ -133,15 +135,15 @@ def test_proxy_nftables_with_a_trusted_record_sends_only_deltas(tmp_path):
     assert [call[0] for call in nft.calls] == ["list", "load"]
     # The same inputs again: the module asks the kernel only for the generation and the chain
     # names, renders nothing and lists nothing else.
-    actions, *_, verified = proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
-    assert (actions, verified) == ([], "generation")
+    actions, *_, extra = proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
+    assert (actions, extra) == ([], {"current": True, "verified": "generation"})
     assert nft.calls[2:] == [("list", "ip", "podnet-services", ("set", "generation")),
                              ("chains", "ip", "podnet-services")]
     # Other inputs: the same glance, then, trusting its record, the module does not list the
     # table; it sends deltas, the new generation among them (bookkeeping, not counted). (An
     # endpoint went away: the affinity map, and only it, is listed for the pins to it.)
-    actions, _old, _view, _cleared, verified = proxy(tmp_path, nft, services_model("10.244.1.5"))
-    assert verified == "record"
+    actions, _old, _view, _cleared, extra = proxy(tmp_path, nft, services_model("10.244.1.5"))
+    assert extra == {"current": False, "verified": "record", "model_from": "whole"}
     assert [call[:4] if call[0] != "load" else "load" for call in nft.calls[4:]] == [
         ("list", "ip", "podnet-services", ("set", "generation")), ("chains", "ip", "podnet-services"),
         ("list", "ip", "podnet-services", ("map", "affinity")), "load"]
@@ -182,11 +184,11 @@ def test_proxy_nftables_sees_a_table_that_is_not_the_recorded_one(tmp_path):
             nft.tables[key] = live
         if name == "boot script edited":
             (tmp_path / "services.nft").write_text("# mine\n")
-        actions, _old, _view, _cleared, how = proxy(tmp_path, nft, model)
-        assert how == verified, name
+        actions, _old, _view, _cleared, extra = proxy(tmp_path, nft, model)
+        assert extra["verified"] == verified, name
         assert actions[0].startswith(action), (name, actions)
         assert nft.tables[key] == loaded, name
-        assert proxy(tmp_path, nft, model)[4] == "generation", name
+        assert proxy(tmp_path, nft, model)[4]["verified"] == "generation", name
 
 
 def test_proxy_nftables_with_verify_live_lists_the_table_every_run(tmp_path):
@@ -195,10 +197,11 @@ def test_proxy_nftables_with_verify_live_lists_the_table_every_run(tmp_path):
     proxy(tmp_path, nft, model)
     calls = len(nft.calls)
     nft.tables[("ip", "podnet-services")] = {None: '{"nftables": []}'}  # emptied by hand
-    params = {"model": json.dumps(model), "node": "node1", "verify_live": True, "flush_conntrack": True}
+    params = {"model": json.dumps(model), "model_sha256": None, "model_delta": None, "node": "node1",
+              "verify_live": True, "flush_conntrack": True}
     result = proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
                                            str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
-    assert result[4] == "listing"
+    assert result[4]["verified"] == "listing"
     assert result[0] == ["load table ip podnet-services whole: its chains or rules differ from podnet's"]
     assert nft.calls[calls] == ("list", "ip", "podnet-services", None)
 
@@ -264,7 +267,7 @@ def test_proxy_nftables_absent(tmp_path, check_mode):
     actions = proxy_nftables.ensure_absent(module, nft, "podnet-services", str(tmp_path / "proxy.json"),
                                            str(tmp_path / "services.nft"))[0]
     assert actions == ["delete table ip podnet-services", f"remove {tmp_path / 'services.nft'}",
-                       f"remove {tmp_path / 'proxy.json'}"]
+                       f"remove {tmp_path / 'proxy.json'}", f"remove {tmp_path / 'proxy.model.json'}"]
     assert (("ip", "podnet-services") in nft.tables) is check_mode
 
 
@@ -284,19 +287,54 @@ def test_dns_check_mode_runs_only_the_checks_of_a_blue_green_update(tmp_path):
 
 
 def test_proxy_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path):
-    """A playbook asks with the model's sha256 first: the megabytes go only when the answer is no."""
+    """A playbook asks with the model's sha256 first: the megabytes go only when the answer is
+    no, and then the answer says which model the node keeps, Service by Service."""
     nft = FakeNft()
     model = services_model("10.244.1.5")
     proxy(tmp_path, nft, model)
     loads = len(nft.loaded)
 
-    def ask(text):
-        params = {"model": None, "model_sha256": sha256(text), "node": "node1", "verify_live": False,
-                  "flush_conntrack": True}
-        return proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
-                                             str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
-
-    actions, _old, _view, _cleared, verified = ask(json.dumps(model))
-    assert (actions, verified) == ([], "generation")
-    assert ask(json.dumps(services_model("10.244.1.6"))) == ([], {}, {}, [], None)
+    actions, _old, _view, _cleared, extra = ask(tmp_path, nft, sha256(json.dumps(model)))
+    assert (actions, extra) == ([], {"current": True, "verified": "generation"})
+    other = sha256(json.dumps(services_model("10.244.1.6")))
+    actions, _old, _view, _cleared, extra = ask(tmp_path, nft, other)
+    assert (actions, extra) == ([], {"current": False, "model_base": base_of(json.dumps(model))})
     assert len(nft.loaded) == loads
+
+
+def ask(tmp_path, nft, model_sha256, model_delta=None):
+    params = {"model": None, "model_sha256": model_sha256, "model_delta": model_delta, "node": "node1",
+              "verify_live": False, "flush_conntrack": True}
+    return proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
+                                         str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
+
+
+def test_proxy_nftables_rebuilds_the_model_from_a_delta_or_asks_for_it_whole(tmp_path):
+    """Given only what changed since the model it keeps, the node applies what the model
+    whole would have given; a delta from another base, or one that rebuilds other text,
+    changes nothing and says so (no model_from), and the controller then sends it whole."""
+    nft, whole = FakeNft(), FakeNft()
+    old, new = services_model("10.244.1.5", "10.244.2.5"), services_model("10.244.1.5")
+    (tmp_path / "whole").mkdir()
+    proxy(tmp_path / "whole", whole, old)
+    proxy(tmp_path / "whole", whole, new)
+    proxy(tmp_path, nft, old)
+    base = ask(tmp_path, nft, sha256(compact(new)))[4]["model_base"]
+    loads = len(nft.loaded)
+
+    target, change = sha256(compact(new)), compact(delta(new, base))
+    wrong = compact(dict(delta(new, base), base_sha256=sha256("another model")))
+    assert ask(tmp_path, nft, target, wrong)[4] == {"current": False, "model_base": base}
+    assert ask(tmp_path, nft, sha256(json.dumps(new)), change)[4]["model_base"] == base
+    assert len(nft.loaded) == loads
+
+    actions, _old, _view, _cleared, extra = ask(tmp_path, nft, target, change)
+    assert extra == {"current": False, "verified": "record", "model_from": "delta"}
+    assert actions[0].startswith("update table ip podnet-services: 3 elements deleted, 1 added")
+    # The same table as the model whole gave (but for the generation: other inputs, other paths).
+    records = [json.loads((where / "proxy.json").read_text()) for where in (tmp_path, tmp_path / "whole")]
+    assert [dict(r["elements"], generation=None) for r in records] == [
+        dict(records[1]["elements"], generation=None)] * 2
+    assert records[0]["view"] == records[1]["view"]
+    # The node keeps the new model: the base of the next delta.
+    assert (tmp_path / "proxy.model.json").read_text() == compact(new)

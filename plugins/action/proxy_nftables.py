@@ -1,0 +1,68 @@
+"""Action plugin for podnet.network.proxy_nftables: the model goes to a node only as far as needed.
+
+Given O(model), the node is first asked with the model's sha256 alone whether it already runs
+it (milliseconds, nothing sent). If not, and the node keeps the model it last applied, only
+the Services that changed go (module_utils/services/transfer.py); the node rebuilds the
+model and checks it is the controller's text to the byte. Otherwise, or if that check fails,
+the model goes whole, as the module alone would take it. With O(verify_live), or without
+O(model), the module runs as it is called.
+"""
+
+import hashlib
+import json
+
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+from ansible.utils.vars import merge_hash
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta
+
+MODULE = "podnet.network.proxy_nftables"
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        try:
+            return merge_hash(result, self._apply(dict(self._task.args), task_vars))
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+
+    def _module(self, args, task_vars):
+        return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+
+    def _apply(self, args, task_vars):
+        text = args.get("model")
+        if (not isinstance(text, str) or not text or args.get("state", "present") != "present"
+                or boolean(args.get("verify_live", False), strict=False)):
+            return self._module(args, task_vars)
+        asked = {key: value for key, value in args.items() if key != "model"}
+        asked["model_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        answer = self._module(asked, task_vars)
+        if answer.get("failed") or answer.get("current") or "model_base" not in answer:
+            return answer
+        change = self._delta(text, answer["model_base"])
+        if change is not None:
+            sent = self._module(dict(asked, model_delta=change), task_vars)
+            if sent.get("failed") or "model_from" in sent:
+                return sent
+        return self._module(args, task_vars)
+
+    @staticmethod
+    def _delta(text, base):
+        """The delta's text from the node's base, or None: no base, or text that is not the
+        compact form the node rebuilds (it could never match; the model goes whole)."""
+        if not isinstance(base, dict) or not isinstance(base.get("services"), dict):
+            return None
+        try:
+            model = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(model, dict) or not isinstance(model.get("services"), list):
+            return None
+        if compact(model) != text:
+            return None
+        return compact(delta(model, base))

@@ -1,0 +1,77 @@
+"""What the controller sends a node: a model's text whole, or only the Services that changed.
+
+A model (the services model, docs/services.md) travels as compact JSON text, which at
+10,000 Services is megabytes: Ansible templates, packs and passes it to every node, seconds
+on a run where one endpoint moved. A node that keeps the text of the model it last applied
+(its "base") can take a delta instead:
+
+- the node tells the controller the base's sha256 and one short digest per Service
+  (`base_of`);
+- the controller sends the model's other fields, the Services whose digest differs or that
+  are new, and the keys of the ones gone (`delta`);
+- the node rebuilds the model (`rebuild`) and takes it only if the text it compacts to has
+  the sha256 the controller's text has (`compact`): anything else (another base, another
+  order of Services, text that was not compact) is refused, and the controller sends the
+  model whole.
+
+Pure functions; the proxy module and its action plugin do the I/O.
+"""
+
+import hashlib
+import json
+
+
+def compact(data):
+    """The one text form of a model the controller hands to nodes: sorted keys, no spaces."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def service_key(svc):
+    return "%s/%s" % (svc["namespace"], svc["name"])
+
+
+def base_of(text):
+    """{sha256, services: {"ns/name": digest}} of a model's text, or None when it is not a model."""
+    try:
+        model = json.loads(text)
+        return {"sha256": _sha256(text),
+                "services": {service_key(svc): _sha256(compact(svc))[:16] for svc in model["services"]}}
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def delta(model, base):
+    """What a node whose base is `base` (base_of) needs to rebuild `model` (a dict)."""
+    known = base["services"]
+    services, seen = {}, set()
+    for svc in model["services"]:
+        key = service_key(svc)
+        seen.add(key)
+        if known.get(key) != _sha256(compact(svc))[:16]:
+            services[key] = svc
+    return {"base_sha256": base["sha256"],
+            "fields": {key: value for key, value in model.items() if key != "services"},
+            "services": services,
+            "removed": sorted(set(known) - seen)}
+
+
+def rebuild(base_text, change, sha256):
+    """(model text, model) from the base's text and a delta, or None unless the result is the
+    controller's text exactly (its `sha256`)."""
+    if base_text is None or _sha256(base_text) != change.get("base_sha256"):
+        return None
+    try:
+        services = {service_key(svc): svc for svc in json.loads(base_text)["services"]}
+        for key in change["removed"]:
+            services.pop(key, None)
+        services.update(change["services"])
+        model = dict(change["fields"],
+                     services=sorted(services.values(), key=lambda svc: (svc["namespace"], svc["name"])))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    text = compact(model)
+    return (text, model) if _sha256(text) == sha256 else None

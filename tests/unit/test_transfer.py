@@ -1,0 +1,66 @@
+"""The model's transfer to a node: a delta from the model the node keeps rebuilds the
+controller's text exactly, or is refused (module_utils/services/transfer.py)."""
+
+import json
+
+import pytest
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
+    base_of,
+    compact,
+    delta,
+    rebuild,
+)
+
+
+def model(*services, cidr="10.96.0.0/12"):
+    return {"cluster_cidr": "10.244.0.0/16", "service_cidr": cidr, "node_port_range": [30000, 32767],
+            "services": [{"namespace": ns, "name": name, "ports": [{"port": port}]}
+                         for ns, name, port in services]}
+
+
+OLD = model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82))
+
+
+@pytest.mark.parametrize("new", [
+    OLD,
+    model(("a", "x", 80), ("a", "y", 8081), ("a-b", "z", 82)),           # one Service changed
+    model(("a", "x", 80), ("a", "y", 81)),                                 # one gone
+    model(("a", "w", 1), ("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82)),  # one new, first
+    model(),                                                               # all gone
+    model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82), cidr="10.100.0.0/16"),  # a field
+], ids=["same", "changed", "removed", "added", "emptied", "field"])
+def test_a_delta_rebuilds_the_controllers_text_exactly(new):
+    base_text = compact(OLD)
+    change = json.loads(compact(delta(new, base_of(base_text))))  # as it travels
+    assert rebuild(base_text, change, sha256(compact(new))) == (compact(new), new)
+
+
+def test_a_delta_carries_only_what_changed():
+    new = model(("a", "w", 1), ("a", "x", 80), ("a", "y", 8081))
+    change = delta(new, base_of(compact(OLD)))
+    assert sorted(change["services"]) == ["a/w", "a/y"]
+    assert change["removed"] == ["a-b/z"]
+    assert change["fields"] == {key: value for key, value in new.items() if key != "services"}
+
+
+def test_a_delta_is_refused_unless_it_rebuilds_that_very_text():
+    base_text, new = compact(OLD), model(("a", "x", 80))
+    change = delta(new, base_of(base_text))
+    assert rebuild(base_text, change, sha256(compact(new))) is not None
+    # Another base kept on the node, none, or a target text in another form (not compact,
+    # Services in another order): nothing rebuilt.
+    assert rebuild(compact(model(("a", "x", 80))), change, sha256(compact(new))) is None
+    assert rebuild(None, change, sha256(compact(new))) is None
+    assert rebuild(base_text, change, sha256(json.dumps(new))) is None
+    unsorted = dict(OLD, services=OLD["services"][::-1])
+    assert rebuild(base_text, delta(unsorted, base_of(base_text)), sha256(compact(unsorted))) is None
+    assert rebuild(base_text, {"base_sha256": sha256(base_text)}, sha256(compact(new))) is None
+
+
+def test_a_base_names_each_service_by_a_short_digest():
+    base = base_of(compact(OLD))
+    assert base["sha256"] == sha256(compact(OLD))
+    assert sorted(base["services"]) == ["a-b/z", "a/x", "a/y"]
+    assert all(len(digest) == 16 for digest in base["services"].values())
+    assert base_of("not json") is None and base_of("{}") is None
