@@ -53,6 +53,7 @@ own plumbing, not a public API.
   ``dns_ip`` or else the service CIDR's tenth address, checked to be inside it.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,7 +62,11 @@ import tempfile
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
-from ansible_collections.podnet.network.plugins.module_utils.common.manifests import ManifestError, decode
+from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
+    ManifestError,
+    decode,
+    remembered_documents,
+)
 from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     DnsConfigError,
     check_domain,
@@ -232,19 +237,43 @@ def _memo(memo_dir, name, inputs, compute, given=None):
         if hit:
             text, warnings = memo["text"], memo["warnings"]
         else:
-            text, warnings, also = compute()
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % name, delete=False,
-                                                 encoding="utf-8") as handle:
-                    json.dump({"key": key, "given": [given, *map(compact, also)], "text": text,
-                               "warnings": warnings}, handle)
-                os.replace(handle.name, path)
-            except OSError as exc:
-                _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+            with _remembered_documents(memo_dir, name):
+                text, warnings, also = compute()
+            _keep(path, {"key": key, "given": [given, *map(compact, also)], "text": text,
+                         "warnings": warnings})
     for warning in warnings:
         _display.warning(warning)
     return text
+
+
+def _keep(path, data):
+    """A memo file written whole (a rename), or a warning."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
+                                         encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+
+
+@contextlib.contextmanager
+def _remembered_documents(memo_dir, name):
+    """Within it, the manifest files are parsed document by document, each remembered in
+    memo_dir/NAME.documents.json: when the check must be made again (one Service changed),
+    only the documents whose text changed are parsed."""
+    path = pathlib.Path(memo_dir).expanduser() / ("%s.documents.json" % name)
+    code = _code_digest()
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        memo = saved["documents"] if saved.get("code") == code else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        memo = {}
+    with remembered_documents(memo) as kept:
+        yield
+    if kept != memo:
+        _keep(path, {"code": code, "documents": kept})
 
 
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",

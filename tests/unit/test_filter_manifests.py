@@ -222,3 +222,18 @@ def test_merge_allocations_reads_node_infos_text_and_the_first_node_wins():
     assert podnet_merge_allocations(["node1", "node2", "node3", "node4"], hostvars) == {
         "default/web": {"cluster_ip": "10.96.0.20", "node_ports": {}},
         "default/db": {"cluster_ip": "10.96.0.30", "node_ports": {"TCP/5432": 30432}}}
+
+
+def test_a_check_made_again_parses_only_the_documents_that_changed(tmp_path, monkeypatch):
+    from ansible_collections.podnet.network.plugins.module_utils.common import manifests
+    memo, path = tmp_path / "memo", tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    assert (memo / "services-checked.documents.json").exists()
+    parsed = []
+    real = manifests._parse_alone
+    monkeypatch.setattr(manifests, "_parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
+    path.write_text(NAMED + "---\n" + LOCAL.replace("8082", "8083"))
+    again = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    assert len(parsed) == 1 and "8083" in parsed[0]
+    assert again == podnet_services_checked(str(path), DECLARED, {}) != first

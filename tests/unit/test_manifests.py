@@ -1,8 +1,10 @@
 """The manifest reader (common/manifests.py) that the services and the policy readers share."""
 
+import json
 import textwrap
 
 import pytest
+from ansible_collections.podnet.network.plugins.module_utils.common import manifests
 from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
     KINDS,
     ManifestError,
@@ -14,6 +16,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     integer,
     metadata,
     objects,
+    remembered_documents,
     typed,
 )
 
@@ -131,3 +134,60 @@ def test_metadata_names_the_object_from_then_on():
     assert metadata(place, {"metadata": {"name": "web", "labels": {"a": "b"}}}, "a DNS-1035 label") == (
         "default", "web", {"a": "b"})
     assert place.what == "Service default/web"
+
+
+# The plan remembers each document's data between runs (remembered_documents): a run where
+# one Service changed parses that document alone. Whatever the memo holds, documents() gives
+# what parsing the whole file gives.
+SPLIT_CASES = {
+    "bare first document": "a: 1\n---\nb: 2\n",
+    "comments before the first start": "# head\n\n---\na: 1\n--- # trailing comment\nb: [1, 2]\n",
+    "null documents count": "---\n---\na: 1\n---\n",
+    "content on the start line": "--- {a: 1}\n--- !!str text\n---\n- x\n",
+    "a block scalar holding dashes": "a: |\n  ---\n  not a start\nb: 1\n---\nc: 2\n",
+    "anchors stay in their document": "a: &x {k: v}\nb: *x\n---\nc: 1\n",
+    "a date and an integer key (parsed, never kept)": "when: 2024-01-01\n1: one\n---\na: 1\n",
+    "no newline at the end": "a: 1\n---\nb: 2",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("text", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
+def test_documents_taken_one_by_one_are_the_whole_files(text):
+    whole = manifests._parse(text, "f.yml", ManifestError)
+    with remembered_documents({}) as kept:
+        first = documents(text, "one-by-one-%d.yml" % len(text))
+    with remembered_documents(json.loads(json.dumps(kept))) as again:
+        assert documents(text, "again-%d.yml" % len(text)) == first == whole
+    assert again == kept
+    assert all(manifests._plain(parsed) for parsed in kept.values())
+
+
+def test_a_changed_document_is_the_only_one_parsed(monkeypatch):
+    text = "".join("---\nkind: Service\nmetadata: {name: s%d}\n" % i for i in range(5))
+    with remembered_documents({}) as kept:
+        documents(text, "first.yml")
+    parsed = []
+    real = manifests._parse_alone
+    monkeypatch.setattr(manifests, "_parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
+    changed = text.replace("name: s3", "name: s3-new")
+    with remembered_documents(kept):
+        docs = documents(changed, "second.yml")
+    assert parsed == ["---\nkind: Service\nmetadata: {name: s3-new}\n"]
+    assert docs == manifests._parse(changed, "f.yml", ManifestError)
+
+
+@pytest.mark.parametrize("text", ["%YAML 1.2\n---\na: 1\n", "a: 1\n...\n---\nb: 2\n", "a: [1\n---\nb: 2\n"],
+                         ids=["directive", "document end", "does not parse"])
+def test_a_file_not_split_line_by_line_is_parsed_whole(text):
+    name = "whole-%d.yml" % len(text)
+    try:
+        whole = manifests._parse(text, name, ManifestError)
+    except ManifestError as exc:
+        with remembered_documents({}), pytest.raises(ManifestError) as raised:
+            documents(text, name)
+        assert str(raised.value) == str(exc)  # the line the error names is the file's
+        return
+    with remembered_documents({}) as kept:
+        assert documents(text, name) == whole
+    assert kept == {}

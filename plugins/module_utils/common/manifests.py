@@ -10,7 +10,9 @@ field, through the `Where` an object is read at:
     typed(where, "spec.ports", value, list), integer(...), choice(...), check_name(...)
 """
 
+import contextlib
 import difflib
+import hashlib
 import ipaddress
 import re
 import reprlib
@@ -187,13 +189,91 @@ class _Loader(_SafeLoader):
 _LAST_PARSED = [None, None]
 
 
+# A caller that keeps parsed documents between runs (the plan's memo on the controller):
+# [{digest: [[line in the document's text, data], ...]} it gives, {...} of the documents read].
+_REMEMBERED = [None, None]
+
+
+@contextlib.contextmanager
+def remembered_documents(memo):
+    """Within it, documents() parses only the documents whose text `memo` ({digest: [[line,
+    data], ...]}, from an earlier run) does not hold, and yields the memo of every document
+    it read, for the next run. A file whose documents cannot be told apart line by line (a
+    `...` or `%` directive line), or that does not parse, is parsed whole, as without it."""
+    kept = {}
+    _REMEMBERED[:] = [memo or {}, kept]
+    try:
+        yield kept
+    finally:
+        _REMEMBERED[:] = [None, None]
+
+
 def documents(text, filename, error=ManifestError):
     """[(number, first line, data)] for every document; null ones count, so numbers match the file."""
     if _LAST_PARSED[0] == (filename, text):
         return _LAST_PARSED[1]
-    docs = _parse(text, filename, error)
+    docs = None
+    if _REMEMBERED[0] is not None:
+        docs = _parse_each(text, *_REMEMBERED)
+    if docs is None:
+        docs = _parse(text, filename, error)
     _LAST_PARSED[:] = [(filename, text), docs]
     return docs
+
+
+# A line that starts a document. YAML forbids it inside any scalar (c-forbidden), so the
+# text between two of them is one document (or, before the first, a bare one or nothing).
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.M)
+_NOT_SPLIT = re.compile(r"^(\.\.\.(?=[ \t\r\n]|$)|%)", re.M)
+
+
+def _parse_each(text, memo, kept):
+    """documents() one document at a time, each taken from `memo` by its text's digest or
+    parsed alone and added to `kept`; None when the file is not split that simply."""
+    if yaml is None or _NOT_SPLIT.search(text or ""):
+        return None
+    starts = [0] + [found.start() for found in _DOCUMENT_START.finditer(text)]
+    docs, line = [], 1
+    for start, end in zip(starts, starts[1:] + [len(text)], strict=True):
+        chunk = text[start:end]
+        if not chunk:
+            continue
+        digest = hashlib.sha256(chunk.encode("utf-8")).hexdigest()
+        parsed = memo.get(digest)
+        if parsed is None:
+            parsed = _parse_alone(chunk)
+            if parsed is None:
+                return None
+        if _plain(parsed):
+            kept[digest] = parsed
+        docs += [(len(docs) + 1, line + offset, data) for offset, data in parsed]
+        line += chunk.count("\n")
+    return docs
+
+
+def _parse_alone(chunk):
+    try:
+        loader = _Loader(chunk)
+        parsed = []
+        while loader.check_node():
+            node = loader.get_node()
+            parsed.append([node.start_mark.line, loader.construct_document(node)])
+        return parsed
+    except yaml.YAMLError:
+        return None  # parsed whole again, for the error that names the file's line
+
+
+def _plain(value, depth=0):
+    """Whether JSON keeps `value` as it is (the memo is JSON): no dates, sets, bytes or
+    keys that are not strings, and not nested absurdly deep (or through itself)."""
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item, depth + 1) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_plain(item, depth + 1) for item in value)
+    return value is None or isinstance(value, (str, bool, int)) or (
+        isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")))
 
 
 def _parse(text, filename, error):
