@@ -25,6 +25,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     ipv4,
     metadata,
     objects,
+    parse_ipv4,
     special,
     string_map,
     typed,
@@ -249,7 +250,7 @@ def _endpoint_ip(where, path, value, net):
     """An endpoint's address: unicast, and no Service's virtual address, which kube-proxy does not
     support as a destination (Kubernetes' documentation of Services without selectors)."""
     address = unicast_ipv4(where, path, value)
-    if ipaddress.IPv4Address(address) in net:
+    if parse_ipv4(address) in net:
         raise where.error(path, "%s is inside service_cidr %s: an endpoint cannot be a Service's virtual "
                           "address (kube-proxy does not support virtual IPs as a destination)", address, net)
     return address
