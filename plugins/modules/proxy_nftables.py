@@ -186,7 +186,11 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
     trusted_live,
     update_summary,
 )
-from ansible_collections.podnet.network.plugins.module_utils.services.transfer import base_of, rebuild
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
+    base_of,
+    rebased,
+    rebuild,
+)
 
 # The record's own shape; a new one makes every node render once more.
 RECORD_VERSION = "2"
@@ -231,17 +235,22 @@ def ensure_present(module, nft, table, state_file, path):
         return [], record["view"], record["view"], [], {"current": True, "verified": "generation"}
     model_file = model_path(state_file)
     kept = read_file(module, model_file)
+    # The kept model's digests, as recorded (computing them is a JSON dump per Service).
+    base = (record or {}).get("model_base")
+    if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept)):
+        base = base_of(kept)
     text, model, source = params["model"], None, "whole"
     if not text and params["model_delta"]:
         try:
-            rebuilt = rebuild(kept, json.loads(params["model_delta"]), model_sha256)
+            change = json.loads(params["model_delta"])
         except ValueError as exc:
             module.fail_json(msg=f"model_delta is not JSON: {exc}")
+        rebuilt = rebuild(kept, change, model_sha256) if base else None
         if rebuilt:
             (text, model), source = rebuilt, "delta"
     if not text:
         # Not current: the caller sends the model, whole or as a delta from the one kept here.
-        return [], {}, {}, [], {"current": False, "model_base": base_of(kept) if kept else None}
+        return [], {}, {}, [], {"current": False, "model_base": base if kept is not None else None}
     if model is None:
         try:
             model = json.loads(text)
@@ -265,6 +274,7 @@ def ensure_present(module, nft, table, state_file, path):
         "chains": shape(ruleset)["chains"],
         "elements": ruleset["elements"],
         "view": view,
+        "model_base": rebased(base, change, model_sha256) if source == "delta" else base_of(text),
     }
     old_view = record.get("view") if record else None
     write = bool(path) and boot != full

@@ -9,6 +9,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.transfer i
     base_of,
     compact,
     delta,
+    rebased,
     rebuild,
 )
 
@@ -48,14 +49,29 @@ def test_a_delta_is_refused_unless_it_rebuilds_that_very_text():
     base_text, new = compact(OLD), model(("a", "x", 80))
     change = delta(new, base_of(base_text))
     assert rebuild(base_text, change, sha256(compact(new))) is not None
-    # Another base kept on the node, none, or a target text in another form (not compact,
-    # Services in another order): nothing rebuilt.
+    # Another base kept on the node, none, a target text in another form (not compact), a
+    # delta without its parts: nothing rebuilt.
     assert rebuild(compact(model(("a", "x", 80))), change, sha256(compact(new))) is None
     assert rebuild(None, change, sha256(compact(new))) is None
     assert rebuild(base_text, change, sha256(json.dumps(new))) is None
-    unsorted = dict(OLD, services=OLD["services"][::-1])
-    assert rebuild(base_text, delta(unsorted, base_of(base_text)), sha256(compact(unsorted))) is None
     assert rebuild(base_text, {"base_sha256": sha256(base_text)}, sha256(compact(new))) is None
+    assert rebuild(base_text, dict(change, order=["a/x", "a/gone"]), sha256(compact(new))) is None
+
+
+def test_services_in_another_order_than_the_plans_travel_with_their_order():
+    base_text = compact(OLD)
+    unsorted = dict(OLD, services=OLD["services"][::-1])
+    change = delta(unsorted, base_of(base_text))
+    assert change["order"] == ["a-b/z", "a/y", "a/x"] and change["services"] == {}
+    assert rebuild(base_text, change, sha256(compact(unsorted))) == (compact(unsorted), unsorted)
+    assert "order" not in delta(OLD, base_of(base_text))
+
+
+@pytest.mark.parametrize("new", [model(("a", "x", 80), ("a", "y", 8081), ("b", "n", 1)), model()],
+                         ids=["changed and added, one gone", "emptied"])
+def test_the_base_after_a_delta_is_the_rebuilt_models(new):
+    base = base_of(compact(OLD))
+    assert rebased(base, delta(new, base), sha256(compact(new))) == base_of(compact(new))
 
 
 def test_a_base_names_each_service_by_a_short_digest():

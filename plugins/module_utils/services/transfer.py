@@ -10,9 +10,9 @@ on a run where one endpoint moved. A node that keeps the text of the model it la
 - the controller sends the model's other fields, the Services whose digest differs or that
   are new, and the keys of the ones gone (`delta`);
 - the node rebuilds the model (`rebuild`) and takes it only if the text it compacts to has
-  the sha256 the controller's text has (`compact`): anything else (another base, another
-  order of Services, text that was not compact) is refused, and the controller sends the
-  model whole.
+  the sha256 the controller's text has (`compact`): anything else (another base, text that
+  was not compact) is refused, and the controller sends the model whole. Services are
+  rebuilt in (namespace, name) order, the plan's; a model in another order says its order.
 
 Pure functions; the proxy module and its action plugin do the I/O.
 """
@@ -34,14 +34,32 @@ def service_key(svc):
     return "%s/%s" % (svc["namespace"], svc["name"])
 
 
+def _digest(svc):
+    return _sha256(compact(svc))[:16]
+
+
+def _in_order(services):
+    return sorted(services, key=lambda svc: (svc["namespace"], svc["name"]))
+
+
 def base_of(text):
     """{sha256, services: {"ns/name": digest}} of a model's text, or None when it is not a model."""
     try:
         model = json.loads(text)
         return {"sha256": _sha256(text),
-                "services": {service_key(svc): _sha256(compact(svc))[:16] for svc in model["services"]}}
+                "services": {service_key(svc): _digest(svc) for svc in model["services"]}}
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def rebased(base, change, sha256):
+    """The base_of the model a delta rebuilt (its text's `sha256`), from the base it was
+    rebuilt from: the digests of the Services it carried computed, the others kept."""
+    services = dict(base["services"])
+    for key in change["removed"]:
+        services.pop(key, None)
+    services.update((key, _digest(svc)) for key, svc in change["services"].items())
+    return {"sha256": sha256, "services": services}
 
 
 def delta(model, base):
@@ -51,12 +69,15 @@ def delta(model, base):
     for svc in model["services"]:
         key = service_key(svc)
         seen.add(key)
-        if known.get(key) != _sha256(compact(svc))[:16]:
+        if known.get(key) != _digest(svc):
             services[key] = svc
-    return {"base_sha256": base["sha256"],
-            "fields": {key: value for key, value in model.items() if key != "services"},
-            "services": services,
-            "removed": sorted(set(known) - seen)}
+    change = {"base_sha256": base["sha256"],
+              "fields": {key: value for key, value in model.items() if key != "services"},
+              "services": services,
+              "removed": sorted(set(known) - seen)}
+    if _in_order(model["services"]) != model["services"]:
+        change["order"] = [service_key(svc) for svc in model["services"]]
+    return change
 
 
 def rebuild(base_text, change, sha256):
@@ -69,8 +90,11 @@ def rebuild(base_text, change, sha256):
         for key in change["removed"]:
             services.pop(key, None)
         services.update(change["services"])
-        model = dict(change["fields"],
-                     services=sorted(services.values(), key=lambda svc: (svc["namespace"], svc["name"])))
+        if "order" in change:
+            ordered = [services[key] for key in change["order"]]
+        else:
+            ordered = _in_order(services.values())
+        model = dict(change["fields"], services=ordered)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
     text = compact(model)
