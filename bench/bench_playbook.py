@@ -18,8 +18,16 @@ addresses), timed from the command line:
 `nft s` is the longest kernel transaction any node ran (the module's `nft_seconds`); `x1`
 is the run's wall time over the same run with 1 Service (the first size measured).
 `bare nft -f` is a bare load of one node's table in a scratch namespace, for scale.
-Every run has a time limit (--timeout); the lab's own services file is applied again at
-the end, so the lab is left as `make site` left it.
+
+Then the same for NetworkPolicy (`--policies`, default 1 and 1,000): `playbooks/plan.yml
+playbooks/test_pods.yml playbooks/network_policy.yml` with a generated policies file of N
+policies over the lab's own pods (each selects one app of the default namespace and admits
+two others, a namespace and an ipBlock on three ports; every other one limits egress too):
+first (podnet's policy table removed from every node first), no-op, one policy's port
+changed, one added, one removed.
+
+Every run has a time limit (--timeout); the lab's own services and policies are applied
+again at the end, so the lab is left as `make site` left it.
 """
 
 import argparse
@@ -38,6 +46,10 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench import bare_load, synthetic_model  # noqa: E402
 
 PLAYS = ["playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/services.yml"]
+POLICY_PLAYS = ["playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/network_policy.yml"]
+# The lab's pods (inventory/lab: cluster.yml), as the policies select them.
+POLICY_APPS = ("web", "frontend", "backend", "client", "db")
+POLICY_NAMESPACES = ("default", "x", "y", "z")  # the ones policies admit from
 FIRST_ADDRESS = int(ipaddress.ip_address("10.200.0.0"))
 
 
@@ -56,6 +68,29 @@ def services_file(count, endpoints, changed=False, added=0, removed=0):
             "subsets:\n- addresses: [%s]\n  ports: [{name: http, port: 8080}]\n"
             % (i, i, ", ".join("{ip: %s}" % a for a in addresses)))
     return "".join(docs)
+
+
+def policies_file(count, changed=False, added=0, removed=0):
+    """N NetworkPolicies over the lab's pods. `changed`: the middle one's first port moves;
+    `added`: policies appended; `removed`: policies dropped from the front."""
+    docs = []
+    for i in range(removed, count + added):
+        app = POLICY_APPS[i % len(POLICY_APPS)]
+        others = POLICY_APPS[(i + 1) % len(POLICY_APPS)], POLICY_APPS[(i + 2) % len(POLICY_APPS)]
+        egress = ("  egress:\n    - to: [{namespaceSelector: {matchLabels: "
+                  "{kubernetes.io/metadata.name: %s}}}]\n      ports: [{port: 5432}]\n"
+                  % POLICY_NAMESPACES[(i + 1) % len(POLICY_NAMESPACES)]) if i % 2 else ""
+        docs.append(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+            "metadata: {name: bench-%d, namespace: default}\nspec:\n"
+            "  podSelector: {matchLabels: {app: %s}}\n  ingress:\n    - from:\n"
+            "        - podSelector: {matchExpressions: [{key: app, operator: In, values: [%s, %s]}]}\n"
+            "        - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: %s}}\n"
+            "        - ipBlock: {cidr: 192.168.0.0/16, except: [192.168.56.0/24]}\n"
+            "      ports: [{port: %d}, {port: 8000, endPort: 8100}, {port: http}]\n%s"
+            % (i, app, *others, POLICY_NAMESPACES[(i + 3) % len(POLICY_NAMESPACES)],
+               81 if changed and i == count // 2 else 80, egress))
+    return "---\n".join(docs)
 
 
 def playbook(inventory, plays, timeout, extra=()):
@@ -86,6 +121,8 @@ def main():
     parser.add_argument("--endpoints", type=int, default=5)
     parser.add_argument("--inventory", type=pathlib.Path,
                         default=pathlib.Path(os.environ.get("PODNET_LAB_INVENTORY", REPO / "inventory/lab")))
+    parser.add_argument("--policies", type=int, nargs="*", default=[1, 1000],
+                        help="NetworkPolicy counts (none: no NetworkPolicy rows)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds one ansible-playbook may take")
     options = parser.parse_args()
     if os.geteuid() != 0:
@@ -123,6 +160,40 @@ def main():
     # The lab's own Services back.
     playbook(inventory, PLAYS, options.timeout)
     targets(rows, options.services)
+    if options.policies:
+        policy_rows(inventory, options)
+
+
+def policy_rows(inventory, options):
+    """The NetworkPolicy row family: the policy plays, side by side at each size."""
+    steps = (("first", {}), ("no-op", {}), ("changed", {"changed": True}),
+             ("added", {"changed": True, "added": 1}),
+             ("removed", {"changed": True, "added": 1, "removed": 1}))
+    header = f"{'policies':>9} {'run':<9} {'wall s':>8} {'x1':>6} {'changed':>8} {'ctl MB':>7}"
+    print(f"\nansible-playbook {' '.join(POLICY_PLAYS)}, 3-node lab, policies over the lab's pods")
+    print(header)
+    print("-" * len(header))
+    baseline = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "policies.yml"
+        extra = ["-e", "podnet_policies_file=%s" % path]
+        for count in options.policies:
+            for step, change in steps:
+                path.write_text(policies_file(count, **change))
+                if step == "first":
+                    subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible"), "nodes", "-i",
+                                    str(inventory / "hosts.yml"), "-m", "podnet.network.nftables",
+                                    "-a", "table=podnet-policy state=absent "
+                                    "path=/etc/podnet/nftables/podnet-policy.nft"],
+                                   capture_output=True, timeout=options.timeout, cwd=REPO, check=True,
+                                   env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
+                seconds, _nft, changed = playbook(inventory, POLICY_PLAYS, options.timeout, extra)
+                baseline.setdefault(step, seconds)
+                memory = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                print(f"{count:>9} {step:<9} {seconds:>8.1f} {seconds / baseline[step]:>6.2f} {changed:>8} "
+                      f"{memory:>7.0f}", flush=True)
+    # The lab's own policies back.
+    playbook(inventory, POLICY_PLAYS, options.timeout)
 
 
 def targets(rows, counts):
