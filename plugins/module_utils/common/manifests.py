@@ -15,6 +15,7 @@ import difflib
 import functools
 import hashlib
 import ipaddress
+import math
 import re
 import reprlib
 
@@ -273,8 +274,9 @@ def _plain(value, depth=0):
         return all(isinstance(key, str) and _plain(item, depth + 1) for key, item in value.items())
     if isinstance(value, list):
         return all(_plain(item, depth + 1) for item in value)
-    return value is None or isinstance(value, (str, bool, int)) or (
-        isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, bool, int))
 
 
 def _parse(text, filename, error):

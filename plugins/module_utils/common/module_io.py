@@ -197,8 +197,8 @@ def exit_proxy(module, actions, diff, cleared, **extra):
         "services_changed": changed_services,
         "conntrack_cleared": cleared,
         # A summary, not the model: Ansible would otherwise copy and scan it all (seconds at scale).
-        "invocation": {"module_args": {k: v for k, v in module.params.items()
-                                     if k not in ("model", "model_delta")}},
+        "invocation": {"module_args": {
+            k: v for k, v in module.params.items() if k not in ("model", "model_delta")}},
         **extra,
     }
     if module._diff and actions:
