@@ -252,7 +252,7 @@ def _keep(path, data):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
                                          encoding="utf-8") as handle:
-            json.dump(data, handle)
+            handle.write(json.dumps(data))  # json.dump would take the pure-Python encoder
         os.replace(handle.name, path)
     except OSError as exc:
         _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))

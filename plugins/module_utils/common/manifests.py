@@ -242,12 +242,14 @@ def _parse_each(text, memo, kept):
             continue
         digest = hashlib.sha256(chunk.encode("utf-8")).hexdigest()
         parsed = memo.get(digest)
-        if parsed is None:
+        if parsed is not None:
+            kept[digest] = parsed
+        else:
             parsed = _parse_alone(chunk)
             if parsed is None:
                 return None
-        if _plain(parsed):
-            kept[digest] = parsed
+            if _plain(parsed):
+                kept[digest] = parsed
         docs += [(len(docs) + 1, line + offset, data) for offset, data in parsed]
         line += chunk.count("\n")
     return docs

@@ -364,7 +364,7 @@ def _pod_endpoints(svc, index, port, pods):
 def _sorted_endpoints(endpoints):
     """Sorted by (address, port); of two for the same address and port, the first listed stays."""
     unique = {}
-    for endpoint in sorted(endpoints, key=lambda e: (ipaddress.ip_address(e["ip"]), e["port"])):
+    for endpoint in sorted(endpoints, key=lambda e: (parse_ipv4(e["ip"]), e["port"])):
         unique.setdefault((endpoint["ip"], endpoint["port"]), endpoint)
     return list(unique.values())
 
