@@ -179,6 +179,8 @@ bench: site
 	$(PY) bench/bench_playbook.py --inventory $(LAB_INVENTORY)
 	@echo
 	$(PY) bench/bench_overlay.py
+	@echo
+	$(PY) bench/bench_dataplane.py
 
 clean: lab-destroy
 	rm -rf $(VENV) .pytest_cache .ruff_cache
