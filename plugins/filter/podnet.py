@@ -218,11 +218,12 @@ def _code_digest():
     return digest.hexdigest()
 
 
-def _memo(memo_dir, name, inputs, compute, given=None):
+def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False):
     """compute() -> (text, warnings, [the `given` values it also stands for]), remembered in
     memo_dir/NAME.json for these very inputs (and podnet's code) and any of those `given`
     values: the last result only, written whole (rename). The warnings are shown again on a
-    hit. No memo_dir: computed every time."""
+    hit. No memo_dir: computed every time. `reads_manifests`: compute() reads manifest files,
+    whose documents are remembered one by one too (_remembered_documents)."""
     given = compact(given)
     if not memo_dir:
         text, warnings = compute()[:2]
@@ -237,7 +238,7 @@ def _memo(memo_dir, name, inputs, compute, given=None):
         if hit:
             text, warnings = memo["text"], memo["warnings"]
         else:
-            with _remembered_documents(memo_dir, name):
+            with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
                 text, warnings, also = compute()
             _keep(path, {"key": key, "given": [given, *map(compact, also)], "text": text,
                          "warnings": warnings})
@@ -299,14 +300,21 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
 
     inputs = [str(path), hashlib.sha256(data or b"").hexdigest(), pods or [], service_cidr,
               node_port_range, cluster_cidr, dns_ip or None, cluster_domain]
-    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {})
+    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, reads_manifests=True)
 
 
-def podnet_resolve_services(checked, pods):
-    try:
-        return compact(resolve_services(json.loads(checked), pods or []))
-    except ServiceSpecError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+def podnet_resolve_services(checked, pods, memo_dir=None):
+    """The services model: the plan's checked Services with their endpoints from the pods the
+    nodes run; remembered in memo_dir for the same checked text and pods (a no-op run at
+    10,000 Services does not resolve them again)."""
+    def compute():
+        try:
+            return compact(resolve_services(json.loads(checked), pods or [])), [], []
+        except ServiceSpecError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+
+    inputs = [hashlib.sha256(checked.encode("utf-8")).hexdigest(), pods or []]
+    return _memo(memo_dir, "services-resolved", inputs, compute)
 
 
 def podnet_node_pods(hosts, hostvars):
@@ -360,7 +368,7 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
 
     inputs = [[[path, hashlib.sha256(data).hexdigest()] for path, data in files.items()], pods or [],
               cluster_cidr, str(services_file)]
-    return _memo(memo_dir, "policies-checked", inputs, compute)
+    return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
 
 
 def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16"):

@@ -237,3 +237,22 @@ def test_a_check_made_again_parses_only_the_documents_that_changed(tmp_path, mon
     again = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
     assert len(parsed) == 1 and "8083" in parsed[0]
     assert again == podnet_services_checked(str(path), DECLARED, {}) != first
+
+
+def test_the_resolved_services_are_remembered_for_the_same_check_and_pods(tmp_path, monkeypatch):
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    checked = podnet_services_checked(str(path), DECLARED, {})
+    resolved = []
+    real = filters.resolve_services
+    monkeypatch.setattr(filters, "resolve_services", lambda *a, **k: resolved.append(1) or real(*a, **k))
+    memo = str(tmp_path / "memo")
+    first = filters.podnet_resolve_services(checked, DECLARED, memo)
+    again, unremembered = (filters.podnet_resolve_services(checked, DECLARED, memo),
+                           filters.podnet_resolve_services(checked, DECLARED))
+    assert again == first == unremembered
+    assert len(resolved) == 2  # the second call was remembered; the third had no memo
+    filters.podnet_resolve_services(checked, [], memo)  # other pods: resolved again
+    assert len(resolved) == 3
+    assert not (tmp_path / "memo" / "services-resolved.documents.json").exists()
