@@ -29,6 +29,12 @@ options:
     description: Where podnet persists the clusterIPs and nodePorts it allocated.
     type: path
     default: /etc/podnet/services/allocations.json
+  restore_dir:
+    description:
+      - Where the roles declare what comes back at boot, an entry (C(NAME.json)) each. Their
+        text is reported, so a run whose entry is already there writes nothing.
+    type: path
+    default: /etc/podnet/restore.d
 author: podnet developers (!UNKNOWN)
 """
 
@@ -42,9 +48,10 @@ RETURN = r"""
 ansible_facts:
   description: C(podnet_node) with os_id, os_version_id, os_family, node_ip,
     node_network (the node IP with its prefix length), interface, mtu, networks,
-    bridge_netfilter, service_mgr, persisted_pod_cidr and persisted_service_allocations
+    bridge_netfilter, service_mgr, persisted_pod_cidr, persisted_service_allocations
     (compact JSON text, one string where 10,000 Services' entries would be copied by Ansible
-    at every task that reads hostvars).
+    at every task that reads hostvars) and restore_entries (each boot-time entry's text by its
+    name; an unreadable one is left out).
   returned: always
   type: dict
 """
@@ -109,6 +116,33 @@ def connected_networks(module):
     return sorted(networks)
 
 
+# A boot-time entry is a few lines; anything larger is not one podnet wrote.
+MAX_ENTRY_BYTES = 1 << 16
+
+
+def restore_entries(directory):
+    """{name: text} of the boot-time entries (NAME.json) in `directory`; {} when it is missing.
+    A file podnet could not have written (not a regular file, too large, not UTF-8) is left
+    out, so the role writes its entry again."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return {}
+    entries = {}
+    for name in names:
+        path = os.path.join(directory, name)
+        if not name.endswith(".json") or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_ENTRY_BYTES + 1)
+            if len(data) <= MAX_ENTRY_BYTES:
+                entries[name[:-len(".json")]] = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return entries
+
+
 class RecordError(ValueError):
     """A persisted file podnet cannot trust; the message names it."""
 
@@ -140,6 +174,7 @@ def main():
             node_ip=dict(type="str"),
             state_file=dict(type="path", default="/etc/podnet/node.json"),
             services_state_file=dict(type="path", default="/etc/podnet/services/allocations.json"),
+            restore_dir=dict(type="path", default="/etc/podnet/restore.d"),
         ),
         supports_check_mode=True,
     )
@@ -167,6 +202,7 @@ def main():
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
         "persisted_service_allocations": json.dumps(allocations, separators=(",", ":"), sort_keys=True),
+        "restore_entries": restore_entries(module.params["restore_dir"]),
     }
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 
