@@ -29,6 +29,10 @@ options:
     description: Where podnet persists the clusterIPs and nodePorts it allocated.
     type: path
     default: /etc/podnet/services/allocations.json
+  proxy_state_dir:
+    description: Where the Service proxy modules keep their records (their C(state_dir)).
+    type: path
+    default: /var/lib/podnet
   restore_dir:
     description:
       - Where the roles declare what comes back at boot, an entry (C(NAME.json)) each. Their
@@ -50,8 +54,9 @@ ansible_facts:
     node_network (the node IP with its prefix length), interface, mtu, networks,
     bridge_netfilter, service_mgr, persisted_pod_cidr, persisted_service_allocations
     (compact JSON text, one string where 10,000 Services' entries would be copied by Ansible
-    at every task that reads hostvars) and restore_entries (each boot-time entry's text by its
-    name; an unreadable one is left out).
+    at every task that reads hostvars), restore_entries (each boot-time entry's text by its
+    name; an unreadable one is left out) and proxy_records (the names of the Service proxy
+    modules' records present: a backend has rules or a boot file only with its record).
   returned: always
   type: dict
 """
@@ -143,6 +148,15 @@ def restore_entries(directory):
     return entries
 
 
+def proxy_records(directory):
+    """The names of the Service proxy modules' records (proxy-*.json) in `directory`."""
+    try:
+        return sorted(name for name in os.listdir(directory)
+                      if name.startswith("proxy-") and name.endswith(".json"))
+    except OSError:
+        return []
+
+
 class RecordError(ValueError):
     """A persisted file podnet cannot trust; the message names it."""
 
@@ -174,6 +188,7 @@ def main():
             node_ip=dict(type="str"),
             state_file=dict(type="path", default="/etc/podnet/node.json"),
             services_state_file=dict(type="path", default="/etc/podnet/services/allocations.json"),
+            proxy_state_dir=dict(type="path", default="/var/lib/podnet"),
             restore_dir=dict(type="path", default="/etc/podnet/restore.d"),
         ),
         supports_check_mode=True,
@@ -203,6 +218,7 @@ def main():
         "persisted_pod_cidr": persisted.get("pod_cidr"),
         "persisted_service_allocations": json.dumps(allocations, separators=(",", ":"), sort_keys=True),
         "restore_entries": restore_entries(module.params["restore_dir"]),
+        "proxy_records": proxy_records(module.params["proxy_state_dir"]),
     }
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 

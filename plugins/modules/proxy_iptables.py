@@ -298,11 +298,14 @@ def ensure_present(module, bins, state_file, path):
     cleared = []
     if module.check_mode:
         return actions, old_view, view, cleared
-    files = [(path, full)] if write else []
+    files = []
     if json.loads(json.dumps(new_record)) != record:
         files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
+    files += [(path, full)] if write else []
     # The boot file and the record are on disk before the chains change, put in place (a
-    # rename) after: a full disk fails the run with the node's rules as they were.
+    # rename) after: a full disk fails the run with the node's rules as they were. The record
+    # first: a boot file never stands without it (node_info's proxy_records tell a play
+    # whether there is anything of this backend to remove).
     with written_after(module, files):
         if text:
             apply_or_roll_back(module, bins, text, ruleset, record.get("ruleset") if record else None, added)

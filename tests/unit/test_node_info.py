@@ -3,7 +3,11 @@ run whose entry is already on the node writes nothing."""
 
 import os
 
-from ansible_collections.podnet.network.plugins.modules.node_info import MAX_ENTRY_BYTES, restore_entries
+from ansible_collections.podnet.network.plugins.modules.node_info import (
+    MAX_ENTRY_BYTES,
+    proxy_records,
+    restore_entries,
+)
 
 
 def test_the_entries_are_reported_as_written_and_nothing_podnet_did_not_write(tmp_path):
@@ -17,3 +21,12 @@ def test_the_entries_are_reported_as_written_and_nothing_podnet_did_not_write(tm
     assert restore_entries(str(tmp_path)) == {"10-podnet_node": '{\n    "steps": []\n}\n',
                                               "50-podnet_services": "{}\n"}
     assert restore_entries(str(tmp_path / "missing")) == {}
+
+
+def test_the_proxy_records_present_are_named(tmp_path):
+    for name in ("proxy-iptables.json", "proxy-nftables-podnet-services.json",
+                 "proxy-nftables-podnet-services.model.json", "nft-ip-podnet.json"):
+        (tmp_path / name).write_text("{}")
+    assert proxy_records(str(tmp_path)) == ["proxy-iptables.json", "proxy-nftables-podnet-services.json",
+                                            "proxy-nftables-podnet-services.model.json"]
+    assert proxy_records(str(tmp_path / "missing")) == []
