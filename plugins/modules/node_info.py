@@ -56,7 +56,7 @@ ansible_facts:
     (compact JSON text, one string where 10,000 Services' entries would be copied by Ansible
     at every task that reads hostvars), restore_entries (each boot-time entry's text by its
     name; an unreadable one is left out) and proxy_records (the names of the Service proxy
-    modules' records present: a backend has rules or a boot file only with its record).
+    modules' records present, since a backend has rules or a boot file only with its record).
   returned: always
   type: dict
 """
