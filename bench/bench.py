@@ -71,8 +71,8 @@ def synthetic_model(services, endpoints):
             "node_port_range": [30000, 32767], "services": result}
 
 
-def run(argv, **kwargs):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=True, **kwargs)
+def run(argv, timeout=TIMEOUT, **kwargs):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True, **kwargs)
 
 
 def timed(argv, **kwargs):

@@ -41,16 +41,11 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
 )
 from bench_overlay import CONNECT_CLIENT, CONNECT_SERVER  # noqa: E402
 
-from bench import Scratch, bare_load, synthetic_model  # noqa: E402
+from bench import Scratch, bare_load, run, synthetic_model  # noqa: E402
 
-TIMEOUT = 600
 NODE_IP, POD_IP = "10.244.0.1", "10.244.0.2"
 LISTENER_PORT = 5202  # bench_overlay's listener: 5201 + 1
 ELEMENTS_PER_STATEMENT = 1000
-
-
-def run(argv, timeout=TIMEOUT, **kwargs):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True, **kwargs)
 
 
 def measured_model(count, endpoints):
