@@ -120,6 +120,12 @@ records:
   description: How many records the cluster zone has (zone-file lines).
   returned: always
   type: int
+active:
+  description:
+    - The active instance's record (C(active.json) in O(conf_dir)) as the run leaves it, without
+      its zone, what the boot-time entry is written from; empty when there is none.
+  returned: always
+  type: dict
 """
 
 import json
@@ -418,6 +424,13 @@ def ensure_absent(module, dnsmasq, nft):
     return actions, plan["old_zone"], plan["zone"], plan["port"]
 
 
+def active_record(module, conf_dir):
+    """The active instance's record as the run leaves it, without its zone (the records,
+    which the boot-time entry does not need); {} when there is none."""
+    record = parse_state(read_file(module, os.path.join(conf_dir, STATE_FILE))) or {}
+    return {key: value for key, value in record.items() if key != "zone"}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -452,6 +465,7 @@ def main():
         "actions": actions,
         "port": port,
         "records": len(zone),
+        "active": active_record(module, module.params["conf_dir"]),
         "invocation": {"module_args": {k: v for k, v in module.params.items() if k != "model"}},
     }
     if module._diff and old_zone != zone:

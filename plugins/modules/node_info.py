@@ -33,12 +33,19 @@ options:
     description: Where the Service proxy modules keep their records (their C(state_dir)).
     type: path
     default: /var/lib/podnet
-  restore_dir:
+  firewall:
     description:
-      - Where the roles declare what comes back at boot, an entry (C(NAME.json)) each. Their
-        text is reported, so a run whose entry is already there writes nothing.
+      - Also report what on the node would drop cluster traffic (C(firewall_report), the
+        sentences the firewall module reports), reading the ruleset only.
+    type: bool
+    default: false
+  glance_file:
+    description:
+      - The node's glance index (module_utils/common/glance.py), where node_files and sysctl
+        note the files and sysctls they own. Their live state is reported (C(glance)), so a
+        task whose files and values already are as it wants them costs no round trip.
     type: path
-    default: /etc/podnet/restore.d
+    default: /var/lib/podnet/glance.json
 author: podnet developers (!UNKNOWN)
 """
 
@@ -54,9 +61,12 @@ ansible_facts:
     node_network (the node IP with its prefix length), interface, mtu, networks,
     bridge_netfilter, service_mgr, persisted_pod_cidr, persisted_service_allocations
     (compact JSON text, one string where 10,000 Services' entries would be copied by Ansible
-    at every task that reads hostvars), restore_entries (each boot-time entry's text by its
-    name; an unreadable one is left out) and proxy_records (the names of the Service proxy
-    modules' records present, since a backend has rules or a boot file only with its record).
+    at every task that reads hostvars), proxy_records (the names of the Service proxy
+    modules' records present, since a backend has rules or a boot file only with its record),
+    kernel_modules (the names under /sys/module, loaded or built in), packages_installed (the
+    names dpkg's database lists as installed; empty without one) and glance (the live
+    state of what the glance index lists, the sha256 and mode of each file and the value of
+    each sysctl, read at the start of the run), and with O(firewall) firewall_report.
   returned: always
   type: dict
 """
@@ -65,6 +75,8 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
+from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import FirewallError, survey
 from ansible_collections.podnet.network.plugins.module_utils.services.model import (
     ServiceSpecError,
     check_allocations,
@@ -121,33 +133,6 @@ def connected_networks(module):
     return sorted(networks)
 
 
-# A boot-time entry is a few lines; anything larger is not one podnet wrote.
-MAX_ENTRY_BYTES = 1 << 16
-
-
-def restore_entries(directory):
-    """{name: text} of the boot-time entries (NAME.json) in `directory`; {} when it is missing.
-    A file podnet could not have written (not a regular file, too large, not UTF-8) is left
-    out, so the role writes its entry again."""
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return {}
-    entries = {}
-    for name in names:
-        path = os.path.join(directory, name)
-        if not name.endswith(".json") or not os.path.isfile(path) or os.path.islink(path):
-            continue
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_ENTRY_BYTES + 1)
-            if len(data) <= MAX_ENTRY_BYTES:
-                entries[name[:-len(".json")]] = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-    return entries
-
-
 def proxy_records(directory):
     """The names of the Service proxy modules' records (proxy-*.json) in `directory`."""
     try:
@@ -155,6 +140,34 @@ def proxy_records(directory):
                       if name.startswith("proxy-") and name.endswith(".json"))
     except OSError:
         return []
+
+
+def kernel_modules():
+    """The kernel's modules by name, loaded or built in (/sys/module); a built-in one without
+    parameters is not listed, so a role still asks modprobe, which knows it."""
+    try:
+        return sorted(os.listdir("/sys/module"))
+    except OSError:
+        return []
+
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
+def installed_packages(path=DPKG_STATUS):
+    """The packages dpkg's database lists as installed (what `dpkg-query -W` reads), sorted;
+    [] without one. Milliseconds, where a dpkg-query task costs a round trip on every run."""
+    installed, name = set(), None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Package: "):
+                    name = line[len("Package: "):].strip()
+                elif line.startswith("Status: ") and name and line.split()[-1] == "installed":
+                    installed.add(name)
+    except OSError:
+        return []
+    return sorted(installed)
 
 
 class RecordError(ValueError):
@@ -189,7 +202,8 @@ def main():
             state_file=dict(type="path", default="/etc/podnet/node.json"),
             services_state_file=dict(type="path", default="/etc/podnet/services/allocations.json"),
             proxy_state_dir=dict(type="path", default="/var/lib/podnet"),
-            restore_dir=dict(type="path", default="/etc/podnet/restore.d"),
+            firewall=dict(type="bool", default=False),
+            glance_file=dict(type="path", default=glance.INDEX),
         ),
         supports_check_mode=True,
     )
@@ -217,9 +231,16 @@ def main():
         "service_mgr": "systemd" if os.path.isdir("/run/systemd/system") else "other",
         "persisted_pod_cidr": persisted.get("pod_cidr"),
         "persisted_service_allocations": json.dumps(allocations, separators=(",", ":"), sort_keys=True),
-        "restore_entries": restore_entries(module.params["restore_dir"]),
         "proxy_records": proxy_records(module.params["proxy_state_dir"]),
+        "kernel_modules": kernel_modules(),
+        "packages_installed": installed_packages(),
+        "glance": glance.look(module.params["glance_file"]),
     }
+    if module.params["firewall"]:
+        try:
+            facts["firewall_report"] = survey()
+        except (FirewallError, ValueError) as exc:
+            module.fail_json(msg="cannot read the node's firewall: %s" % exc)
     module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
 
 

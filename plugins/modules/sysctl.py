@@ -20,6 +20,13 @@ options:
     description: The sysctl.d file podnet owns.
     type: path
     default: /etc/sysctl.d/90-podnet.conf
+  glance_file:
+    description:
+      - The node's glance index, where the sysctls and I(path) are noted. node_info reports
+        their live state at the start of a run, and the action plugin does not go to the
+        node when every value and the file already are as wanted.
+    type: path
+    default: /var/lib/podnet/glance.json
 author: podnet developers (!UNKNOWN)
 """
 
@@ -46,17 +53,14 @@ import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import node_lock
-
-HEADER = "# Managed by podnet (podnet_sysctl). Changes here are overwritten.\n"
-
-
-def proc_path(name):
-    return os.path.join("/proc/sys", name.replace(".", "/"))
-
-
-def render(sysctls):
-    return HEADER + "".join("%s = %s\n" % (name, sysctls[name]) for name in sorted(sysctls))
+from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import (
+    normalized,
+    proc_path,
+    render,
+    same_value,
+)
 
 
 def main():
@@ -64,11 +68,12 @@ def main():
         argument_spec=dict(
             sysctls=dict(type="dict", required=True),
             path=dict(type="path", default="/etc/sysctl.d/90-podnet.conf"),
+            glance_file=dict(type="path", default=glance.INDEX),
         ),
         supports_check_mode=True,
     )
     node_lock(module, "podnet.network.sysctl")
-    sysctls = {str(k): str(v).strip() for k, v in module.params["sysctls"].items()}
+    sysctls = normalized(module.params["sysctls"])
     path = module.params["path"]
 
     live_before, to_set = {}, []
@@ -80,8 +85,7 @@ def main():
             module.fail_json(msg="sysctl %s: cannot read %s (%s); is the kernel feature loaded?"
                                  % (name, proc_path(name), exc.strerror))
         live_before[name] = current
-        # Multi-value sysctls print tab-separated; compare word by word.
-        if current.split() != value.split():
+        if not same_value(current, value):
             to_set.append(name)
 
     content = render(sysctls)
@@ -108,6 +112,10 @@ def main():
                 handle.write(content)
             os.chmod(tmp, 0o644)
             module.atomic_move(tmp, path)
+
+    if not module.check_mode:
+        glance.remember(module, module.params["glance_file"], sysctls=sorted(sysctls),
+                        files=[os.path.normpath(path)])
 
     before = "".join("%s = %s\n" % (n, live_before[n]) for n in sorted(live_before))
     after = "".join("%s = %s\n" % (n, sysctls[n]) for n in sorted(sysctls))

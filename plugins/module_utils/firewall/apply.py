@@ -191,11 +191,22 @@ def ensure(cluster_cidr, service_cidr, state_file=STATE_FILE, check=False, vxlan
              "nft": [{k: f[k] for k in fields} for f in found if f["kind"] == "nftables"]}
     if not check and state != previous:
         _write_state(state_file, state)
+    return {"findings": found, "report": report_lines(found, ruleset), "actions": actions}
+
+
+def report_lines(found, ruleset):
+    """The findings as sentences, and a line when the ruleset could not be read."""
     report = [describe(f) for f in found]
     if ruleset.get("unread"):
         report.append("firewall not read: %s (the node play reads it after installing podnet's packages)"
                       % ruleset["unread"])
-    return {"findings": found, "report": report, "actions": actions}
+    return report
+
+
+def survey():
+    """What on the node would drop cluster traffic, as sentences; reads only."""
+    ruleset = live_ruleset()
+    return report_lines(findings(ruleset), ruleset)
 
 
 def remove(state_file=STATE_FILE, check=False):
