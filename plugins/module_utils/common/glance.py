@@ -52,8 +52,8 @@ def read_index(path=INDEX):
         index = {}
     if not isinstance(index, dict):
         index = {}
-    return {kind: sorted({name for name in index.get(kind) or () if isinstance(name, str)})
-            for kind in KINDS}
+    lists = {kind: index.get(kind) if isinstance(index.get(kind), list) else [] for kind in KINDS}
+    return {kind: sorted({name for name in names if isinstance(name, str)}) for kind, names in lists.items()}
 
 
 def remember(module, path=INDEX, **owned):

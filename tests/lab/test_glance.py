@@ -1,0 +1,127 @@
+"""The glance (issue 13): a run whose files and sysctls already are as wanted asks the node
+nothing for them, and whatever changed on the node since the last run is still found and
+repaired.
+
+Real ansible-playbook runs (node_info, then the node_files and sysctl action plugins and
+modules), in a scratch network namespace with a local connection: the sysctl is the
+namespace's own net.ipv4.ip_forward, the files and the index live in a temporary directory.
+Never the lab's namespaces or the root one. Needs root and ip.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+PLAY = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - podnet.network.node_info:
+        node_ip: 127.0.0.1
+        state_file: {tmp}/node.json
+        services_state_file: {tmp}/allocations.json
+        proxy_state_dir: {tmp}
+        glance_file: {tmp}/glance.json
+    - podnet.network.node_files:
+        dest: {tmp}/files
+        files:
+          conf/a.conf: "a = 1\\n"
+          run.sh: "#!/bin/sh\\n"
+        modes:
+          run.sh: "0755"
+        absent: [old.conf]
+        glance_file: {tmp}/glance.json
+      register: files
+    - podnet.network.sysctl:
+        sysctls:
+          net.ipv4.ip_forward: 1
+        path: {tmp}/90-podnet.conf
+        glance_file: {tmp}/glance.json
+      register: sysctls
+    - ansible.builtin.copy:
+        content: "{{{{ {{'files': files, 'sysctls': sysctls}} | to_json }}}}"
+        dest: {tmp}/result.json
+        mode: "0644"
+"""
+
+pytestmark = pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root and ip")
+
+
+@pytest.fixture
+def scratch():
+    netns = "podnet-scratch-glance-files-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True, timeout=30)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, capture_output=True,
+                   timeout=30)
+    yield netns
+    subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True, timeout=30)
+
+
+def in_netns(netns, *argv):
+    done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def run(netns, tmp_path):
+    """{"files": node_files' result, "sysctls": sysctl's} from one play in the namespace."""
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY.format(tmp=tmp_path))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def outcome(result):
+    """{kind: (changed, glanced)}: glanced when the node was not asked."""
+    return {kind: (result[kind]["changed"], result[kind].get("glanced", False))
+            for kind in ("files", "sysctls")}
+
+
+def test_a_second_run_asks_nothing_and_drift_is_still_repaired(scratch, tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "old.conf").write_text("from an earlier version\n")
+
+    first = run(scratch, tmp_path)
+    assert outcome(first) == {"files": (True, False), "sysctls": (True, False)}
+    assert sorted(first["files"]["written"]) == ["conf/a.conf", "run.sh"]
+    assert first["files"]["removed"] == ["old.conf"]
+    index = json.loads((tmp_path / "glance.json").read_text())
+    assert index["files"] == sorted([str(files / "conf/a.conf"), str(files / "old.conf"),
+                                     str(files / "run.sh"), str(tmp_path / "90-podnet.conf")])
+    assert index["sysctls"] == ["net.ipv4.ip_forward"]
+
+    # Nothing changed on the node: neither task goes there.
+    assert outcome(run(scratch, tmp_path)) == {"files": (False, True), "sysctls": (False, True)}
+
+    # Each kind of drift since the last run is seen in the snapshot and repaired by the module.
+    (files / "conf/a.conf").write_text("a = 2\n")
+    in_netns(scratch, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+    again = run(scratch, tmp_path)
+    assert outcome(again) == {"files": (True, False), "sysctls": (True, False)}
+    assert again["files"]["written"] == ["conf/a.conf"]
+    assert again["sysctls"]["set"] == ["net.ipv4.ip_forward = 1"]
+    assert (files / "conf/a.conf").read_text() == "a = 1\n"
+    assert in_netns(scratch, "cat", "/proc/sys/net/ipv4/ip_forward") == "1"
+
+    os.chmod(files / "run.sh", 0o644)
+    (files / "old.conf").write_text("back again\n")
+    (tmp_path / "90-podnet.conf").unlink()
+    again = run(scratch, tmp_path)
+    assert outcome(again) == {"files": (True, False), "sysctls": (True, False)}
+    assert again["files"]["written"] == ["run.sh"] and again["files"]["removed"] == ["old.conf"]
+    assert os.stat(files / "run.sh").st_mode & 0o7777 == 0o755 and not (files / "old.conf").exists()
+    assert again["sysctls"]["file_changed"] and (tmp_path / "90-podnet.conf").exists()
+
+    assert outcome(run(scratch, tmp_path)) == {"files": (False, True), "sysctls": (False, True)}

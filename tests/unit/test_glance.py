@@ -1,0 +1,124 @@
+"""The glance's two halves: what node_info reads on the node (an index, files, packages) and
+what an action plugin decides on the controller from it. Temporary files only."""
+
+import json
+import os
+
+import pytest
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
+from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import render
+from ansible_collections.podnet.network.plugins.modules.node_info import installed_packages
+
+
+class Module:
+    """What module_io asks of an AnsibleModule when writing a file."""
+
+    def fail_json(self, **kwargs):
+        raise AssertionError(kwargs["msg"])
+
+    @staticmethod
+    def atomic_move(source, dest):
+        os.replace(source, dest)
+
+    @staticmethod
+    def set_mode_if_different(path, mode, changed):
+        os.chmod(path, int(mode, 8))
+        return changed
+
+
+def test_a_file_is_known_by_its_content_and_mode_and_anything_else_is_not_vouched_for(tmp_path):
+    path = tmp_path / "a.conf"
+    path.write_text("a = 1\n")
+    os.chmod(path, 0o600)
+    assert glance.file_state(str(path)) == glance.digest("a = 1\n", 0o600)
+    assert glance.file_state(str(path)) != glance.digest("a = 1\n", 0o644)
+    assert glance.file_state(str(tmp_path / "missing")) is None
+    assert glance.file_state(str(tmp_path)) == "other"
+    os.symlink(tmp_path / "missing", tmp_path / "dangling")
+    assert glance.file_state(str(tmp_path / "dangling")) == "other"  # node_files would remove it
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (glance.MAX_FILE_BYTES + 1))
+    assert glance.file_state(str(big)) == "other"
+
+
+def test_the_index_grows_only_and_is_written_only_when_it_grows(tmp_path):
+    index = str(tmp_path / "glance.json")
+    glance.remember(Module(), index, files=["/b", "/a"])
+    glance.remember(Module(), index, sysctls=["net.ipv4.ip_forward"], files=["/a"])
+    assert json.loads(open(index).read()) == {"files": ["/a", "/b"], "sysctls": ["net.ipv4.ip_forward"]}
+    before = os.stat(index).st_mtime_ns
+    glance.remember(Module(), index, files=["/b"], sysctls=[])
+    assert os.stat(index).st_mtime_ns == before
+
+
+def test_an_index_podnet_did_not_write_is_an_empty_one(tmp_path):
+    index = tmp_path / "glance.json"
+    for text in ("not json", "[1, 2]", '{"files": "/etc/passwd"}'):
+        index.write_text(text)
+        assert glance.read_index(str(index)) == {"files": [], "sysctls": []}
+    index.write_text('{"files": ["/b", "/a", 3], "sysctls": [1, "net.x"]}')
+    assert glance.read_index(str(index)) == {"files": ["/a", "/b"], "sysctls": ["net.x"]}
+    assert glance.read_index(str(tmp_path / "missing")) == {"files": [], "sysctls": []}
+
+
+def test_the_snapshot_reads_what_the_index_lists(tmp_path):
+    kept = tmp_path / "kept"
+    kept.write_text("k\n")
+    os.chmod(kept, 0o644)
+    index = str(tmp_path / "glance.json")
+    glance.remember(Module(), index, files=[str(kept), str(tmp_path / "gone")], sysctls=["no.such.sysctl"])
+    files = {str(kept): glance.digest("k\n", 0o644), str(tmp_path / "gone"): None}
+    assert glance.look(index) == {"index": index, "files": files, "sysctls": {"no.such.sysctl": None}}
+
+
+def snapshot(files=None, sysctls=None, index=glance.INDEX):
+    return {"index": index, "files": files or {}, "sysctls": sysctls or {}}
+
+
+def test_a_node_files_task_is_vouched_for_only_when_every_file_and_removal_is_as_wanted():
+    seen = snapshot({"/etc/x/a.conf": glance.digest("a\n", 0o644), "/etc/x/run": glance.digest("r\n", 0o755),
+                     "/etc/x/old": None})
+    wanted = {"a.conf": "a\n", "run": "r\n"}
+    assert glance.files_unchanged(seen, "/etc/x", wanted, {"run": "0755"}, ["old"])
+    assert glance.files_unchanged(seen, "/etc/x/", {"a.conf": "a\n"})
+    assert not glance.files_unchanged(seen, "/etc/x", wanted)  # run's mode
+    assert not glance.files_unchanged(seen, "/etc/x", {"a.conf": "b\n"})
+    assert not glance.files_unchanged(seen, "/etc/x", {"new.conf": "a\n"})  # not in the index
+    assert not glance.files_unchanged(seen, "/etc/x", {}, absent=["a.conf"])  # still there
+    assert not glance.files_unchanged(seen, "/etc/x", {}, absent=["never-seen"])
+    assert not glance.files_unchanged(seen, "/etc/x", {"../x/a.conf": "a\n"})
+    assert not glance.files_unchanged(seen, "/etc/x", {"a.conf": "a\n"}, {"a.conf": "rw"})
+    assert not glance.files_unchanged(seen, "etc/x", {"a.conf": "a\n"})
+    assert not glance.files_unchanged(None, "/etc/x", {"a.conf": "a\n"})
+
+
+def test_a_sysctl_task_is_vouched_for_when_values_and_file_are_as_the_module_would_leave_them():
+    wanted = {"net.ipv4.ip_forward": 1, "net.ipv4.ping_group_range": "0 2147483647"}
+    text = render({"net.ipv4.ip_forward": "1", "net.ipv4.ping_group_range": "0 2147483647"})
+    seen = snapshot({"/etc/sysctl.d/90-podnet.conf": glance.digest(text, 0o644)},
+                    {"net.ipv4.ip_forward": "1", "net.ipv4.ping_group_range": "0\t2147483647"})
+    assert glance.sysctls_unchanged(seen, wanted, "/etc/sysctl.d/90-podnet.conf")
+    assert not glance.sysctls_unchanged(seen, dict(wanted, **{"net.ipv4.ip_forward": 0}),
+                                        "/etc/sysctl.d/90-podnet.conf")
+    assert not glance.sysctls_unchanged(seen, dict(wanted, **{"net.core.somaxconn": 4096}),
+                                        "/etc/sysctl.d/90-podnet.conf")
+    assert not glance.sysctls_unchanged(seen, wanted, "/etc/sysctl.d/91-other.conf")
+    stale = snapshot({"/etc/sysctl.d/90-podnet.conf": glance.digest(text + "# edited\n", 0o644)},
+                     seen["sysctls"])
+    assert not glance.sysctls_unchanged(stale, wanted, "/etc/sysctl.d/90-podnet.conf")
+
+
+@pytest.mark.parametrize("podnet_node", [None, {}, {"glance": "x"},
+                                         {"glance": snapshot(index="/elsewhere.json")}])
+def test_without_this_index_s_snapshot_nothing_is_vouched_for(podnet_node):
+    assert glance.snapshot_of(podnet_node) is None
+
+
+def test_dpkg_s_database_says_what_is_installed(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Package: nftables\nStatus: install ok installed\nVersion: 1.0.6\n\n"
+                      "Package: iperf3\nStatus: deinstall ok config-files\n\n"
+                      "Package: dnsmasq-base\nStatus: install ok half-configured\n\n"
+                      "Package: conntrack\nStatus: hold ok installed\n")
+    assert installed_packages(str(status)) == ["conntrack", "nftables"]
+    assert installed_packages(str(tmp_path / "missing")) == []
