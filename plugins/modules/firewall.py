@@ -46,6 +46,17 @@ options:
     description: podnet's VXLAN UDP port.
     type: int
     default: 8472
+  glance_inputs:
+    description:
+      - The digest of the task, which the action plugin computes. After a run the module
+        records it with a fingerprint of the chains and rules it read and left, in
+        O(glance_file); a later run of the same task on a node whose fingerprint is still
+        that one is unchanged without asking the node.
+    type: str
+  glance_file:
+    description: The node's glance index.
+    type: path
+    default: /var/lib/podnet/glance.json
 requirements:
   - nft (nftables); iptables (iptables-nft) where an iptables filter table drops
 author: podnet developers (!UNKNOWN)
@@ -82,6 +93,7 @@ actions:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
 from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import (
     FirewallError,
     ensure,
@@ -98,6 +110,8 @@ def main():
             "state_file": {"type": "path", "default": "/var/lib/podnet/firewall.json"},
             "vxlan_peers": {"type": "list", "elements": "str", "default": []},
             "vxlan_port": {"type": "int", "default": 8472},
+            "glance_inputs": {"type": "str"},
+            "glance_file": {"type": "path", "default": glance.INDEX},
         },
         required_if=[("state", "present", ("cluster_cidr", "service_cidr"))],
         supports_check_mode=True,
@@ -112,6 +126,9 @@ def main():
                             vxlan_port=params["vxlan_port"])
     except (FirewallError, ValueError) as exc:
         module.fail_json(msg=str(exc))
+    if not module.check_mode:
+        glance.settle(module, "firewall", {"state_file": params["state_file"]}, params["glance_inputs"],
+                      params["glance_file"])
     module.exit_json(changed=bool(result["actions"]), **result)
 
 

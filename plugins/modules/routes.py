@@ -105,6 +105,17 @@ options:
     description: Routing table to reconcile. 254 is C(main).
     type: int
     default: 254
+  glance_inputs:
+    description:
+      - The digest of the task, which the action plugin computes. After a run the module
+        records it with a fingerprint of the routes and the device it left, in
+        O(glance_file); a later run of the same task on a node whose fingerprint is still
+        that one is unchanged without asking the node.
+    type: str
+  glance_file:
+    description: The node's glance index.
+    type: path
+    default: /var/lib/podnet/glance.json
 requirements:
   - pyroute2 (0.7 or later)
   - ethtool, to turn the VXLAN device's tx checksum offload off (without it the module warns)
@@ -185,6 +196,7 @@ import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import node_lock
 from ansible_collections.podnet.network.plugins.module_utils.pod_network.routes import (
     Route,
@@ -448,6 +460,8 @@ def run_module():
             },
             "protocol": {"type": "int", "default": 158},
             "table": {"type": "int", "default": 254},
+            "glance_inputs": {"type": "str"},
+            "glance_file": {"type": "path", "default": glance.INDEX},
         },
         supports_check_mode=True,
     )
@@ -500,6 +514,9 @@ def run_module():
             after = [r for r in read_table(ipr, table) if r.proto == protocol]
             after_vxlan, _kind = read_overlay(module, ipr, device_name)
 
+    if not module.check_mode:
+        glance.settle(module, "routes", {"table": table, "protocol": protocol, "device": device_name},
+                      module.params["glance_inputs"], module.params["glance_file"])
     result["routes"] = _as_dicts(sort_routes(after))
     if module._diff:
         header = f"owned routes (proto {protocol}, table {table}) and {device_name}"

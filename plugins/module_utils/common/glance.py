@@ -7,6 +7,13 @@ digest and mode, each sysctl's value. An action plugin then compares what its ta
 with that snapshot (`files_unchanged`, `sysctls_unchanged`) and skips the round trip when
 they are equal: on a run with nothing to change, a task costs no node time at all.
 
+A module whose state is the kernel's (routes, a firewall's chains) settles instead
+(`settle`): after a run, it records the digest of the task's arguments (the action plugin
+computes it, `inputs_digest`) with a fingerprint of the live state it owns, read the way
+`fingerprint` reads it. node_info reads the fingerprint again and reports, per recorded
+digest, whether the live state is still the one that run left (`settled`). The same inputs
+on an unchanged kernel have nothing to do.
+
 The snapshot is read at the start of the run, so drift since the last run is found as
 before; a task the snapshot cannot vouch for (a path or key not in the index, another
 index, a value it cannot compare) goes to the node as it always did.
@@ -19,6 +26,8 @@ module_io.
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 
 from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import (
     live_value,
@@ -45,28 +54,59 @@ def digest(data, mode):
 
 def read_index(path=INDEX):
     """{kind: [names]} of the index; empty kinds when it is missing or not what podnet writes."""
+    index = _read(path)
+    lists = {kind: index.get(kind) if isinstance(index.get(kind), list) else [] for kind in KINDS}
+    return {kind: sorted({name for name in names if isinstance(name, str)}) for kind, names in lists.items()}
+
+
+def _read(path):
     try:
         with open(path, encoding="utf-8") as handle:
             index = json.load(handle)
     except (OSError, ValueError):
-        index = {}
-    if not isinstance(index, dict):
-        index = {}
-    lists = {kind: index.get(kind) if isinstance(index.get(kind), list) else [] for kind in KINDS}
-    return {kind: sorted({name for name in names if isinstance(name, str)}) for kind, names in lists.items()}
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _states(index):
+    """The settled states' records: {kind, args, inputs, live} each."""
+    states = index.get("states") if isinstance(index.get("states"), list) else []
+    return [s for s in states if isinstance(s, dict) and isinstance(s.get("args"), dict)
+            and isinstance(s.get("inputs"), str) and s.get("kind") in FINGERPRINTS]
+
+
+def _write(module, path, index):
+    from ansible_collections.podnet.network.plugins.module_utils.common.module_io import write_file
+
+    write_file(module, path, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
 def remember(module, path=INDEX, **owned):
     """Add what a module owns to the index at `path`, by kind (files: absolute paths; sysctls:
     names); no write when it is all there already."""
-    from ansible_collections.podnet.network.plugins.module_utils.common.module_io import write_file
-
-    index = read_index(path)
-    grown = {kind: sorted(set(index[kind]).union(names)) for kind, names in owned.items()}
-    if all(grown[kind] == index[kind] for kind in grown):
+    names = read_index(path)
+    grown = {kind: sorted(set(names[kind]).union(more)) for kind, more in owned.items()}
+    if all(grown[kind] == names[kind] for kind in grown):
         return
-    index.update(grown)
-    write_file(module, path, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    index = _read(path)
+    index.update(names, **grown)
+    _write(module, path, index)
+
+
+def settle(module, kind, args, inputs, path=INDEX):
+    """Record that a run with the task digest `inputs` left the live state `fingerprint(kind,
+    args)` shows now. It replaces the record of the same kind and args (the same table, the
+    same device): one record per thing owned."""
+    if not inputs:
+        return
+    live = fingerprint(kind, args)
+    index = _read(path)
+    states = [s for s in _states(index) if not (s["kind"] == kind and s["args"] == args)]
+    record = {"kind": kind, "args": args, "inputs": inputs, "live": live}
+    if live is None or record in _states(index):
+        return
+    index.update(read_index(path), states=states + [record])
+    _write(module, path, index)
 
 
 def file_state(path):
@@ -86,14 +126,91 @@ def file_state(path):
 
 def look(path=INDEX):
     """The snapshot: {"index": the index's path, "files": {path: file_state},
-    "sysctls": {name: value}} of everything in the index."""
+    "sysctls": {name: value}, "settled": {inputs: whether the live state is still the one
+    recorded}} of everything in the index."""
     index = read_index(path)
     return {"index": path,
             "files": {name: file_state(name) for name in index["files"]},
-            "sysctls": {name: live_value(name) for name in index["sysctls"]}}
+            "sysctls": {name: live_value(name) for name in index["sysctls"]},
+            "settled": {s["inputs"]: fingerprint(s["kind"], s["args"]) == s["live"]
+                        for s in _states(_read(path))}}
+
+
+# --- fingerprints: the live state a settling module owns, read cheaply ---------------
+
+
+def _command(argv):
+    """The command's output, None when it fails or is not installed."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _listing(argv, keep=None):
+    """A JSON listing's entries (those `keep` accepts), sorted: the kernel's dump order is not
+    state. [] when the command fails (no such device), None when it cannot run."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        entries = json.loads(_command(argv) or "[]")
+    except ValueError:
+        return None
+    return sorted(json.dumps(e, sort_keys=True) for e in entries if keep is None or keep(e))
+
+
+def routes_fingerprint(table, protocol, device):
+    """podnet's routes in `table` (by `protocol`) and its VXLAN device: the link with its
+    VXLAN data and flags, its IPv4 addresses, FDB entries, permanent neighbours, and its tx
+    checksum offload. What the routes module reads and makes."""
+    link = ["-d", "link", "show", "dev", device]
+    parts = [_listing(["ip", "-j", "-4", "route", "show", "table", str(table), "proto", str(protocol)]),
+             _listing(["ip", "-j", *link]), _listing(["ip", "-j", "-4", "addr", "show", "dev", device]),
+             _listing(["bridge", "-j", "fdb", "show", "dev", device], lambda e: "dst" in e),
+             _listing(["ip", "-j", "-4", "neigh", "show", "dev", device],
+                      lambda e: "PERMANENT" in (e.get("state") or ()))]
+    if parts[0] is None:
+        return None
+    if parts[1]:
+        out = _command(["ethtool", "-k", device]) or ""
+        parts.append([line for line in out.splitlines() if line.startswith("tx-checksum-ip-generic:")])
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
+
+def firewall_fingerprint(state_file):
+    """The firewall module's view: firewall/apply.py reads it as `ensure` does."""
+    from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import fingerprint as firewall
+
+    return firewall(state_file)
+
+
+FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint}
+
+
+def fingerprint(kind, args):
+    """The live state's fingerprint for a settling module; None when it cannot be read."""
+    try:
+        return FINGERPRINTS[kind](**args)
+    except (KeyError, TypeError, ValueError, OSError, RuntimeError):  # RuntimeError: a command failed
+        return None
 
 
 # --- the controller's side ---------------------------------------------------------
+
+
+def inputs_digest(module, args):
+    """The digest of a task: its module and arguments (without the glance's own)."""
+    task = {key: value for key, value in args.items() if key not in ("glance_inputs", "glance_file")}
+    text = json.dumps([module, task], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def settled(snapshot, inputs):
+    """True when a run with these inputs left the live state the snapshot still sees."""
+    return bool(snapshot) and (snapshot.get("settled") or {}).get(inputs) is True
 
 
 def snapshot_of(podnet_node, index=INDEX):

@@ -8,6 +8,7 @@ Standard library only and no Ansible imports: the podnet_restore role ships this
 to the nodes (podnet_node), where the boot restore and the self-repair timer run it.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,7 +48,9 @@ def live_ruleset():
     objects = list(chains.get("nftables", []))
     for _kind, chain in [next(iter(o.items())) for o in objects if isinstance(o, dict) and "chain" in o]:
         if chain.get("hook") in ("forward", "input") and chain.get("policy") == "drop":
-            listing = _run(["nft", "-j", "list", "chain", chain["family"], chain["table"], chain["name"]])
+            # Stateless (-s): a counter's value is traffic, not the firewall's shape.
+            listing = _run(["nft", "-s", "-j", "list", "chain", chain["family"], chain["table"],
+                            chain["name"]])
             objects += [o for o in json.loads(listing.stdout or "{}").get("nftables", []) if "rule" in o]
     return {"nftables": objects}
 
@@ -201,6 +204,28 @@ def report_lines(found, ruleset):
         report.append("firewall not read: %s (the node play reads it after installing podnet's packages)"
                       % ruleset["unread"])
     return report
+
+
+def fingerprint(state_file=STATE_FILE):
+    """A digest of everything `ensure` and `remove` read: every chain's place and policy (not
+    its handle, which a reload of another table renews), the dropping base chains' rules, the
+    record, and the rules of podnet's own chains and of the chains that jump to them."""
+    ruleset = live_ruleset()
+    chains = [dict((k, v) for k, v in o["chain"].items() if k != "handle")
+              for o in ruleset["nftables"] if isinstance(o, dict) and "chain" in o]
+    rules = [o for o in ruleset["nftables"] if isinstance(o, dict) and "rule" in o]
+    previous = _read_state(state_file)
+    own = []
+    recorded = [dict(e, kind="iptables") for e in previous.get("iptables", [])]
+    recorded += [dict(e, kind="nftables") for e in previous.get("nft", [])]
+    entries = findings(ruleset) + recorded
+    for entry in entries:
+        if entry["kind"] == "iptables":
+            own.append([_iptables_chain_lines(entry["own_chain"]), _iptables_chain_lines(entry["jump_from"])])
+        else:
+            own.append(_nft_chain_rules(entry["family"], entry["table"], entry["own_chain"]))
+    parts = [ruleset.get("unread"), chains, rules, previous, own]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def survey():
