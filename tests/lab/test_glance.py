@@ -125,3 +125,84 @@ def test_a_second_run_asks_nothing_and_drift_is_still_repaired(scratch, tmp_path
     assert again["sysctls"]["file_changed"] and (tmp_path / "90-podnet.conf").exists()
 
     assert outcome(run(scratch, tmp_path)) == {"files": (False, True), "sysctls": (False, True)}
+
+
+KERNEL_PLAY = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - podnet.network.node_info:
+        node_ip: 10.9.0.1
+        state_file: {tmp}/node.json
+        services_state_file: {tmp}/allocations.json
+        proxy_state_dir: {tmp}
+        glance_file: {tmp}/glance.json
+    - podnet.network.routes:
+        routes:
+          - {{dest: 10.244.2.0/24, gateway: 10.244.2.0, dev: podnet.1, onlink: true}}
+        vxlan:
+          device: podnet.1
+          local: 10.9.0.1
+          address: 10.244.1.0
+          mac: "0a:58:0a:f4:01:00"
+          mtu: {mtu}
+          peers:
+            - {{node_ip: 10.9.0.2, vtep_ip: 10.244.2.0, vtep_mac: "0a:58:0a:f4:02:00"}}
+        glance_file: {tmp}/glance.json
+      register: routes
+    - podnet.network.firewall:
+        cluster_cidr: 10.244.0.0/16
+        service_cidr: 10.96.0.0/12
+        state_file: {tmp}/firewall.json
+        glance_file: {tmp}/glance.json
+      register: firewall
+    - ansible.builtin.copy:
+        content: "{{{{ {{'routes': routes, 'firewall': firewall}} | to_json }}}}"
+        dest: {tmp}/result.json
+        mode: "0644"
+"""
+
+
+def settle_run(netns, tmp_path, mtu=1450):
+    """{kind: (changed, glanced)} of the routes and firewall tasks of one play."""
+    play = tmp_path / "kernel.yml"
+    play.write_text(KERNEL_PLAY.format(tmp=tmp_path, mtu=mtu))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    return {kind: (result[kind]["changed"], result[kind].get("glanced", False))
+            for kind in ("routes", "firewall")}
+
+
+@pytest.mark.skipif(not (shutil.which("nft") and shutil.which("bridge")), reason="needs nft and bridge")
+def test_routes_and_the_firewall_are_asked_only_when_the_kernel_moved_or_the_task_changed(scratch, tmp_path):
+    in_netns(scratch, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "far")
+    in_netns(scratch, "ip", "addr", "add", "10.9.0.1/24", "dev", "uplink")
+    in_netns(scratch, "ip", "link", "set", "uplink", "up")
+    in_netns(scratch, "ip", "link", "set", "far", "up")
+    # A firewall of the node's own whose forward chain drops: podnet adds its accept chain and jump.
+    (tmp_path / "mine.nft").write_text("table ip mine {\n chain forward {\n"
+                                       "  type filter hook forward priority 0; policy drop;\n }\n}\n")
+    in_netns(scratch, "nft", "-f", str(tmp_path / "mine.nft"))
+
+    assert settle_run(scratch, tmp_path) == {"routes": (True, False), "firewall": (True, False)}
+    assert settle_run(scratch, tmp_path) == {"routes": (False, True), "firewall": (False, True)}
+
+    # What each module owns, moved by hand: seen at the next run's glance, and put back.
+    in_netns(scratch, "bridge", "fdb", "del", "0a:58:0a:f4:02:00", "dev", "podnet.1", "dst", "10.9.0.2")
+    assert settle_run(scratch, tmp_path)["routes"] == (True, False)
+    assert "10.9.0.2" in in_netns(scratch, "bridge", "fdb", "show", "dev", "podnet.1")
+    in_netns(scratch, "ip", "route", "del", "10.244.2.0/24")
+    in_netns(scratch, "nft", "flush", "chain", "ip", "mine", "forward")  # podnet's jump gone
+    assert settle_run(scratch, tmp_path) == {"routes": (True, False), "firewall": (True, False)}
+    assert "10.244.2.0/24" in in_netns(scratch, "ip", "route", "show", "proto", "158")
+    assert "jump" in in_netns(scratch, "nft", "list", "chain", "ip", "mine", "forward")
+    assert settle_run(scratch, tmp_path) == {"routes": (False, True), "firewall": (False, True)}
+
+    # Another task (a new MTU) is asked, whatever the kernel holds.
+    assert settle_run(scratch, tmp_path, mtu=1400)["routes"] == (True, False)
+    assert '"mtu":1400' in in_netns(scratch, "ip", "-j", "link", "show", "dev", "podnet.1")
+    assert settle_run(scratch, tmp_path, mtu=1400) == {"routes": (False, True), "firewall": (False, True)}
