@@ -12,7 +12,7 @@ from ansible_collections.podnet.network.plugins.plugin_utils.glanced import Glan
 class ActionModule(GlancedAction):
     MODULE = "podnet.network.node_files"
 
-    def vouched(self, snapshot, args):
+    def vouched(self, snapshot, args, task_vars):
         if glance.files_unchanged(snapshot, args.get("dest"), args.get("files"), args.get("modes"),
                                   args.get("absent") or ()):
             return {"written": [], "removed": []}

@@ -14,7 +14,7 @@ DEFAULT_PATH = "/etc/sysctl.d/90-podnet.conf"
 class ActionModule(GlancedAction):
     MODULE = "podnet.network.sysctl"
 
-    def vouched(self, snapshot, args):
+    def vouched(self, snapshot, args, task_vars):
         if glance.sysctls_unchanged(snapshot, args.get("sysctls"), args.get("path", DEFAULT_PATH)):
             return {"set": [], "file_changed": False}
         return None

@@ -65,10 +65,16 @@ ansible_facts:
     modules' records present, since a backend has rules or a boot file only with its record),
     kernel_modules (the names under /sys/module, loaded or built in), packages_installed (the
     names dpkg's database lists as installed; empty without one) and glance (the live
-    state of what the glance index lists, the sha256 and mode of each file and the value of
-    each sysctl, read at the start of the run), and with O(firewall) firewall_report.
+    state of what the glance index lists, the sha256 and mode of each file, the value of each
+    sysctl and the settled states whose live fingerprint is still the recorded one, read at
+    the start of the run), and with O(firewall) firewall_report.
   returned: always
   type: dict
+  contains:
+    podnet_node_moved:
+      description: False, the fact the glanced action plugins set once they changed the node
+        in this run (no settled state is vouched for after that).
+      type: bool
 """
 
 import json
@@ -241,7 +247,8 @@ def main():
             facts["firewall_report"] = survey()
         except (FirewallError, ValueError) as exc:
             module.fail_json(msg="cannot read the node's firewall: %s" % exc)
-    module.exit_json(changed=False, ansible_facts={"podnet_node": facts})
+    # A new snapshot: nothing has moved on the node since (see plugin_utils/glanced.py).
+    module.exit_json(changed=False, ansible_facts={"podnet_node": facts, "podnet_node_moved": False})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 node_info took a snapshot of the node at the start of the run (podnet_node.glance; see
 module_utils/common/glance.py). An action whose task the snapshot shows already done returns
 unchanged without asking the node; otherwise the module runs on the node as it always did.
+
+A snapshot is of the start of the run: once a glanced task has changed the node in this run
+(a new CNI conflist, say), a settled state's fingerprint may no longer be what the snapshot
+saw, so no settled state is vouched for on that node for the rest of the run
+(`podnet_node_moved`, which node_info resets).
 """
 
 from ansible.plugins.action import ActionBase
@@ -17,7 +22,7 @@ class GlancedAction(ActionBase):
     _supports_check_mode = True
     _supports_async = False
 
-    def vouched(self, snapshot, args):
+    def vouched(self, snapshot, args, task_vars):
         """The result to return without asking the node (changed=False), or None."""
         raise NotImplementedError
 
@@ -31,15 +36,17 @@ class GlancedAction(ActionBase):
         args = dict(self._task.args)
         snapshot = glance.snapshot_of((task_vars or {}).get("podnet_node"),
                                       args.get("glance_file", glance.INDEX))
-        known = self.vouched(snapshot, args) if snapshot else None
+        known = self.vouched(snapshot, args, task_vars) if snapshot else None
         if known is not None:
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
-            return merge_hash(result, self._execute_module(module_name=self.MODULE,
-                                                           module_args=self.module_args(args),
-                                                           task_vars=task_vars))
+            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args),
+                                        task_vars=task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
+        if done.get("changed") and not done.get("failed"):
+            done = dict(done, ansible_facts=dict(done.get("ansible_facts") or {}, podnet_node_moved=True))
+        return merge_hash(result, done)
 
 
 class SettledAction(GlancedAction):
@@ -51,8 +58,11 @@ class SettledAction(GlancedAction):
     def _inputs(self, args):
         return glance.inputs_digest(self.MODULE, args)
 
-    def vouched(self, snapshot, args):
-        return dict(self.unchanged) if glance.settled(snapshot, self._inputs(args)) else None
+    def vouched(self, snapshot, args, task_vars):
+        if task_vars.get("podnet_node_moved"):
+            return None
+        replay = glance.settled(snapshot, self._inputs(args))
+        return None if replay is None else dict(self.unchanged, **replay)
 
     def module_args(self, args):
         return dict(args, glance_inputs=self._inputs(args))

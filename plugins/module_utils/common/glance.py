@@ -72,7 +72,8 @@ def _states(index):
     """The settled states' records: {kind, args, inputs, live} each."""
     states = index.get("states") if isinstance(index.get("states"), list) else []
     return [s for s in states if isinstance(s, dict) and isinstance(s.get("args"), dict)
-            and isinstance(s.get("inputs"), str) and s.get("kind") in FINGERPRINTS]
+            and isinstance(s.get("inputs"), str) and s.get("kind") in FINGERPRINTS
+            and isinstance(s.get("replay", {}), dict)]
 
 
 def _write(module, path, index):
@@ -93,16 +94,17 @@ def remember(module, path=INDEX, **owned):
     _write(module, path, index)
 
 
-def settle(module, kind, args, inputs, path=INDEX):
+def settle(module, kind, args, inputs, path=INDEX, replay=None):
     """Record that a run with the task digest `inputs` left the live state `fingerprint(kind,
     args)` shows now. It replaces the record of the same kind and args (the same table, the
-    same device): one record per thing owned."""
+    same device): one record per thing owned. `replay`: what the module returns that later
+    tasks read (the pods' addresses), returned again when the node is not asked."""
     if not inputs:
         return
     live = fingerprint(kind, args)
     index = _read(path)
     states = [s for s in _states(index) if not (s["kind"] == kind and s["args"] == args)]
-    record = {"kind": kind, "args": args, "inputs": inputs, "live": live}
+    record = {"kind": kind, "args": args, "inputs": inputs, "live": live, "replay": replay or {}}
     if live is None or record in _states(index):
         return
     index.update(read_index(path), states=states + [record])
@@ -126,14 +128,14 @@ def file_state(path):
 
 def look(path=INDEX):
     """The snapshot: {"index": the index's path, "files": {path: file_state},
-    "sysctls": {name: value}, "settled": {inputs: whether the live state is still the one
-    recorded}} of everything in the index."""
+    "sysctls": {name: value}, "settled": {inputs: what to replay}} of everything in the index;
+    a settled state is listed only when the live state is still the one recorded."""
     index = read_index(path)
     return {"index": path,
             "files": {name: file_state(name) for name in index["files"]},
             "sysctls": {name: live_value(name) for name in index["sysctls"]},
-            "settled": {s["inputs"]: fingerprint(s["kind"], s["args"]) == s["live"]
-                        for s in _states(_read(path))}}
+            "settled": {s["inputs"]: s.get("replay", {}) for s in _states(_read(path))
+                        if fingerprint(s["kind"], s["args"]) == s["live"]}}
 
 
 # --- fingerprints: the live state a settling module owns, read cheaply ---------------
@@ -187,7 +189,18 @@ def firewall_fingerprint(state_file):
     return firewall(state_file)
 
 
-FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint}
+def pods_fingerprint(state_dir, conflist, netns_etc_dir=None):
+    """The pods module's view: pods/lifecycle.py reads it as the module does."""
+    from ansible_collections.podnet.network.plugins.module_utils.pods.errors import PodError
+    from ansible_collections.podnet.network.plugins.module_utils.pods.lifecycle import fingerprint as pods
+
+    try:
+        return pods(state_dir, conflist, netns_etc_dir)
+    except PodError:  # a record the module would refuse too
+        return None
+
+
+FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint, "pods": pods_fingerprint}
 
 
 def fingerprint(kind, args):
@@ -209,8 +222,10 @@ def inputs_digest(module, args):
 
 
 def settled(snapshot, inputs):
-    """True when a run with these inputs left the live state the snapshot still sees."""
-    return bool(snapshot) and (snapshot.get("settled") or {}).get(inputs) is True
+    """What to replay (a dict) when a run with these inputs left the live state the snapshot
+    still sees; None otherwise."""
+    replay = (snapshot.get("settled") or {}).get(inputs) if snapshot else None
+    return replay if isinstance(replay, dict) else None
 
 
 def snapshot_of(podnet_node, index=INDEX):

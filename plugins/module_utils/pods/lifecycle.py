@@ -13,6 +13,7 @@ Standard library only and no Ansible imports: the podnet_restore role ships this
 package to the nodes (podnet_node), where the boot-time restore runs it without Ansible.
 """
 
+import hashlib
 import json
 import os
 
@@ -29,7 +30,7 @@ from .cni_exec import (
 )
 from .errors import CNIError, PodError
 from .netns import netns_add, netns_del, netns_exists, netns_path
-from .resolv import NETNS_ETC_DIR, remove_resolv_conf, write_resolv_conf
+from .resolv import NETNS_ETC_DIR, read_resolv_conf, remove_resolv_conf, write_resolv_conf
 from .server import (
     DEFAULT_ECHO_SERVER,
     DEFAULT_PYTHON,
@@ -55,6 +56,26 @@ def pod_health(state):
                             state["name"], state["netns"]):
             return False, "echo server (pid %s) is not running" % state.get("pid")
     return True, "running"
+
+
+def fingerprint(state_dir, conflist, netns_etc_dir=None):
+    """A digest of everything the pods module decides from: the recorded pods, each one's
+    health (netns and server), the CNI conflist's text, and each pod's resolv.conf when
+    podnet writes them (`netns_etc_dir`)."""
+    states = read_states(state_dir)
+    try:
+        with open(conflist, "rb") as handle:
+            network = hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        network = None
+    parts = {"network": network, "pods": {}}
+    for key, state in sorted(states.items()):
+        health = pod_health(state) if state.get("netns") else (False, "no netns recorded")
+        resolv = None
+        if netns_etc_dir and state.get("netns"):
+            resolv = read_resolv_conf(state["netns"], netns_etc_dir)
+        parts["pods"][key] = [state, health, resolv]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 # --- pods ---------------------------------------------------------------------
