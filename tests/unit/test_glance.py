@@ -68,7 +68,8 @@ def test_the_snapshot_reads_what_the_index_lists(tmp_path):
     index = str(tmp_path / "glance.json")
     glance.remember(Module(), index, files=[str(kept), str(tmp_path / "gone")], sysctls=["no.such.sysctl"])
     files = {str(kept): glance.digest("k\n", 0o644), str(tmp_path / "gone"): None}
-    assert glance.look(index) == {"index": index, "files": files, "sysctls": {"no.such.sysctl": None}}
+    assert glance.look(index) == {"index": index, "files": files, "sysctls": {"no.such.sysctl": None},
+                                  "settled": {}}
 
 
 def snapshot(files=None, sysctls=None, index=glance.INDEX):
@@ -122,3 +123,34 @@ def test_dpkg_s_database_says_what_is_installed(tmp_path):
                       "Package: conntrack\nStatus: hold ok installed\n")
     assert installed_packages(str(status)) == ["conntrack", "nftables"]
     assert installed_packages(str(tmp_path / "missing")) == []
+
+
+def test_a_settled_state_is_vouched_for_while_its_fingerprint_holds_and_for_its_own_task_only(tmp_path,
+                                                                                               monkeypatch):
+    # A stand-in kernel: the fingerprint of a file's text.
+    monkeypatch.setitem(glance.FINGERPRINTS, "test", lambda path: open(path).read() or None)
+    live, index = tmp_path / "live", str(tmp_path / "glance.json")
+    live.write_text("state 1")
+    task = glance.inputs_digest("podnet.network.test", {"table": 1, "glance_file": index})
+    assert task == glance.inputs_digest("podnet.network.test", {"table": 1, "glance_inputs": "x"})
+    assert task != glance.inputs_digest("podnet.network.test", {"table": 2})
+    assert task != glance.inputs_digest("podnet.network.other", {"table": 1})
+
+    glance.settle(Module(), "test", {"path": str(live)}, task, index, replay={"pods": {"a": 1}})
+    assert glance.settled(glance.look(index), task) == {"pods": {"a": 1}}
+    assert glance.settled(glance.look(index), "another task") is None
+
+    live.write_text("state 2")  # moved since: not vouched for
+    assert glance.settled(glance.look(index), task) is None
+
+    # The next run of another task on the same thing replaces the record.
+    glance.settle(Module(), "test", {"path": str(live)}, "task 2", index)
+    assert glance.look(index)["settled"] == {"task 2": {}}
+    glance.settle(Module(), "test", {"path": str(tmp_path / "unreadable")}, "task 3", index)
+    assert len(json.loads(open(index).read())["states"]) == 1  # no fingerprint, no record
+    (tmp_path / "other").write_text("other state")
+    glance.settle(Module(), "test", {"path": str(tmp_path / "other")}, "task 3", index)
+    assert glance.look(index)["settled"] == {"task 2": {}, "task 3": {}}
+    # Without inputs (the module run without its action plugin) nothing is recorded.
+    glance.settle(Module(), "test", {"path": str(live)}, None, index)
+    assert glance.look(index)["settled"] == {"task 2": {}}
