@@ -153,4 +153,4 @@ def test_a_settled_state_is_vouched_for_while_its_fingerprint_holds_and_for_its_
     assert glance.look(index)["settled"] == {"task 2": {}, "task 3": {}}
     # Without inputs (the module run without its action plugin) nothing is recorded.
     glance.settle(Module(), "test", {"path": str(live)}, None, index)
-    assert glance.look(index)["settled"] == {"task 2": {}}
+    assert glance.look(index)["settled"] == {"task 2": {}, "task 3": {}}
