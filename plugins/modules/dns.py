@@ -84,6 +84,18 @@ options:
     description: How long a new instance has to answer before the update is abandoned.
     type: float
     default: 5.0
+  glance_inputs:
+    description:
+      - The digest of the task, which the action plugin computes. After a run the module
+        records it with a fingerprint of what it plans from (its files, running instances,
+        lo's addresses, the table, whether the instance answers, the node's resolv.conf
+        without O(upstreams)) in O(glance_file); a later run of the same task on a node whose
+        fingerprint is still that one is unchanged without asking the node.
+    type: str
+  glance_file:
+    description: The node's glance index.
+    type: path
+    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode (the new configuration is checked with C(dnsmasq --test), the table
     with C(nft -c); nothing is started, stopped or written) and diff mode (the records, as
@@ -130,12 +142,11 @@ active:
 
 import json
 import os
-import socket
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.podnet.network.plugins.module_utils.common import process
+from ansible_collections.podnet.network.plugins.module_utils.common import glance, process
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_conntrack,
     node_lock,
@@ -145,14 +156,19 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import parse_state
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
+from ansible_collections.podnet.network.plugins.module_utils.dns.live import (
+    answering,
+    answers,
+    conf_of,
+    find_processes,
+    lo_addresses,
+)
 from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     ADDRESS_LABEL,
     FAMILY,
     DnsConfigError,
     check_ports,
     conf_path,
-    decode_response,
-    encode_query,
     settings_from,
     upstream_servers,
     zone_text,
@@ -161,37 +177,11 @@ from ansible_collections.podnet.network.plugins.module_utils.dns.update import (
     CHECKED,
     ROLES,
     STATE_FILE,
-    active_port,
-    instance_confs,
     plan_dns_removal,
     plan_dns_update,
 )
 
-# --- our dnsmasq processes ---------------------------------------------------------
-# Found the way every podnet process is (common/process.py): by namespace and command
-# line, never by name alone, and checked again right before each signal.
-
-
-def conf_of(argv, conf_dir):
-    """The podnet configuration file a dnsmasq command line runs with, or None when it is
-    not podnet's dnsmasq (the distribution's, another program, a reused PID)."""
-    if not argv or os.path.basename(argv[0]) != "dnsmasq":
-        return None
-    prefix = "--conf-file=" + conf_dir.rstrip("/") + "/"
-    confs = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith(prefix)]
-    return confs[0] if len(confs) == 1 else None
-
-
-def find_processes(conf_dir):
-    """{configuration file: [pids]} of podnet's dnsmasq processes in this network namespace
-    (another lab node's share /proc), TCP children included."""
-    found = {}
-    for pid in process.find(argv_match=lambda argv: conf_of(argv, conf_dir) is not None,
-                            net=process.own_ns_inode("net")):
-        conf = conf_of(process.cmdline(pid), conf_dir)
-        if conf:  # None: it ended between the two reads
-            found.setdefault(conf, []).append(pid)
-    return found
+# --- our dnsmasq processes (found as dns/live.py finds them) ------------------------
 
 
 def stop_processes(module, conf_dir, confs, timeout=3.0):
@@ -212,19 +202,6 @@ def stop_processes(module, conf_dir, confs, timeout=3.0):
 
 # --- DNS -----------------------------------------------------------------------------
 
-def answers(dns_ip, port, domain, timeout=0.5):
-    """Does the instance on `port` answer the SOA of the cluster zone (front and auth both)?"""
-    query = encode_query(domain, "SOA", qid=os.getpid() & 0xFFFF)
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(timeout)
-            sock.sendto(query, (dns_ip, port))
-            reply = decode_response(sock.recv(4096))
-    except (OSError, ValueError, IndexError):
-        return False
-    return reply["rcode"] == 0 and reply["aa"] and any(a[1] == "SOA" for a in reply["answers"])
-
-
 def wait_answers(dns_ip, port, domain, timeout):
     end = time.monotonic() + timeout
     while True:
@@ -237,13 +214,12 @@ def wait_answers(dns_ip, port, domain, timeout):
 
 # --- the address ---------------------------------------------------------------------
 
-def lo_addresses(module):
+def read_lo_addresses(module):
     """[(address, prefixlen, label)] of lo's IPv4 addresses."""
     rc, out, err = module.run_command(["ip", "-j", "-4", "addr", "show", "dev", "lo"])
     if rc != 0:
         module.fail_json(msg=f"ip addr show dev lo failed: {err.strip()}")
-    return [(a["local"], a["prefixlen"], a.get("label", "lo")) for link in json.loads(out or "[]")
-            for a in link.get("addr_info", [])]
+    return lo_addresses(out)
 
 
 def add_address(module, ip):
@@ -330,18 +306,13 @@ def read_live(module, nft, conf_dir, table, table_path, settings=None):
              for name in names if name.endswith(".conf") or name == STATE_FILE}
     state = parse_state(files.get(os.path.join(conf_dir, STATE_FILE))) or {}
     running = set(find_processes(conf_dir))
-    addresses = lo_addresses(module)
-    active = active_port(state, settings["dns_ip"]) if settings else None
-    # Asked only of an instance whose processes run on an address lo has: otherwise the
-    # answer is no, and asking would cost the timeout.
-    answering = (bool(active) and all(c in running for c in instance_confs(conf_dir, active))
-                 and any(ip == settings["dns_ip"] for ip, _prefixlen, _label in addresses)
-                 and answers(settings["dns_ip"], active, settings["domain"]))
+    addresses = read_lo_addresses(module)
     return {
         "state": state,
         "addresses": addresses,
         "running": running,
-        "answering": answering,
+        "answering": bool(settings) and answering(conf_dir, state, running, addresses, settings["dns_ip"],
+                                                  settings["domain"]),
         "files": files,
         "table": nft.list(FAMILY, table),
         "table_file": read_file(module, table_path),
@@ -413,7 +384,7 @@ def ensure_present(module, dnsmasq, nft):
         module.fail_json(msg=f"podnet_dns: cannot render the services model: {exc!r}")
     actions = execute(module, nft, dnsmasq, plan["steps"], p["table"], p["conf_dir"], p["start_timeout"],
                       settings)
-    return actions, plan["old_zone"], plan["zone"], plan["port"]
+    return actions, plan["old_zone"], plan["zone"], plan["port"], settings
 
 
 def ensure_absent(module, dnsmasq, nft):
@@ -421,7 +392,7 @@ def ensure_absent(module, dnsmasq, nft):
     live = read_live(module, nft, p["conf_dir"], p["table"], p["table_path"])
     plan = plan_dns_removal(live, p["conf_dir"], p["table"], p["table_path"])
     actions = execute(module, nft, dnsmasq, plan["steps"], p["table"], p["conf_dir"], p["start_timeout"])
-    return actions, plan["old_zone"], plan["zone"], plan["port"]
+    return actions, plan["old_zone"], plan["zone"], plan["port"], {}
 
 
 def active_record(module, conf_dir):
@@ -448,6 +419,8 @@ def main():
             "resolv_conf": {"type": "path", "default": "/etc/resolv.conf"},
             "drain_seconds": {"type": "float", "default": 1.0},
             "start_timeout": {"type": "float", "default": 5.0},
+            "glance_inputs": {"type": "str"},
+            "glance_file": {"type": "path", "default": glance.INDEX},
         },
         supports_check_mode=True,
     )
@@ -459,7 +432,7 @@ def main():
     path = os.environ.get("PATH", "").split(os.pathsep)
     os.environ["PATH"] = os.pathsep.join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
-    actions, old_zone, zone, port = ensure(module, dnsmasq, nft)
+    actions, old_zone, zone, port, settings = ensure(module, dnsmasq, nft)
     result = {
         "changed": bool(actions),
         "actions": actions,
@@ -468,6 +441,15 @@ def main():
         "active": active_record(module, module.params["conf_dir"]),
         "invocation": {"module_args": {k: v for k, v in module.params.items() if k != "model"}},
     }
+    if not module.check_mode:
+        p = module.params
+        # Without upstreams the node's resolv.conf names them: it is part of what is settled.
+        owned = {"conf_dir": p["conf_dir"], "table": p["table"], "table_path": p["table_path"],
+                 "dns_ip": settings.get("dns_ip"), "domain": settings.get("domain"),
+                 "resolv_conf": None if p["upstreams"] else p["resolv_conf"]}
+        glance.settle(module, "dns", owned,
+                      p["glance_inputs"], p["glance_file"],
+                      replay={key: result[key] for key in ("port", "records", "active")})
     if module._diff and old_zone != zone:
         result["diff"] = {"before": zone_text(old_zone), "after": zone_text(zone),
                           "before_header": f"{module.params['cluster_domain']} (last served)",

@@ -200,7 +200,15 @@ def pods_fingerprint(state_dir, conflist, netns_etc_dir=None):
         return None
 
 
-FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint, "pods": pods_fingerprint}
+def dns_fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=None):
+    """The dns module's view: dns/live.py reads it as the module does."""
+    from ansible_collections.podnet.network.plugins.module_utils.dns.live import fingerprint as dns
+
+    return dns(conf_dir, table, table_path, dns_ip, domain, resolv_conf)
+
+
+FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint, "pods": pods_fingerprint,
+                "dns": dns_fingerprint}
 
 
 def fingerprint(kind, args):
