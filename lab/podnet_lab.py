@@ -764,9 +764,8 @@ def pod_netns_ids(topo, node):
     return {tuple(int(x) for x in line.split()) for line in proc.stdout.splitlines() if line.strip()}
 
 
-def kill_lab_processes(net_ids, mnt_ids):
-    """SIGKILL every process in one of the given namespaces, and its descendants."""
-    net_ids, mnt_ids = set(net_ids) - {None}, set(mnt_ids) - {None}
+def lab_processes(net_ids, mnt_ids):
+    """Every live process in one of the given namespaces, and its descendants (one /proc scan)."""
     children, victims = {}, set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -786,19 +785,27 @@ def kill_lab_processes(net_ids, mnt_ids):
             if child not in victims:
                 victims.add(child)
                 todo.append(child)
-    victims -= {os.getpid(), os.getppid()}
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    return {pid for pid in victims - {os.getpid(), os.getppid()} if not _is_zombie(pid)}
+
+
+def kill_lab_processes(net_ids, mnt_ids):
+    """SIGKILL every process in one of the given namespaces, and its descendants, scanning
+    again until a scan finds none: a process one of them forked just after a scan (a
+    background `setsid` during a reboot) is found by the next."""
+    net_ids, mnt_ids = set(net_ids) - {None}, set(mnt_ids) - {None}
     deadline = time.monotonic() + 5
-    while victims and time.monotonic() < deadline:
-        victims = {pid for pid in victims if not _is_zombie(pid)}
-        if victims:
-            time.sleep(0.02)
-    if victims:
-        raise LabError(f"processes would not die: {sorted(victims)}")
+    while True:
+        victims = lab_processes(net_ids, mnt_ids)
+        if not victims:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"processes would not die: {sorted(victims)}")
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
 
 
 def destroy(topo):
