@@ -30,6 +30,10 @@ two others, a namespace and an ipBlock on three ports; every other one limits eg
 first (podnet's policy table removed from every node first), no-op, one policy's port
 changed, one added, one removed.
 
+First of all, a no-op `site.yml` (`--site-runs`, default 3, after one run that converges
+the lab): the whole cluster's playbook with nothing to change, against issue 13's target of
+8 s; `glanced` is how many task results the run's glance answered without asking a node.
+
 Every run has a time limit (--timeout); the lab's own services and policies are applied
 again at the end, so the lab is left as `make site` left it.
 """
@@ -55,6 +59,7 @@ POLICY_PLAYS = ["playbooks/plan.yml", "playbooks/test_pods.yml", "playbooks/netw
 POLICY_APPS = ("web", "frontend", "backend", "client", "db")
 POLICY_NAMESPACES = ("default", "x", "y", "z")  # the ones policies admit from
 FIRST_ADDRESS = int(ipaddress.ip_address("10.200.0.0"))
+SITE_NOOP_TARGET = 8.0  # seconds, issue 13
 
 
 def services_file(count, endpoints, changed=False, added=0, removed=0):
@@ -97,8 +102,9 @@ def policies_file(count, changed=False, added=0, removed=0):
     return "---\n".join(docs)
 
 
-def playbook(inventory, plays, timeout, extra=()):
-    """(wall seconds, longest nft transaction on a node, changed tasks) of one ansible-playbook."""
+def playbook(inventory, plays, timeout, extra=(), report_too=False):
+    """(wall seconds, longest nft transaction on a node, changed tasks) of one ansible-playbook,
+    and its callback's whole report with `report_too`."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="podnet_bench", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                ANSIBLE_CALLBACK_PLUGINS=str(REPO / "bench" / "callback_plugins"),
                PODNET_LAB_INVENTORY=str(inventory))
@@ -116,7 +122,27 @@ def playbook(inventory, plays, timeout, extra=()):
     if os.environ.get("PODNET_BENCH_TASKS"):
         slowest = sorted(report["tasks"].items(), key=lambda item: -item[1])[:8]
         print("    slowest tasks: " + ", ".join("%s %.1f s" % item for item in slowest), flush=True)
+    if report_too:
+        return seconds, report["nft_seconds"], report["changed"], report
     return seconds, report["nft_seconds"], report["changed"]
+
+
+def site_rows(inventory, options):
+    """A no-op site.yml, side by side: what a user waits for when nothing changed."""
+    print(f"ansible-playbook site.yml, 3-node lab {inventory}, nothing to change")
+    header = f"{'run':<9} {'wall s':>8} {'changed':>8} {'tasks':>6} {'glanced':>8}"
+    print(header)
+    print("-" * len(header))
+    playbook(inventory, ["site.yml"], options.timeout)
+    times = []
+    for run in range(1, options.site_runs + 1):
+        seconds, _nft, changed, report = playbook(inventory, ["site.yml"], options.timeout, report_too=True)
+        times.append(seconds)
+        print(f"{'no-op %d' % run:<9} {seconds:>8.1f} {changed:>8} {len(report['tasks']):>6} "
+              f"{report.get('glanced', 0):>8}", flush=True)
+    middle = sorted(times)[len(times) // 2]
+    print(f"  {'met    ' if middle <= SITE_NOOP_TARGET else 'NOT met'} no-op site.yml under "
+          f"{SITE_NOOP_TARGET:.0f} s: median {middle:.1f} s\n", flush=True)
 
 
 def main():
@@ -130,10 +156,13 @@ def main():
     parser.add_argument("--policies", type=int, nargs="*", default=[1, 1000],
                         help="NetworkPolicy counts (none: no NetworkPolicy rows)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds one ansible-playbook may take")
+    parser.add_argument("--site-runs", type=int, default=3, help="no-op site.yml runs (0: none)")
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_playbook.py needs root (the lab's nodes are network namespaces)")
     inventory = options.inventory.resolve()
+    if options.site_runs:
+        site_rows(inventory, options)
     steps = (("first", {}), ("no-op", {}), ("endpoint", {"changed": True}),
              ("added", {"changed": True, "added": 1}),
              ("removed", {"changed": True, "added": 1, "removed": 1}))

@@ -1,8 +1,9 @@
 """The benchmark's stdout callback: one JSON line at the end, what bench_playbook.py reads.
 
 {"nft_seconds": the longest `nft_seconds` any task reported, "changed": changed task results,
- "failed": failed or unreachable results with their messages, "tasks": {task name: longest
- seconds on a host}}. Not part of the collection: the benchmark points Ansible at it.
+ "glanced": results the run's glance answered without asking the node, "failed": failed or
+ unreachable results with their messages, "tasks": {task name: longest seconds on a host}}.
+Not part of the collection: the benchmark points Ansible at it.
 """
 
 import json
@@ -25,7 +26,7 @@ class CallbackModule(CallbackBase):
 
     def __init__(self):
         super().__init__()
-        self.summary = {"nft_seconds": 0.0, "changed": 0, "failed": [], "tasks": {}}
+        self.summary = {"nft_seconds": 0.0, "changed": 0, "glanced": 0, "failed": [], "tasks": {}}
         self.started = {}
 
     def v2_playbook_on_task_start(self, task, is_conditional):
@@ -40,6 +41,7 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result):
         data = self._done(result)
         self.summary["changed"] += bool(data.get("changed"))
+        self.summary["glanced"] += bool(data.get("glanced"))
         self.summary["nft_seconds"] = max(self.summary["nft_seconds"], data.get("nft_seconds") or 0.0)
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
