@@ -39,6 +39,12 @@ options:
         sentences the firewall module reports), reading the ruleset only.
     type: bool
     default: false
+  glance:
+    description:
+      - Whether to report the glance (C(glance)). A run without it neither skips a task nor
+        records a settled state (reset, which removes the index).
+    type: bool
+    default: true
   glance_file:
     description:
       - The node's glance index (module_utils/common/glance.py), where node_files and sysctl
@@ -209,6 +215,7 @@ def main():
             services_state_file=dict(type="path", default="/etc/podnet/services/allocations.json"),
             proxy_state_dir=dict(type="path", default="/var/lib/podnet"),
             firewall=dict(type="bool", default=False),
+            glance=dict(type="bool", default=True),
             glance_file=dict(type="path", default=glance.INDEX),
         ),
         supports_check_mode=True,
@@ -240,8 +247,9 @@ def main():
         "proxy_records": proxy_records(module.params["proxy_state_dir"]),
         "kernel_modules": kernel_modules(),
         "packages_installed": installed_packages(),
-        "glance": glance.look(module.params["glance_file"]),
     }
+    if module.params["glance"]:
+        facts["glance"] = glance.look(module.params["glance_file"])
     if module.params["firewall"]:
         try:
             facts["firewall_report"] = survey()

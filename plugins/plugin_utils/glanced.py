@@ -26,8 +26,8 @@ class GlancedAction(ActionBase):
         """The result to return without asking the node (changed=False), or None."""
         raise NotImplementedError
 
-    def module_args(self, args):
-        """The module's arguments when the node is asked."""
+    def module_args(self, args, snapshot):
+        """The module's arguments when the node is asked (`snapshot`: this run's, or None)."""
         return args
 
     def run(self, tmp=None, task_vars=None):
@@ -40,7 +40,7 @@ class GlancedAction(ActionBase):
         if known is not None:
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
-            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args),
+            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args, snapshot),
                                         task_vars=task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -64,5 +64,6 @@ class SettledAction(GlancedAction):
         replay = glance.settled(snapshot, self._inputs(args))
         return None if replay is None else dict(self.unchanged, **replay)
 
-    def module_args(self, args):
-        return dict(args, glance_inputs=self._inputs(args))
+    def module_args(self, args, snapshot):
+        # A run that takes no glance (reset, which removes the index) records none either.
+        return dict(args, glance_inputs=self._inputs(args)) if snapshot else args
