@@ -169,7 +169,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
     NftProxyError,
     full_content,
     parse_listing,
-    render_nftables,
+    render_counted,
+    render_update,
     shape,
     stale_affinity,
     update_script,
@@ -189,11 +190,11 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
     base_of,
     rebased,
-    rebuild,
+    rebuild_from,
 )
 
 # The record's own shape; a new one makes every node render once more.
-RECORD_VERSION = "2"
+RECORD_VERSION = "3"
 
 
 def renderer():
@@ -239,15 +240,15 @@ def ensure_present(module, nft, table, state_file, path):
     base = (record or {}).get("model_base")
     if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept)):
         base = base_of(kept)
-    text, model, source = params["model"], None, "whole"
+    text, model, source, replaced = params["model"], None, "whole", None
     if not text and params["model_delta"]:
         try:
             change = json.loads(params["model_delta"])
         except ValueError as exc:
             module.fail_json(msg=f"model_delta is not JSON: {exc}")
-        rebuilt = rebuild(kept, change, model_sha256) if base else None
+        rebuilt = rebuild_from(kept, change, model_sha256) if base else None
         if rebuilt:
-            (text, model), source = rebuilt, "delta"
+            (text, model, replaced), source = rebuilt, "delta"
     if not text:
         # Not current: the caller sends the model, whole or as a delta from the one kept here.
         return [], {}, {}, [], {"current": False, "model_base": base if kept is not None else None}
@@ -256,11 +257,19 @@ def ensure_present(module, nft, table, state_file, path):
             model = json.loads(text)
         except ValueError as exc:
             module.fail_json(msg=f"model is not JSON: {exc}")
+    number = generation(digest) if digest else None
     try:
-        ruleset = render_nftables(model, params["node"], table, generation(digest) if digest else None)
+        # A delta's Services alone, from the record of its base, when that record is this
+        # node's render of the base by this very renderer; else the model whole.
+        rendered = source == "delta" and rendered_from(
+            record, replaced, change, model, params["node"], number,
+            inputs_digest(change["base_sha256"], params["node"], table, path, renderer()))
+        if not rendered:
+            ruleset, shared = render_counted(model, params["node"], table, number)
+            rendered = ruleset, shared, service_view(model)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
-    view = service_view(model)
+    ruleset, shared, view = rendered
     content = full_content(ruleset)
     full = build_script(FAMILY, table, content)
     actions = []
@@ -273,6 +282,7 @@ def ensure_present(module, nft, table, state_file, path):
         "skeleton_sha256": sha256(ruleset["skeleton"]),
         "chains": shape(ruleset)["chains"],
         "elements": ruleset["elements"],
+        "shared": shared,
         "view": view,
         "model_base": rebased(base, change, model_sha256) if source == "delta" else base_of(text),
     }
@@ -294,6 +304,31 @@ def ensure_present(module, nft, table, state_file, path):
         actions.append(f"write {path}")
     extra = {"current": not actions, "verified": verified, "model_from": source}
     return actions, old_view, view, cleared, extra
+
+
+def rendered_from(record, replaced, change, model, node, number, base_inputs):
+    """(ruleset, shared, view) of `model`, from the record of its base (`base_inputs`: the
+    digest a run that applied the base recorded) and the Services a delta `change` replaced:
+    what render_counted and service_view give for the whole model, computed from those
+    Services alone. None when the record is not the base's, or the change is more than
+    Services (then the model is rendered whole)."""
+    if (replaced is None or not record or not base_inputs or record.get("inputs") != base_inputs
+            or not isinstance(record.get("shared"), dict)):
+        return None
+    before, after = list(replaced.values()), list(change["services"].values())
+    # "ns/name:" starts every view entry of a Service, and of no other one.
+    if any("/" in str(svc.get("namespace")) or ":" in str(svc.get("name")) or "/" in str(svc.get("name"))
+           for svc in before + after):
+        return None
+    updated = render_update({"table": record["table"], "elements": record["elements"]}, record["shared"],
+                            before, after, model, node, number)
+    if updated is None:
+        return None
+    view = dict(record["view"])
+    for name in service_view({"services": before}):
+        view.pop(name, None)
+    view.update(service_view({"services": after}))
+    return (*updated, view)
 
 
 def model_path(state_file):

@@ -83,10 +83,23 @@ def delta(model, base):
 def rebuild(base_text, change, sha256):
     """(model text, model) from the base's text and a delta, or None unless the result is the
     controller's text exactly (its `sha256`)."""
+    rebuilt = rebuild_from(base_text, change, sha256)
+    return rebuilt and rebuilt[:2]
+
+
+def rebuild_from(base_text, change, sha256):
+    """rebuild's (model text, model) and the base's Services the delta replaced or removed
+    ({"ns/name": Service}; None when the model's other fields changed too), or None: a node
+    that rendered the base renders only those and the delta's own Services again."""
     if base_text is None or _sha256(base_text) != change.get("base_sha256"):
         return None
     try:
-        services = {service_key(svc): svc for svc in json.loads(base_text)["services"]}
+        base = json.loads(base_text)
+        services = {service_key(svc): svc for svc in base.pop("services")}
+        replaced = None
+        if base == change["fields"]:
+            replaced = {key: services[key] for key in (*change["services"], *change["removed"])
+                        if key in services}
         for key in change["removed"]:
             services.pop(key, None)
         services.update(change["services"])
@@ -98,4 +111,4 @@ def rebuild(base_text, change, sha256):
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
     text = compact(model)
-    return (text, model) if _sha256(text) == sha256 else None
+    return (text, model, replaced) if _sha256(text) == sha256 else None
