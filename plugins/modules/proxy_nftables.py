@@ -38,6 +38,9 @@ options:
         rebuilds. A node that keeps another model, or rebuilds other text, changes nothing
         and returns RV(current) false without RV(model_from); the model is then sent whole.
       - Built by the action plugin from RV(model_base); not meant to be written by hand.
+      - Given together with O(model) (filter C(services_delta), from the model the controller
+        resolved last), the action plugin sends it in its first ask; the module itself then
+        ignores it. A node that keeps that model applies it in one module run.
     type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
@@ -223,7 +226,7 @@ def ensure_present(module, nft, table, state_file, path):
     params = module.params
     if not (params["model"] or params["model_sha256"]) or not params["node"]:
         module.fail_json(msg="model (or model_sha256) and node are required when state=present")
-    if params["model_delta"] and not params["model_sha256"]:
+    if params["model_delta"] and not (params["model_sha256"] or params["model"]):
         module.fail_json(msg="model_delta needs model_sha256, the sha256 of the model it rebuilds")
     record = parse_state(read_file(module, state_file))
     model_sha256 = sha256(params["model"]) if params["model"] else params["model_sha256"]

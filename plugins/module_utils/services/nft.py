@@ -577,6 +577,8 @@ def parse_listing(listing):
 def stale_affinity(entries, ruleset):
     """Affinity entries (strings `client . key : endpoint`) whose endpoint no longer serves
     that Service port here; the module deletes them so clients move on at once."""
+    if not entries:
+        return []
     serving = {}
     for name in ("service_endpoints", "nodeport_endpoints"):
         for element in ruleset["elements"].get(name, ()):

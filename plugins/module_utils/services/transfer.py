@@ -65,13 +65,28 @@ def rebased(base, change, sha256):
 def delta(model, base):
     """What a node whose base is `base` (base_of) needs to rebuild `model` (a dict)."""
     known = base["services"]
+    return _delta(model, base["sha256"], known, lambda key, svc: known.get(key) == _digest(svc))
+
+
+def delta_from(base_text, model):
+    """delta(model, base_of(base_text)), Services compared as they are rather than by digest:
+    what the controller sends along a first ask, guessing the node keeps the model the
+    controller resolved last (`base_text`). None when that text is not a model."""
+    try:
+        known = {service_key(svc): svc for svc in json.loads(base_text)["services"]}
+    except (ValueError, TypeError, KeyError):
+        return None
+    return _delta(model, _sha256(base_text), known, lambda key, svc: known.get(key) == svc)
+
+
+def _delta(model, base_sha256, known, same):
     services, seen = {}, set()
     for svc in model["services"]:
         key = service_key(svc)
         seen.add(key)
-        if known.get(key) != _digest(svc):
+        if not same(key, svc):
             services[key] = svc
-    change = {"base_sha256": base["sha256"],
+    change = {"base_sha256": base_sha256,
               "fields": {key: value for key, value in model.items() if key != "services"},
               "services": services,
               "removed": sorted(set(known) - seen)}
