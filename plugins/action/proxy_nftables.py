@@ -1,11 +1,14 @@
 """Action plugin for podnet.network.proxy_nftables: the model goes to a node only as far as needed.
 
-Given O(model), the node is first asked with the model's sha256 alone whether it already runs
-it (milliseconds, nothing sent). If not, and the node keeps the model it last applied, only
-the Services that changed go (module_utils/services/transfer.py); the node rebuilds the
-model and checks it is the controller's text to the byte. Otherwise, or if that check fails,
-the model goes whole, as the module alone would take it. With O(verify_live), or without
-O(model), the module runs as it is called.
+Given O(model), the node is first asked with the model's sha256 whether it already runs it
+(milliseconds, nothing sent), and with O(model_delta) when the task gives one beside the
+model: the Services that changed since the model the controller resolved last, which the
+node most likely keeps (filter services_delta). A node that keeps that model applies the
+delta in the same module run. If not, and the node keeps some model it last applied, only
+the Services that changed since that one go (module_utils/services/transfer.py); the node
+rebuilds the model and checks it is the controller's text to the byte. Otherwise, or if that
+check fails, the model goes whole, as the module alone would take it. With O(verify_live),
+or without O(model), the module runs as it is called.
 """
 
 import hashlib
@@ -39,9 +42,10 @@ class ActionModule(ActionBase):
         if (not isinstance(text, str) or not text or args.get("state", "present") != "present"
                 or boolean(args.get("verify_live", False), strict=False)):
             return self._module(args, task_vars)
-        asked = {key: value for key, value in args.items() if key != "model"}
+        asked = {key: value for key, value in args.items() if key not in ("model", "model_delta")}
         asked["model_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        answer = self._module(asked, task_vars)
+        guess = args.get("model_delta")
+        answer = self._module(dict(asked, model_delta=guess) if guess else asked, task_vars)
         if answer.get("failed") or answer.get("current") or "model_base" not in answer:
             return answer
         change = self._delta(text, answer["model_base"])

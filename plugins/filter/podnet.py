@@ -32,6 +32,8 @@ own plumbing, not a public API.
   plays carry as a string rather than a 10,000-entry structure.
 - ``podnet.network.resolve_services(checked, pods)``: the services model, as compact JSON
   text, from ``services_checked``'s text and the pods the nodes run.
+- ``podnet.network.services_delta(model, memo_dir)``: the Services that changed since the
+  model this controller resolved last (kept in ``memo_dir``), as the proxy's first ask sends them.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them.
 - ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep (the
@@ -102,7 +104,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     read_services,
     resolve_services,
 )
-from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
 
 _display = Display()
 
@@ -317,6 +319,32 @@ def podnet_resolve_services(checked, pods, memo_dir=None):
     return _memo(memo_dir, "services-resolved", inputs, compute)
 
 
+def podnet_services_delta(model, memo_dir=None):
+    """The delta (compact JSON text, transfer.delta_from) from the model this controller
+    resolved last to `model`, or "" (no memo_dir, no earlier model, the same model): the
+    proxy's first ask carries it, so a node that runs that earlier model changes in one
+    module run. memo_dir keeps `model` as the next run's base."""
+    if not memo_dir:
+        return ""
+    path = pathlib.Path(memo_dir).expanduser() / "services-model.json"
+    try:
+        earlier = path.read_text(encoding="utf-8")
+    except OSError:
+        earlier = None
+    if earlier == model:
+        return ""
+    change = delta_from(earlier, json.loads(model)) if earlier else None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
+                                         encoding="utf-8") as handle:
+            handle.write(model)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+    return compact(change) if change else ""
+
+
 def podnet_node_pods(hosts, hostvars):
     pods = []
     for host in hosts:
@@ -404,6 +432,7 @@ class FilterModule:
             "services_model": podnet_services_model,
             "services_checked": podnet_services_checked,
             "resolve_services": podnet_resolve_services,
+            "services_delta": podnet_services_delta,
             "node_pods": podnet_node_pods,
             "service_allocations": podnet_service_allocations,
             "merge_allocations": podnet_merge_allocations,

@@ -38,6 +38,9 @@ options:
         rebuilds. A node that keeps another model, or rebuilds other text, changes nothing
         and returns RV(current) false without RV(model_from); the model is then sent whole.
       - Built by the action plugin from RV(model_base); not meant to be written by hand.
+      - Given together with O(model) (filter C(services_delta), from the model the controller
+        resolved last), the action plugin sends it in its first ask; the module itself then
+        ignores it. A node that keeps that model applies it in one module run.
     type: str
   node:
     description: The inventory name of this node, as endpoints name it. Required when O(state=present).
@@ -169,7 +172,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.nft import
     NftProxyError,
     full_content,
     parse_listing,
-    render_nftables,
+    render_counted,
+    render_update,
     shape,
     stale_affinity,
     update_script,
@@ -189,11 +193,11 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
     base_of,
     rebased,
-    rebuild,
+    rebuild_from,
 )
 
 # The record's own shape; a new one makes every node render once more.
-RECORD_VERSION = "2"
+RECORD_VERSION = "3"
 
 
 def renderer():
@@ -222,7 +226,7 @@ def ensure_present(module, nft, table, state_file, path):
     params = module.params
     if not (params["model"] or params["model_sha256"]) or not params["node"]:
         module.fail_json(msg="model (or model_sha256) and node are required when state=present")
-    if params["model_delta"] and not params["model_sha256"]:
+    if params["model_delta"] and not (params["model_sha256"] or params["model"]):
         module.fail_json(msg="model_delta needs model_sha256, the sha256 of the model it rebuilds")
     record = parse_state(read_file(module, state_file))
     model_sha256 = sha256(params["model"]) if params["model"] else params["model_sha256"]
@@ -239,15 +243,15 @@ def ensure_present(module, nft, table, state_file, path):
     base = (record or {}).get("model_base")
     if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept)):
         base = base_of(kept)
-    text, model, source = params["model"], None, "whole"
+    text, model, source, replaced = params["model"], None, "whole", None
     if not text and params["model_delta"]:
         try:
             change = json.loads(params["model_delta"])
         except ValueError as exc:
             module.fail_json(msg=f"model_delta is not JSON: {exc}")
-        rebuilt = rebuild(kept, change, model_sha256) if base else None
+        rebuilt = rebuild_from(kept, change, model_sha256) if base else None
         if rebuilt:
-            (text, model), source = rebuilt, "delta"
+            (text, model, replaced), source = rebuilt, "delta"
     if not text:
         # Not current: the caller sends the model, whole or as a delta from the one kept here.
         return [], {}, {}, [], {"current": False, "model_base": base if kept is not None else None}
@@ -256,11 +260,19 @@ def ensure_present(module, nft, table, state_file, path):
             model = json.loads(text)
         except ValueError as exc:
             module.fail_json(msg=f"model is not JSON: {exc}")
+    number = generation(digest) if digest else None
     try:
-        ruleset = render_nftables(model, params["node"], table, generation(digest) if digest else None)
+        # A delta's Services alone, from the record of its base, when that record is this
+        # node's render of the base by this very renderer; else the model whole.
+        rendered = source == "delta" and rendered_from(
+            record, replaced, change, model, params["node"], number,
+            inputs_digest(change["base_sha256"], params["node"], table, path, renderer()))
+        if not rendered:
+            ruleset, shared = render_counted(model, params["node"], table, number)
+            rendered = ruleset, shared, service_view(model)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
-    view = service_view(model)
+    ruleset, shared, view = rendered
     content = full_content(ruleset)
     full = build_script(FAMILY, table, content)
     actions = []
@@ -273,6 +285,7 @@ def ensure_present(module, nft, table, state_file, path):
         "skeleton_sha256": sha256(ruleset["skeleton"]),
         "chains": shape(ruleset)["chains"],
         "elements": ruleset["elements"],
+        "shared": shared,
         "view": view,
         "model_base": rebased(base, change, model_sha256) if source == "delta" else base_of(text),
     }
@@ -294,6 +307,31 @@ def ensure_present(module, nft, table, state_file, path):
         actions.append(f"write {path}")
     extra = {"current": not actions, "verified": verified, "model_from": source}
     return actions, old_view, view, cleared, extra
+
+
+def rendered_from(record, replaced, change, model, node, number, base_inputs):
+    """(ruleset, shared, view) of `model`, from the record of its base (`base_inputs`: the
+    digest a run that applied the base recorded) and the Services a delta `change` replaced:
+    what render_counted and service_view give for the whole model, computed from those
+    Services alone. None when the record is not the base's, or the change is more than
+    Services (then the model is rendered whole)."""
+    if (replaced is None or not record or not base_inputs or record.get("inputs") != base_inputs
+            or not isinstance(record.get("shared"), dict)):
+        return None
+    before, after = list(replaced.values()), list(change["services"].values())
+    # "ns/name:" starts every view entry of a Service, and of no other one.
+    if any("/" in str(svc.get("namespace")) or ":" in str(svc.get("name")) or "/" in str(svc.get("name"))
+           for svc in before + after):
+        return None
+    updated = render_update({"table": record["table"], "elements": record["elements"]}, record["shared"],
+                            before, after, model, node, number)
+    if updated is None:
+        return None
+    view = dict(record["view"])
+    for name in service_view({"services": before}):
+        view.pop(name, None)
+    view.update(service_view({"services": after}))
+    return (*updated, view)
 
 
 def model_path(state_file):

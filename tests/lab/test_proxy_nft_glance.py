@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
 
-from tests.unit.test_proxy_iptables import changed_model, service, sport, web_endpoints
+from tests.unit.test_proxy_iptables import changed_model, ep, service, sport, web_endpoints
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "podnet-services"
@@ -30,6 +30,7 @@ PLAY = """- hosts: localhost
   tasks:
     - podnet.network.proxy_nftables:
         model: "{{{{ lookup('file', '{model}'){as_json} }}}}"
+        model_delta: "{{{{ lookup('file', '{guess}') | default(omit, true) }}}}"
         node: node1
         state_dir: {state}
         path: {state}/podnet-services.nft
@@ -60,13 +61,17 @@ def nft(netns, *args):
     return done.stdout
 
 
-def apply(netns, tmp_path, model, verify_live=False, as_sent=False, keys=("changed", "verified", "actions")):
+def apply(netns, tmp_path, model, verify_live=False, as_sent=False, keys=("changed", "verified", "actions"),
+          guess=""):
     """The module's result ({changed, verified, actions}) from one play in the namespace.
-    `as_sent`: the model's text as the services play sends it (compact), not through to_json."""
+    `as_sent`: the model's text as the services play sends it (compact), not through to_json.
+    `guess`: the delta the services play sends along (filter services_delta)."""
     (tmp_path / "model.json").write_text(compact(model) if as_sent else json.dumps(model))
+    (tmp_path / "guess.json").write_text(guess)
     play = tmp_path / "play.yml"
     result = tmp_path / "result.json"
-    play.write_text(PLAY.format(model=tmp_path / "model.json", state=tmp_path / "state", result=result,
+    play.write_text(PLAY.format(model=tmp_path / "model.json", guess=tmp_path / "guess.json",
+                                state=tmp_path / "state", result=result,
                                 verify_live=str(verify_live).lower(),
                                 as_json="" if as_sent else " | from_json | to_json"))
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
@@ -130,3 +135,37 @@ def test_a_changed_model_travels_as_the_services_that_changed(scratch, tmp_path)
     assert apply(scratch, tmp_path, changed_model(), keys=keys)["model_from"] == "whole"
     assert apply(scratch, tmp_path, changed_model(), as_sent=True, keys=keys) == {
         "changed": True, "verified": "record", "model_from": "delta"}
+
+
+def test_deltas_in_a_row_leave_the_table_a_whole_render_gives(scratch, tmp_path):
+    """Each change rendered from the Services it touches alone (nft.render_update): after each,
+    verify_live (the model rendered whole, the live table listed and compared, the boot script
+    compared to the byte) finds nothing to do. With the controller's guess (the delta from the
+    model it resolved last) the node applies in the first ask; a wrong guess costs a round,
+    not a result."""
+    keys = ("changed", "verified", "model_from")
+    twin = service("twin", "10.96.0.40", [sport("http", "TCP", 81, [ep("10.244.1.5", 8080, "node1")],
+                                                target_port=8080)])
+    web_without_shared = service("web", "10.96.0.20", [sport(
+        "http", "TCP", 80, [ep("10.244.2.5", 8080, "node2"), ep("10.244.3.6", 8080, "node3")],
+        target_port=8080)])
+    added = changed_model(web=NEW_WEB)
+    added["services"] = sorted([*added["services"], twin], key=lambda svc: (svc["namespace"], svc["name"]))
+    let_go = dict(added, services=[web_without_shared if svc["name"] == "web" else svc
+                                   for svc in added["services"]])
+    removed = dict(let_go, services=let_go["services"][1:])
+    # An endpoint moved; a pod behind a second Service (its hairpin element shared); the pod
+    # let go by one of them; a Service removed.
+    steps = [changed_model(), changed_model(web=NEW_WEB), added, let_go, removed]
+    assert apply(scratch, tmp_path, steps[0], as_sent=True, keys=keys)["model_from"] == "whole"
+    for before, after in zip(steps, steps[1:], strict=False):
+        guess = compact(delta_from(compact(before), after))
+        assert apply(scratch, tmp_path, after, as_sent=True, keys=keys, guess=guess) == {
+            "changed": True, "verified": "record", "model_from": "delta"}
+        assert apply(scratch, tmp_path, after, verify_live=True, as_sent=True, keys=keys) == {
+            "changed": False, "verified": "listing", "model_from": "whole"}
+    # A guess from a model the node does not keep: the delta from the one it keeps instead.
+    wrong = compact(delta_from(compact(steps[1]), steps[2]))
+    assert apply(scratch, tmp_path, steps[2], as_sent=True, keys=keys, guess=wrong) == {
+        "changed": True, "verified": "record", "model_from": "delta"}
+    assert apply(scratch, tmp_path, steps[2], verify_live=True, as_sent=True, keys=keys)["changed"] is False

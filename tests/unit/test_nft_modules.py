@@ -338,3 +338,42 @@ def test_proxy_nftables_rebuilds_the_model_from_a_delta_or_asks_for_it_whole(tmp
     assert records[0]["view"] == records[1]["view"]
     # The node keeps the new model: the base of the next delta.
     assert (tmp_path / "proxy.model.json").read_text() == compact(new)
+
+
+def test_proxy_nftables_renders_only_the_services_of_a_delta(tmp_path, monkeypatch):
+    """A delta from the model the node rendered last renders only its own Services (not the
+    model whole), and the record, the table's update and the boot script are what the model
+    whole gives: the same elements, shared counts and view; the same script but for the
+    generation."""
+    from tests.unit.test_proxy_nft import MODEL
+    old = MODEL
+    new = json.loads(json.dumps(MODEL))
+    web = next(svc for svc in new["services"] if svc["name"] == "web")
+    web["ports"][0]["endpoints"].pop(0)
+    new["services"] = [svc for svc in new["services"] if svc["name"] != "sctp"]
+    nft, whole = FakeNft(), FakeNft()
+    (tmp_path / "whole").mkdir()
+    proxy(tmp_path / "whole", whole, old)
+    whole_actions = proxy(tmp_path / "whole", whole, new)[0]
+    proxy(tmp_path, nft, old)
+    base = ask(tmp_path, nft, sha256(compact(new)))[4]["model_base"]
+
+    def whole_render(*args, **kwargs):
+        raise AssertionError("the model was rendered whole")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(proxy_nftables, "render_counted", whole_render)
+        actions, *_, extra = ask(tmp_path, nft, sha256(compact(new)), compact(delta(new, base)))
+    assert extra["model_from"] == "delta"
+    records = [json.loads((where / "proxy.json").read_text()) for where in (tmp_path, tmp_path / "whole")]
+    assert [dict(r["elements"], generation=None) for r in records] == [
+        dict(records[1]["elements"], generation=None)] * 2
+    assert records[0]["shared"] == records[1]["shared"] != {}
+    assert records[0]["view"] == records[1]["view"]
+    scripts = [(where / "services.nft").read_text() for where in (tmp_path, tmp_path / "whole")]
+    generations = [r["elements"]["generation"][0] for r in records]
+    assert scripts[0].replace(generations[0], "GEN") == scripts[1].replace(generations[1], "GEN")
+    # The kernel got the same element changes as the whole render's update.
+    assert [line for line in nft.loaded[-1].splitlines() if "generation" not in line] == [
+        line for line in whole.loaded[-1].splitlines() if "generation" not in line]
+    assert actions[0] == whole_actions[0]

@@ -9,8 +9,10 @@ from ansible_collections.podnet.network.plugins.module_utils.services.transfer i
     base_of,
     compact,
     delta,
+    delta_from,
     rebased,
     rebuild,
+    rebuild_from,
 )
 
 
@@ -32,6 +34,8 @@ OLD = model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82))
     model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82), cidr="10.100.0.0/16"),  # a field
 ], ids=["same", "changed", "removed", "added", "emptied", "field"])
 def test_a_delta_rebuilds_the_controllers_text_exactly(new):
+    # The controller's guess from the model it resolved last is the same delta.
+    assert delta_from(compact(OLD), new) == delta(new, base_of(compact(OLD)))
     base_text = compact(OLD)
     change = json.loads(compact(delta(new, base_of(base_text))))  # as it travels
     assert rebuild(base_text, change, sha256(compact(new))) == (compact(new), new)
@@ -80,3 +84,25 @@ def test_a_base_names_each_service_by_a_short_digest():
     assert sorted(base["services"]) == ["a-b/z", "a/x", "a/y"]
     assert all(len(digest) == 16 for digest in base["services"].values())
     assert base_of("not json") is None and base_of("{}") is None
+
+
+def test_a_rebuild_names_the_services_it_replaced_unless_more_changed():
+    new = model(("a", "x", 80), ("a", "y", 8081))
+    change = delta(new, base_of(compact(OLD)))
+    text, rebuilt, replaced = rebuild_from(compact(OLD), change, sha256(compact(new)))
+    assert (text, rebuilt) == (compact(new), new)
+    assert replaced == {"a/y": OLD["services"][1], "a-b/z": OLD["services"][2]}
+    other = model(("a", "x", 80), ("a", "y", 8081), cidr="10.100.0.0/16")
+    assert rebuild_from(compact(OLD), delta(other, base_of(compact(OLD))), sha256(compact(other)))[2] is None
+    assert delta_from("not a model", new) is None
+
+
+def test_the_controller_keeps_the_model_it_resolved_last_as_the_next_runs_base(tmp_path):
+    from ansible_collections.podnet.network.plugins.filter.podnet import podnet_services_delta
+    new = model(("a", "x", 80), ("a", "y", 8081))
+    assert podnet_services_delta(compact(OLD), str(tmp_path)) == ""  # nothing earlier
+    change = podnet_services_delta(compact(new), str(tmp_path))
+    assert json.loads(change) == delta(new, base_of(compact(OLD)))
+    assert rebuild(compact(OLD), json.loads(change), sha256(compact(new))) == (compact(new), new)
+    assert podnet_services_delta(compact(new), str(tmp_path)) == ""  # the same model again
+    assert podnet_services_delta(compact(OLD), None) == ""

@@ -24,6 +24,8 @@ bit 0x4000, as kube-proxy's KUBE-MARK-MASQ.
 No I/O here: the module lists the live table, passes it in, and runs nft.
 """
 
+import bisect
+
 from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS
 from ansible_collections.podnet.network.plugins.module_utils.services.categorize import (
     DROP,
@@ -178,21 +180,55 @@ def _port_elements(elements, affinity, port):
     if nodeport:
         _external(elements, NODEPORT_SETS, nodeport, port)
     if port.affinity_timeout:
-        by_address, by_nodeport = affinity.setdefault(int(port.affinity_timeout), (set(), set()))
+        by_address, by_nodeport = affinity.setdefault(int(port.affinity_timeout), (_Tally(), _Tally()))
         by_address.update([key, *externals])
         by_nodeport.update([nodeport] if nodeport else [])
 
 
-def _elements(model, node):
-    elements = {name: set() for name in SETS}
+class _Tally(dict):
+    """A set that counts: element -> how many times the Service ports added it. Two ports
+    may share an element (a pod behind two Services hairpins once; two Services share an
+    externalIP), so a Service's change deletes an element only when no other port adds it."""
+
+    __slots__ = ()
+
+    def add(self, value):
+        self[value] = self.get(value, 0) + 1
+
+    def update(self, values):
+        for value in values:
+            self[value] = self.get(value, 0) + 1
+
+
+def _tally(ports):
+    """{set or map: _Tally} of what `ports` (categorized ServicePorts) add, the affinity sets
+    of their timeouts included."""
+    elements = {name: _Tally() for name in SETS}
     affinity = {}
-    for port in categorize(model, node):
+    for port in ports:
         _port_elements(elements, affinity, port)
     for timeout, (by_address, by_nodeport) in affinity.items():
         address_set, nodeport_set = affinity_sets(timeout)
         elements[address_set] = by_address
         elements[nodeport_set] = by_nodeport
-    return elements, sorted(affinity)
+    return elements
+
+
+def _elements(model, node):
+    """({set or map: {element}}, affinity timeouts in use, {set or map: {element: count}} of
+    the elements more than one Service port adds)."""
+    elements, affinity = {}, []
+    tallies = _tally(categorize(model, node))
+    for name, tally in tallies.items():
+        elements[name] = set(tally)
+        if name.startswith("affinity_") and not name.startswith("affinity_nodeports_"):
+            affinity.append(int(name[len("affinity_"):]))
+    return elements, sorted(affinity), _shared(tallies)
+
+
+def _shared(tallies):
+    return {name: {value: count for value, count in tally.items() if count > 1}
+            for name, tally in tallies.items() if any(count > 1 for count in tally.values())}
 
 
 def _set_declaration(name, kind, typeof, flags):
@@ -313,15 +349,78 @@ def render_nftables(model, node, table=DEFAULT_TABLE, generation=None):
     chains depend only on the endpoint counts in use. `generation` (a 32-bit number, see
     sync.generation) is the one element of the generation set.
     """
-    elements, timeouts = _elements(model, node)
+    return render_counted(model, node, table, generation)[0]
+
+
+def render_counted(model, node, table=DEFAULT_TABLE, generation=None):
+    """(render_nftables' table, its shared elements): {set or map: {element: count}} of the
+    elements more than one Service port adds, which render_update needs to know what a
+    Service's change deletes."""
+    elements, timeouts, shared = _elements(model, node)
+    return _ruleset(table, model["cluster_cidr"], timeouts, elements, generation), shared
+
+
+def _ruleset(table, cluster_cidr, timeouts, elements, generation):
     if generation is not None:
         elements[GENERATION_SET] = {str(generation)}
+    # One order, whoever computed the elements: the boot script lists them in it.
+    names = [*SETS, *(name for timeout in timeouts for name in affinity_sets(timeout))]
     return {
         "table": table,
-        "skeleton": _skeleton(table, model["cluster_cidr"], timeouts),
+        "skeleton": _skeleton(table, cluster_cidr, timeouts),
         "pick_chains": _pick_chains(elements),
-        "elements": {name: sorted(values) for name, values in elements.items()},
+        "elements": {name: elements[name] if isinstance(elements[name], list) else sorted(elements[name])
+                     for name in names},
     }
+
+
+def render_update(ruleset, shared, before, after, model, node, generation=None):
+    """(render_counted(model, ...)) computed from the table of another model, rendering only
+    the Services that differ: `ruleset` and `shared` are render_counted's for that model (same
+    node, table and cluster CIDR), `before` and `after` that model's and `model`'s Services
+    that differ (a Service in one only is added or gone). None when the skeleton would change
+    (an affinity timeout comes or goes): then render whole.
+
+    Every element's count is the whole render's: the count kept for the old model (1 for an
+    element listed once, more in `shared`), less what `before` adds, plus what `after` adds.
+    """
+    gone, came = _tally(categorize(dict(model, services=before), node)), \
+        _tally(categorize(dict(model, services=after), node))
+    elements = dict(ruleset["elements"], **{GENERATION_SET: []})
+    shared = {name: dict(counts) for name, counts in shared.items()}
+    for name in set(gone) | set(came):
+        change = dict(came.get(name, {}))
+        for value, count in gone.get(name, {}).items():
+            change[value] = change.get(value, 0) - count
+        change = {value: count for value, count in change.items() if count}
+        if not change:
+            continue
+        if name not in elements:
+            return None
+        values = list(elements[name])
+        counts = shared.setdefault(name, {})
+        for value, step in change.items():
+            at = bisect.bisect_left(values, value)
+            listed = at < len(values) and values[at] == value
+            count = (counts.get(value, 1) if listed else 0) + step
+            if count < 0:
+                return None
+            if count and not listed:
+                values.insert(at, value)
+            elif listed and not count:
+                del values[at]
+            if count > 1:
+                counts[value] = count
+            else:
+                counts.pop(value, None)
+        if not counts:
+            del shared[name]
+        elements[name] = values
+    timeouts = sorted(int(name[len("affinity_"):]) for name in elements
+                      if name.startswith("affinity_") and not name.startswith("affinity_nodeports_"))
+    if any(not elements[affinity_sets(timeout)[0]] for timeout in timeouts):
+        return None  # a timeout no longer used: its sets leave the skeleton
+    return _ruleset(ruleset["table"], model["cluster_cidr"], timeouts, elements, generation), shared
 
 
 def _element_statements(verb, table, name, values):
@@ -390,8 +489,11 @@ def changes(ruleset, live):
         reload = f"a new endpoint count needs pick chains {', '.join(add_chains)}"
     element_changes = {}
     for name, wanted in ruleset["elements"].items():
-        have = set(live["elements"].get(name, ()))
-        wanted = set(wanted)
+        have = live["elements"].get(name, ())
+        # A set a delta left alone is the record's own list (see render_update): no set built.
+        if have is wanted or (isinstance(have, list) and have == wanted):
+            continue
+        have, wanted = set(have), set(wanted)
         if have != wanted:
             element_changes[name] = (sorted(have - wanted), sorted(wanted - have))
     return {
@@ -475,6 +577,8 @@ def parse_listing(listing):
 def stale_affinity(entries, ruleset):
     """Affinity entries (strings `client . key : endpoint`) whose endpoint no longer serves
     that Service port here; the module deletes them so clients move on at once."""
+    if not entries:
+        return []
     serving = {}
     for name in ("service_endpoints", "nodeport_endpoints"):
         for element in ruleset["elements"].get(name, ()):

@@ -65,13 +65,28 @@ def rebased(base, change, sha256):
 def delta(model, base):
     """What a node whose base is `base` (base_of) needs to rebuild `model` (a dict)."""
     known = base["services"]
+    return _delta(model, base["sha256"], known, lambda key, svc: known.get(key) == _digest(svc))
+
+
+def delta_from(base_text, model):
+    """delta(model, base_of(base_text)), Services compared as they are rather than by digest:
+    what the controller sends along a first ask, guessing the node keeps the model the
+    controller resolved last (`base_text`). None when that text is not a model."""
+    try:
+        known = {service_key(svc): svc for svc in json.loads(base_text)["services"]}
+    except (ValueError, TypeError, KeyError):
+        return None
+    return _delta(model, _sha256(base_text), known, lambda key, svc: known.get(key) == svc)
+
+
+def _delta(model, base_sha256, known, same):
     services, seen = {}, set()
     for svc in model["services"]:
         key = service_key(svc)
         seen.add(key)
-        if known.get(key) != _digest(svc):
+        if not same(key, svc):
             services[key] = svc
-    change = {"base_sha256": base["sha256"],
+    change = {"base_sha256": base_sha256,
               "fields": {key: value for key, value in model.items() if key != "services"},
               "services": services,
               "removed": sorted(set(known) - seen)}
@@ -83,10 +98,23 @@ def delta(model, base):
 def rebuild(base_text, change, sha256):
     """(model text, model) from the base's text and a delta, or None unless the result is the
     controller's text exactly (its `sha256`)."""
+    rebuilt = rebuild_from(base_text, change, sha256)
+    return rebuilt and rebuilt[:2]
+
+
+def rebuild_from(base_text, change, sha256):
+    """rebuild's (model text, model) and the base's Services the delta replaced or removed
+    ({"ns/name": Service}; None when the model's other fields changed too), or None: a node
+    that rendered the base renders only those and the delta's own Services again."""
     if base_text is None or _sha256(base_text) != change.get("base_sha256"):
         return None
     try:
-        services = {service_key(svc): svc for svc in json.loads(base_text)["services"]}
+        base = json.loads(base_text)
+        services = {service_key(svc): svc for svc in base.pop("services")}
+        replaced = None
+        if base == change["fields"]:
+            replaced = {key: services[key] for key in (*change["services"], *change["removed"])
+                        if key in services}
         for key in change["removed"]:
             services.pop(key, None)
         services.update(change["services"])
@@ -98,4 +126,4 @@ def rebuild(base_text, change, sha256):
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
     text = compact(model)
-    return (text, model) if _sha256(text) == sha256 else None
+    return (text, model, replaced) if _sha256(text) == sha256 else None
