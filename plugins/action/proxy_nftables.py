@@ -9,6 +9,11 @@ the Services that changed since that one go (module_utils/services/transfer.py);
 rebuilds the model and checks it is the controller's text to the byte. Otherwise, or if that
 check fails, the model goes whole, as the module alone would take it. With O(verify_live),
 or without O(model), the module runs as it is called.
+
+Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
+very task (its arguments, the model among them, less the delta that only carries it) and
+node_info found the table's generation, chains and files still as it left them, the node
+is not asked at all. With O(verify_live) it always is.
 """
 
 import hashlib
@@ -17,7 +22,9 @@ import json
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
+from ansible_collections.podnet.network.plugins.module_utils.common import glance
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta
+from ansible_collections.podnet.network.plugins.plugin_utils.glanced import replay, snapshot
 
 MODULE = "podnet.network.proxy_nftables"
 
@@ -29,8 +36,19 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        args = dict(self._task.args)
+        seen = snapshot(args, task_vars)
+        # The delta only carries the model: the task is the same without it.
+        inputs = glance.inputs_digest(MODULE, {key: value for key, value in args.items()
+                                               if key != "model_delta"})
+        verify = boolean(args.get("verify_live", False), strict=False)
+        known = None if verify else replay(seen, inputs, task_vars)
+        if known is not None:
+            return merge_hash(result, dict(known, changed=False, glanced=True))
+        if seen:
+            args["glance_inputs"] = inputs
         try:
-            return merge_hash(result, self._apply(dict(self._task.args), task_vars))
+            return merge_hash(result, self._apply(args, task_vars))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
 

@@ -76,6 +76,18 @@ options:
     description: Delete the UDP conntrack entries of endpoints that went away.
     type: bool
     default: true
+  glance_inputs:
+    description:
+      - The digest of the task, which the action plugin computes. After a run that leaves the
+        table holding the task's model (or gone, as asked), the module records it with a
+        fingerprint of the table's generation set, its chains and its files, in
+        O(glance_file); a later run of the same task on a node whose fingerprint is still
+        that one is unchanged without asking the node.
+    type: str
+  glance_file:
+    description: The node's glance index.
+    type: path
+    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode (the change is checked with C(nft -c)) and diff mode (the Service
     ports whose frontends or endpoints change, before and after).
@@ -149,6 +161,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.podnet.network.plugins.module_utils.common import nft as common_nft
+from ansible_collections.podnet.network.plugins.module_utils.common.glance import INDEX as GLANCE_INDEX
+from ansible_collections.podnet.network.plugins.module_utils.common.glance import settle
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     clear_flows,
     exit_proxy,
@@ -408,6 +422,8 @@ def main():
             "state_dir": {"type": "path", "default": "/var/lib/podnet"},
             "verify_live": {"type": "bool", "default": False},
             "flush_conntrack": {"type": "bool", "default": True},
+            "glance_inputs": {"type": "str"},
+            "glance_file": {"type": "path", "default": GLANCE_INDEX},
         },
         supports_check_mode=True,
     )
@@ -417,6 +433,12 @@ def main():
     state_file = os.path.join(module.params["state_dir"], f"proxy-nftables-{table}.json")
     ensure = ensure_absent if module.params["state"] == "absent" else ensure_present
     actions, old_view, view, cleared, extra = ensure(module, nft, table, state_file, module.params["path"])
+    # The table holds the task's model (or is gone, as asked) unless the node asked for it.
+    if not module.check_mode and "model_base" not in extra:
+        files = [state_file, model_path(state_file)] + [path for path in [module.params["path"]] if path]
+        owned = {"family": FAMILY, "table": table, "generation_set": GENERATION_SET, "files": files}
+        settle(module, "nft", owned, module.params["glance_inputs"], module.params["glance_file"],
+               replay={"current": True, "verified": "glance"})
     exit_proxy(module, actions, view_diff(old_view, view), cleared, nft_seconds=round(nft.load_seconds, 4),
                **extra)
 

@@ -15,6 +15,19 @@ from ansible.utils.vars import merge_hash
 from ansible_collections.podnet.network.plugins.module_utils.common import glance
 
 
+def snapshot(args, task_vars):
+    """This run's snapshot of the node the task goes to, or None."""
+    return glance.snapshot_of((task_vars or {}).get("podnet_node"), args.get("glance_file", glance.INDEX))
+
+
+def replay(snapshot_, inputs, task_vars):
+    """What a settled task returns without asking the node, or None: not settled, or the node
+    already moved in this run (see the module's docstring)."""
+    if not snapshot_ or (task_vars or {}).get("podnet_node_moved"):
+        return None
+    return glance.settled(snapshot_, inputs)
+
+
 class GlancedAction(ActionBase):
     """Subclasses name their MODULE and say what the snapshot vouches for (`vouched`)."""
 
@@ -34,13 +47,12 @@ class GlancedAction(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
-        snapshot = glance.snapshot_of((task_vars or {}).get("podnet_node"),
-                                      args.get("glance_file", glance.INDEX))
-        known = self.vouched(snapshot, args, task_vars) if snapshot else None
+        seen = snapshot(args, task_vars)
+        known = self.vouched(seen, args, task_vars) if seen else None
         if known is not None:
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
-            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args, snapshot),
+            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args, seen),
                                         task_vars=task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -58,12 +70,10 @@ class SettledAction(GlancedAction):
     def _inputs(self, args):
         return glance.inputs_digest(self.MODULE, args)
 
-    def vouched(self, snapshot, args, task_vars):
-        if task_vars.get("podnet_node_moved"):
-            return None
-        replay = glance.settled(snapshot, self._inputs(args))
-        return None if replay is None else dict(self.unchanged, **replay)
+    def vouched(self, snapshot_, args, task_vars):
+        known = replay(snapshot_, self._inputs(args), task_vars)
+        return None if known is None else dict(self.unchanged, **known)
 
-    def module_args(self, args, snapshot):
+    def module_args(self, args, snapshot_):
         # A run that takes no glance (reset, which removes the index) records none either.
-        return dict(args, glance_inputs=self._inputs(args)) if snapshot else args
+        return dict(args, glance_inputs=self._inputs(args)) if snapshot_ else args

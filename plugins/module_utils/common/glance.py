@@ -182,6 +182,39 @@ def routes_fingerprint(table, protocol, device):
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
 
+def digests(paths):
+    """{path: sha256 of its content, None when there is no file}."""
+    out = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                out[path] = hashlib.sha256(handle.read()).hexdigest()
+        except FileNotFoundError:
+            out[path] = None
+    return out
+
+
+def nft_fingerprint(family, table, generation_set, files):
+    """An nftables table podnet loaded, as its module knows it at a glance: the elements of its
+    generation set, its chains by name (`nft list chains` reads no rules or elements:
+    milliseconds at any size), and its record and boot files. A table deleted, flushed or
+    reloaded, a chain added or removed, or a file changed is seen; a hand edit inside a set
+    or a chain is not, as with the module's own glance (verify_live lists everything)."""
+    if shutil.which("nft") is None:
+        return None
+    listing = _command(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
+    generation = None if listing is None else sorted(
+        json.dumps(item["set"].get("elem"), sort_keys=True)
+        for item in json.loads(listing).get("nftables", []) if "set" in item)
+    chains = _command(["nft", "-j", "list", "chains", family])
+    if chains is None:
+        return None
+    names = sorted(item["chain"]["name"] for item in json.loads(chains).get("nftables", [])
+                   if "chain" in item and item["chain"].get("table") == table)
+    parts = [generation, names, digests(files)]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def firewall_fingerprint(state_file):
     """The firewall module's view: firewall/apply.py reads it as `ensure` does."""
     from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import fingerprint as firewall
@@ -208,7 +241,7 @@ def dns_fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=Non
 
 
 FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint, "pods": pods_fingerprint,
-                "dns": dns_fingerprint}
+                "dns": dns_fingerprint, "nft": nft_fingerprint}
 
 
 def fingerprint(kind, args):

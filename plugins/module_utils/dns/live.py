@@ -12,6 +12,7 @@ import socket
 import subprocess
 
 from ansible_collections.podnet.network.plugins.module_utils.common import process
+from ansible_collections.podnet.network.plugins.module_utils.common.glance import digests
 from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
     FAMILY,
     decode_response,
@@ -90,12 +91,7 @@ def fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=None):
     names = sorted(os.listdir(conf_dir)) if os.path.isdir(conf_dir) else []
     files = {}
     paths = [os.path.join(conf_dir, n) for n in names if n.endswith(".conf") or n == STATE_FILE]
-    for path in paths + [table_path] + ([resolv_conf] if resolv_conf else []):
-        try:
-            with open(path, "rb") as handle:
-                files[path] = hashlib.sha256(handle.read()).hexdigest()
-        except FileNotFoundError:
-            files[path] = None
+    files = digests(paths + [table_path] + ([resolv_conf] if resolv_conf else []))
     try:
         with open(os.path.join(conf_dir, STATE_FILE), encoding="utf-8") as handle:
             state = json.load(handle)
