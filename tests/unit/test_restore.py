@@ -169,7 +169,7 @@ def test_every_role_declares_its_entry_through_the_restore_role():
     entries = {}
     for restore_yml in sorted(REPO.glob("roles/*/tasks/restore.yml")):
         for task in yaml.safe_load(restore_yml.read_text()):
-            include = task.get("ansible.builtin.include_role")
+            include = task.get("ansible.builtin.import_role")
             if include:
                 assert include == {"name": "podnet.network.podnet_restore", "tasks_from": "entry"}
                 entries[task["vars"]["podnet_restore_entry"]] = restore_yml.parts[-3]
