@@ -206,3 +206,69 @@ def test_routes_and_the_firewall_are_asked_only_when_the_kernel_moved_or_the_tas
     assert settle_run(scratch, tmp_path, mtu=1400)["routes"] == (True, False)
     assert '"mtu":1400' in in_netns(scratch, "ip", "-j", "link", "show", "dev", "podnet.1")
     assert settle_run(scratch, tmp_path, mtu=1400) == {"routes": (False, True), "firewall": (False, True)}
+
+
+PROXY_PLAY = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - podnet.network.node_info:
+        node_ip: 127.0.0.1
+        state_file: {tmp}/node.json
+        services_state_file: {tmp}/allocations.json
+        proxy_state_dir: {tmp}
+        glance_file: {tmp}/glance.json
+    - podnet.network.proxy_nftables:
+        model: "{{{{ lookup('file', '{tmp}/model.json') }}}}"
+        node: node1
+        state_dir: {tmp}/state
+        path: {tmp}/state/podnet-services.nft
+        verify_live: {verify_live}
+        glance_file: {tmp}/glance.json
+      register: proxy
+    - ansible.builtin.copy:
+        content: "{{{{ proxy | to_json }}}}"
+        dest: {tmp}/result.json
+        mode: "0644"
+"""
+
+
+def proxy_run(netns, tmp_path, model, verify_live=False):
+    """(changed, glanced, verified) of the Service NAT task of one play."""
+    from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
+
+    (tmp_path / "model.json").write_text(compact(model))
+    play = tmp_path / "proxy.yml"
+    play.write_text(PROXY_PLAY.format(tmp=tmp_path, verify_live=str(verify_live).lower()))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    return result["changed"], result.get("glanced", False), result.get("verified")
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft")
+def test_the_service_nat_is_asked_only_when_its_table_moved_or_the_model_changed(scratch, tmp_path):
+    from tests.unit.test_proxy_iptables import changed_model, service, sport, web_endpoints
+
+    model = changed_model()
+    assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    assert proxy_run(scratch, tmp_path, model) == (False, True, "glance")
+    # A chain added by hand, the table deleted, the boot file edited: each is seen and repaired.
+    in_netns(scratch, "nft", "add", "chain", "ip", "podnet-services", "mine")
+    assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    assert "mine" not in in_netns(scratch, "nft", "list", "chains")
+    in_netns(scratch, "nft", "delete", "table", "ip", "podnet-services")
+    assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    with open(tmp_path / "state/podnet-services.nft", "a") as handle:
+        handle.write("# edited\n")
+    assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    assert proxy_run(scratch, tmp_path, model) == (False, True, "glance")
+    # verify_live always asks; another model is asked.
+    assert proxy_run(scratch, tmp_path, model, verify_live=True) == (False, False, "listing")
+    web = service("web", "10.96.0.20", [sport("http", "TCP", 80, web_endpoints(8080, last="10.244.3.6"),
+                                             target_port=8080)])
+    assert proxy_run(scratch, tmp_path, changed_model(web=web))[:2] == (True, False)
+    assert proxy_run(scratch, tmp_path, changed_model(web=web)) == (False, True, "glance")
