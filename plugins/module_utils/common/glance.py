@@ -7,7 +7,8 @@ digest and mode, each sysctl's value. An action plugin then compares what its ta
 with that snapshot (`files_unchanged`, `sysctls_unchanged`) and skips the round trip when
 they are equal: on a run with nothing to change, a task costs no node time at all.
 
-A module whose state is the kernel's (routes, a firewall's chains) settles instead
+A module whose state is the kernel's or its processes' (routes, the firewall, the test
+pods, Service DNS, the Service NAT) settles instead
 (`settle`): after a run, it records the digest of the task's arguments (the action plugin
 computes it, `inputs_digest`) with a fingerprint of the live state it owns, read the way
 `fingerprint` reads it. node_info reads the fingerprint again and reports, per recorded
@@ -105,9 +106,10 @@ def settle(module, kind, args, inputs, path=INDEX, replay=None):
     index = _read(path)
     states = [s for s in _states(index) if not (s["kind"] == kind and s["args"] == args)]
     record = {"kind": kind, "args": args, "inputs": inputs, "live": live, "replay": replay or {}}
-    if live is None or record in _states(index):
+    if record in _states(index) or (live is None and len(states) == len(_states(index))):
         return
-    index.update(read_index(path), states=states + [record])
+    # No fingerprint now (nft missing, a record the module would refuse): no record at all.
+    index.update(read_index(path), states=states + ([record] if live is not None else []))
     _write(module, path, index)
 
 
