@@ -13,8 +13,18 @@ description:
     ruleset, such as C(flush ruleset)), and C(include) anywhere.
   - In check mode the content is checked with C(nft -c -f); a real run loads it with one
     C(nft -f), a single kernel transaction that applies whole or not at all.
-  - Idempotent by hash. The run is unchanged when the script, the live table (as listed by
-    C(nft -s list table)) and O(path) all match what the previous run recorded in O(state_dir).
+  - Idempotent by digest, without listing the table. The table carries a one-element set,
+    C(podnet_generation), whose value follows from the digest of the script; the module
+    records the digest, the chains' names and, per chain and set, what it loaded. A run
+    whose script is the recorded one asks the kernel only for that set and the chain names
+    (milliseconds at any size) and is unchanged when they are the recorded ones. A deleted
+    or reloaded table, or a chain added or removed by hand, is seen and the table loaded
+    whole again; an edit inside a chain or a set is seen only with O(verify_live).
+  - A changed script whose table the glance confirms is applied as one transaction of only
+    what changed (chains flushed and refilled, added or deleted; sets' elements added or
+    deleted; sets added or deleted), computed from the record; the result is the table a
+    whole load gives. A change it cannot spell that way (a set's type or flags, a table
+    property) and an update nft refuses are loaded whole, still in one transaction.
 options:
   family:
     description: Address family of the table.
@@ -45,12 +55,23 @@ options:
     description: Directory for the record of what was applied (C(nft-FAMILY-TABLE.json)).
     type: path
     default: /var/lib/podnet
+  verify_live:
+    description:
+      - List the whole live table (C(nft -s list table)) on every run and compare it with
+        the listing recorded after the last load, instead of the glance. Catches hand edits
+        inside the table's chains and sets (rules flushed by hand too); costs seconds at
+        1,000 NetworkPolicies.
+      - After a load it lists the table to record it, so the first such run after runs
+        without it loads the table whole once.
+    type: bool
+    default: false
 notes:
   - Supports check mode and diff mode. The diff shows the live table as nft lists it
     (without counters) before, and O(content) after.
-  - Stateful values (counters, quotas) are left out of the hash so traffic does not make the
-    task report changes; elements a rule adds to a set at run time (C(update @set)) are not,
-    and would make every run reload the table.
+  - The set name C(podnet_generation) is the module's own; the content must not declare it.
+  - With O(verify_live), stateful values (counters, quotas) are left out of the hash so
+    traffic does not make the task report changes; elements a rule adds to a set at run time
+    (C(update @set)) are not, and would make every such run reload the table.
 requirements:
   - nft (nftables)
 author: podnet developers (!UNKNOWN)
@@ -89,8 +110,23 @@ actions:
   type: list
   elements: str
   sample: ["load table ip podnet", "write /etc/podnet/podnet.nft"]
+verified:
+  description:
+    - How the live table was known. C(generation) means the kernel showed the recorded
+      generation and chains, so the record was trusted. C(listing) means the table was
+      listed whole (O(verify_live)). C(none) means neither held (no record, or a table not
+      the recorded one), so it was loaded whole.
+  returned: when O(state=present)
+  type: str
+  sample: generation
+nft_seconds:
+  description: Seconds nft took to load this run's transactions (0 when nothing was sent).
+  returned: always
+  type: float
+  sample: 0.012
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,13 +141,29 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
     NftContentError,
     build_script,
+    generation,
+    generation_statements,
+    kernel_shows,
     parse_state,
     scope_errors,
-    state_record,
-    table_is_current,
+    sha256,
     validate_table_name,
 )
-from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import (
+    NftRunner,
+    Transaction,
+    set_elements,
+)
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_update import (
+    parse_table,
+    table_record,
+    update_script,
+)
+
+# The module's own set in the table it owns (see common/nft.generation).
+GENERATION_SET = "podnet_generation"
+# The record's own shape; another one makes the next run load the table whole once.
+RECORD_VERSION = 2
 
 
 def ensure_absent(module, nft, family, table, path, state_file):
@@ -124,33 +176,80 @@ def ensure_absent(module, nft, family, table, path, state_file):
     return live, actions
 
 
-def ensure_present(module, nft, family, table, content, path, state_file):
+def glance(nft, family, table, record):
+    """Does the kernel show the table `record` describes? (common/nft.kernel_shows: the
+    generation set and the chain names, milliseconds at any size.)"""
+    if not record or record.get("version") != RECORD_VERSION:
+        return False
+    live_generation = set_elements(nft, family, table, GENERATION_SET)
+    return kernel_shows(record.get("generation"), record.get("chains"), live_generation,
+                        nft.chain_names(family, table))
+
+
+def ensure_present(module, nft, family, table, content, path, state_file, verify_live=False):
+    """(live listing for the diff, or None when not listed; actions; how the live table was known)."""
     errors = scope_errors(family, table, content)
     if errors:
         module.fail_json(msg="content refused, nothing changed: " + "; ".join(errors))
-    script = build_script(family, table, content)
-    live = nft.list(family, table, stateless=True)
+    digest = sha256(build_script(family, table, content))
+    value = generation(digest)
+    body = content if content.endswith("\n") else content + "\n"
+    body += generation_statements(family, table, GENERATION_SET, value)
+    script = build_script(family, table, body)
     record = parse_state(read_file(module, state_file))
+    if record and record.get("version") != RECORD_VERSION:
+        record = None
+    # Listed only when asked to compare (verify_live) or to show (diff mode): seconds at scale.
+    live = nft.list(family, table, stateless=True) if verify_live or getattr(module, "_diff", False) else None
+    if verify_live:
+        trusted = bool(record and live is not None and record.get("live_sha256") == sha256(live))
+        verified = "listing" if trusted else "none"
+    else:
+        trusted = glance(nft, family, table, record)
+        verified = "generation" if trusted else "none"
     actions = []
 
     write = bool(path) and read_file(module, path) != script
+    objects = parse_table(family, table, content)
+    current = trusted and record.get("script_sha256") == digest
+    if not current:
+        new_record = {"version": RECORD_VERSION, "family": family, "table": table, "script_sha256": digest,
+                      "generation": value, "objects": table_record(objects) if objects else None}
     # The boot script is on disk before the table changes (a full disk fails the run with the
-    # table as it was), renamed into place after. The record lists the loaded table, so it
-    # can only follow the load; a lost record only makes the next run reload.
+    # table as it was), renamed into place after. The record describes the loaded table, so it
+    # can only follow the load; a lost record only makes the next run load the table whole.
     with written_after(module, [(path, script)] if write and not module.check_mode else []):
-        if not table_is_current(record, script, live):
-            actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
-            # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
-            # `nft -c` pass first would only double the cost (seconds for a large table).
-            nft.load(Transaction(family, table).replace_table(content))
+        if not current:
+            update = update_script(family, table, record.get("objects"), objects) if trusted else None
+            loaded = False
+            if update is not None:
+                text, summary = update
+                transaction = Transaction(family, table).raw(text)
+                transaction.delete_element(GENERATION_SET, [str(record["generation"])])
+                transaction.add_element(GENERATION_SET, [str(value)])
+                # Refused (the table is not what was recorded after all), it changed nothing:
+                # the whole load below then makes it so.
+                loaded = nft.load(transaction, f"update of table {family} {table}", may_fail=True)
+                if loaded:
+                    actions.append(f"update table {family} {table}: " + (", ".join(
+                        f"{count} {what.replace('_', ' ')}" for what, count in summary.items() if count)
+                        or "its generation only"))
+            if not loaded:
+                actions.append(f"{'load' if record is None else 'replace'} table {family} {table}")
+                # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
+                # `nft -c` pass first would only double the cost (seconds for a large table).
+                nft.load(Transaction(family, table).replace_table(body))
             if not nft.check_mode:
-                loaded = nft.list(family, table, stateless=True)
-                if loaded is None:
-                    module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
-                write_file(module, state_file, state_record(family, table, script, loaded))
+                new_record["chains"] = sorted(nft.chain_names(family, table))
+                if verify_live:
+                    listed = nft.list(family, table, stateless=True)
+                    if listed is None:
+                        module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
+                    new_record["live_sha256"] = sha256(listed)
+                write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
     if write:
         actions.append(f"write {path}")
-    return live, actions
+    return live, actions, verified
 
 
 def run_module():
@@ -162,6 +261,7 @@ def run_module():
             "path": {"type": "path"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "state_dir": {"type": "path", "default": "/var/lib/podnet"},
+            "verify_live": {"type": "bool", "default": False},
         },
         required_if=[("state", "present", ["content"])],
         supports_check_mode=True,
@@ -179,14 +279,16 @@ def run_module():
 
     if module.params["state"] == "absent":
         live, actions = ensure_absent(module, nft, family, table, path, state_file)
-        after, after_header = "", f"table {family} {table} (absent)"
+        after, after_header, extra = "", f"table {family} {table} (absent)", {}
     else:
         content = module.params["content"]
-        live, actions = ensure_present(module, nft, family, table, content, path, state_file)
+        live, actions, verified = ensure_present(module, nft, family, table, content, path, state_file,
+                                                 module.params["verify_live"])
         after = content if content.endswith("\n") else content + "\n"
-        after_header = f"table {family} {table} (content)"
+        after_header, extra = f"table {family} {table} (content)", {"verified": verified}
 
-    result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions}
+    result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions,
+              "nft_seconds": round(nft.load_seconds, 4), **extra}
     if module._diff and actions:
         result["diff"] = {
             "before": live or "",
