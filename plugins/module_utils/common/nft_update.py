@@ -21,6 +21,8 @@ nothing is listed from the kernel. No I/O here.
 # Annotations stay text: `X | None` must not be evaluated on a node's Python older than 3.10.
 from __future__ import annotations
 
+import re
+
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
 
 # Elements per `add element`/`delete element`: nft refuses very large statements.
@@ -32,78 +34,100 @@ class _Unsupported(Exception):
     """Content whose shape this module does not split (it is then loaded whole)."""
 
 
-def _skip(text, i):
-    """The index after the string or comment that starts at i (i itself when neither)."""
-    if text[i] == '"':
-        end = text.find('"', i + 1)
+# Where a statement's head stops, and what matters inside a block or an element list: nft's
+# strings and comments can hold any of the others. Scanned with regexes, not by character:
+# a 1,000-policy table is megabytes.
+HEAD_STOP = re.compile(r'["#{};\n]|\\\n')
+IN_BLOCK = re.compile(r'["#{}]')
+IN_ELEMENTS = re.compile(r'["#{}(),]')
+
+
+def _after(text, match):
+    """The index after the string or comment `match` (a '"' or '#') starts."""
+    if match.group() == '"':
+        end = text.find('"', match.end())
         if end < 0:
             raise _Unsupported("unterminated string")
         return end + 1
-    if text[i] == "#":
-        end = text.find("\n", i)
-        return len(text) if end < 0 else end
-    return i
+    end = text.find("\n", match.end())
+    return len(text) if end < 0 else end
+
+
+def _close(text, i):
+    """The index of the '}' that closes the block whose inside starts at i."""
+    depth = 1
+    while True:
+        match = IN_BLOCK.search(text, i)
+        if match is None:
+            raise _Unsupported("a '{' is never closed")
+        if match.group() in '"#':
+            i = _after(text, match)
+            continue
+        i = match.end()
+        depth += 1 if match.group() == "{" else -1
+        if not depth:
+            return match.start()
 
 
 def _statements(text):
     """(head, body) for each statement of `text` at its own level: head is the text before
     the statement's block (whitespace collapsed), body the block's inside (raw), or None
     when the statement has no block. Statements end at a newline or ';' outside a block."""
-    statements, head, i, n = [], [], 0, len(text)
-    while i < n:
-        char = text[i]
-        skipped = _skip(text, i)
-        if skipped != i:
-            if char == '"':
-                head.append(text[i:skipped])
-            i = skipped
-        elif char == "\\" and text.startswith("\n", i + 1):
+    statements, head, i = [], [], 0
+
+    def done(body=None):
+        words = " ".join("".join(head).split())
+        if words or body is not None:
+            statements.append((words, body))
+        head.clear()
+
+    while True:
+        match = HEAD_STOP.search(text, i)
+        if match is None:
+            head.append(text[i:])
+            break
+        head.append(text[i:match.start()])
+        token = match.group()
+        if token in '"#':
+            i = _after(text, match)
+            if token == '"':
+                head.append(text[match.start():i])
+        elif token == "\\\n":
             head.append(" ")
-            i += 2
-        elif char in "\n;":
-            if "".join(head).strip():
-                statements.append((" ".join("".join(head).split()), None))
-            head, i = [], i + 1
-        elif char == "{":
-            depth, j = 1, i + 1
-            while depth:
-                if j >= n:
-                    raise _Unsupported("a '{' is never closed")
-                skipped = _skip(text, j)
-                if skipped != j:
-                    j = skipped
-                    continue
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                j += 1
-            statements.append((" ".join("".join(head).split()), text[i + 1:j - 1]))
-            head, i = [], j
-        elif char == "}":
-            raise _Unsupported("unbalanced '}'")
+            i = match.end()
+        elif token in "\n;":
+            done()
+            i = match.end()
+        elif token == "{":
+            close = _close(text, match.end())
+            done(text[match.end():close])
+            i = close + 1
         else:
-            head.append(char)
-            i += 1
-    if "".join(head).strip():
-        statements.append((" ".join("".join(head).split()), None))
+            raise _Unsupported("unbalanced '}'")
+    done()
     return statements
 
 
 def _elements(body):
     """The elements of an `elements = { ... }` or `add element` block, each with its
     whitespace collapsed (strings aside, nft reads them the same)."""
+    if not IN_ELEMENTS.search(body.replace(",", "")):
+        return [" ".join(element.split()) for element in body.split(",") if element.strip()]
     elements, start, depth, i = [], 0, 0, 0
-    while i < len(body):
-        skipped = _skip(body, i)
-        if skipped != i:
-            i = skipped
-            continue
-        if body[i] in "{(":
+    while True:
+        match = IN_ELEMENTS.search(body, i)
+        if match is None:
+            break
+        token, i = match.group(), match.end()
+        if token in '"#':
+            i = _after(body, match)
+        elif token in "{(":
             depth += 1
-        elif body[i] in "})":
+        elif token in "})":
             depth -= 1
-        elif body[i] == "," and not depth:
-            elements.append(body[start:i])
-            start = i + 1
-        i += 1
+        elif not depth:
+            elements.append(body[start:match.start()])
+            start = i
     elements.append(body[start:])
     return [" ".join(element.split()) for element in elements if element.strip()]
 
