@@ -38,7 +38,16 @@ options:
   content:
     description:
       - Full nft definition of the table, for example C(table ip podnet { chain postrouting { ... } }).
-      - Required when O(state=present).
+      - Required when O(state=present), unless O(content_sha256) is given alone.
+    type: str
+  content_sha256:
+    description:
+      - The sha256 of O(content) as the controller has it, given without O(content) to ask
+        whether the node already runs exactly that (the glance, and the boot script as
+        recorded). The module then changes nothing and returns RV(current). A playbook sends
+        the content (a megabyte at 1,000 policies) only when the answer is no.
+      - The module's action plugin asks this way by itself whenever it is given O(content)
+        (and not O(verify_live)), then sends O(content) if the node does not run it.
     type: str
   path:
     description:
@@ -119,6 +128,12 @@ verified:
   returned: when O(state=present)
   type: str
   sample: generation
+current:
+  description:
+    - Whether the node runs the table of exactly this content, known at a glance (see
+      O(verify_live)). Given only O(content_sha256), nothing else is done.
+  returned: when O(state=present)
+  type: bool
 nft_seconds:
   description: Seconds nft took to load this run's transactions (0 when nothing was sent).
   returned: always
@@ -186,6 +201,15 @@ def glance(nft, family, table, record):
                         nft.chain_names(family, table))
 
 
+def runs(module, nft, family, table, content_sha256, path, state_file):
+    """Does the node run the table of the content whose sha256 this is, as recorded and as a
+    glance at the kernel shows, with the boot script as recorded? Nothing is changed."""
+    record = parse_state(read_file(module, state_file))
+    if not (record and record.get("content_sha256") == content_sha256 and glance(nft, family, table, record)):
+        return False
+    return not path or record.get("boot_sha256") == sha256(read_file(module, path))
+
+
 def ensure_present(module, nft, family, table, content, path, state_file, verify_live=False):
     """(live listing for the diff, or None when not listed; actions; how the live table was known)."""
     digest = sha256(build_script(family, table, content))
@@ -216,6 +240,7 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
     if not current:
         objects = parse_table(family, table, content)
         new_record = {"version": RECORD_VERSION, "family": family, "table": table, "script_sha256": digest,
+                      "content_sha256": sha256(content), "boot_sha256": sha256(script),
                       "generation": value, "objects": table_record(objects) if objects else None}
     # The boot script is on disk before the table changes (a full disk fails the run with the
     # table as it was), renamed into place after. The record describes the loaded table, so it
@@ -249,6 +274,12 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
                         module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
                     new_record["live_sha256"] = sha256(listed)
                 write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+        elif (record.get("content_sha256"), record.get("boot_sha256")) != (sha256(content), sha256(script)):
+            # The same table from other text (a newline more): the record learns the text the
+            # controller asks about next time (content_sha256).
+            if not module.check_mode:
+                learned = dict(record, content_sha256=sha256(content), boot_sha256=sha256(script))
+                write_file(module, state_file, json.dumps(learned, sort_keys=True) + "\n")
     if write:
         actions.append(f"write {path}")
     return live, actions, verified
@@ -260,12 +291,13 @@ def run_module():
             "family": {"type": "str", "default": "ip", "choices": list(FAMILIES)},
             "table": {"type": "str", "required": True},
             "content": {"type": "str"},
+            "content_sha256": {"type": "str"},
             "path": {"type": "path"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "state_dir": {"type": "path", "default": "/var/lib/podnet"},
             "verify_live": {"type": "bool", "default": False},
         },
-        required_if=[("state", "present", ["content"])],
+        required_if=[("state", "present", ["content", "content_sha256"], True)],
         supports_check_mode=True,
     )
     node_lock(module, "podnet.network.nftables")
@@ -282,12 +314,17 @@ def run_module():
     if module.params["state"] == "absent":
         live, actions = ensure_absent(module, nft, family, table, path, state_file)
         after, after_header, extra = "", f"table {family} {table} (absent)", {}
+    elif module.params["content"] is None:
+        current = runs(module, nft, family, table, module.params["content_sha256"], path, state_file)
+        module.exit_json(changed=False, table=f"{family} {table}", actions=[], nft_seconds=0.0,
+                         current=current)
     else:
         content = module.params["content"]
         live, actions, verified = ensure_present(module, nft, family, table, content, path, state_file,
                                                  module.params["verify_live"])
         after = content if content.endswith("\n") else content + "\n"
-        after_header, extra = f"table {family} {table} (content)", {"verified": verified}
+        after_header = f"table {family} {table} (content)"
+        extra = {"verified": verified, "current": not actions}
 
     result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions,
               "nft_seconds": round(nft.load_seconds, 4), **extra}

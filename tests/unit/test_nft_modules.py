@@ -101,6 +101,32 @@ def test_nftables_loads_whole_a_table_the_glance_does_not_recognise(tmp_path, pa
     assert present(Module(tmp_path, {}), nft, paths)[1:] == ([], "generation")
 
 
+def test_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path, paths):
+    """The action plugin asks with the content's sha256 before it sends a megabyte."""
+    nft = FakeNft()
+    bare = CONTENT.rstrip("\n")
+
+    def ask(content=CONTENT):
+        return nftables.runs(Module(tmp_path, {}), nft, "ip", "podnet", sha256(content), paths["path"],
+                             paths["state_file"])
+
+    assert not ask()  # nothing recorded
+    present(Module(tmp_path, {}), nft, paths)
+    nft.calls.clear()
+    assert ask()
+    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet")]
+    assert not ask(bare)  # the same table from other text (no last newline): sent, found current, learned
+    assert present(Module(tmp_path, {}), nft, paths, content=bare)[1:] == ([], "generation")
+    assert ask(bare)
+    # A boot script changed by hand, or a table deleted: not current (the content is sent).
+    with open(paths["path"], "a", encoding="utf-8") as handle:
+        handle.write("# mine\n")
+    assert not ask(bare)
+    present(Module(tmp_path, {}), nft, paths, content=bare)
+    del nft.tables[("ip", "podnet")]
+    assert not ask(bare)
+
+
 def test_nftables_with_verify_live_sees_a_hand_edit_inside_a_chain(tmp_path, paths):
     nft = FakeNft()
     present(Module(tmp_path, {}), nft, paths, verify_live=True)
