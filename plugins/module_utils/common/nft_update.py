@@ -197,8 +197,8 @@ def table_record(objects):
 
 
 def _chunks(verb, family, table, name, elements):
-    return ["%s element %s %s %s { %s }" % (verb, family, table, name,
-                                             ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
+    head = "%s element %s %s %s" % (verb, family, table, name)
+    return ["%s { %s }" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
             for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
 
 
