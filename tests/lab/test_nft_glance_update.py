@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import probe
 from tests.unit.test_policy_render import many_pods, model_of, policy, render_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,21 +107,8 @@ def apply(netns, tmp_path, text, verify_live=False, state="state"):
 
 
 def objects(netns):
-    """The live table as nft lists it (without counters), object by object: handles left out,
-    each set's elements as a sorted list, each chain's rules in their order."""
-    listing = json.loads(nft(netns, "-j", "-s", "list", "table", "ip", TABLE))["nftables"]
-    table = {"sets": {}, "chains": {}}
-    for item in listing:
-        (kind, value), = item.items()
-        value = {key: field for key, field in value.items() if key != "handle"}
-        if kind in ("set", "map"):
-            value["elem"] = sorted(json.dumps(element, sort_keys=True) for element in value.get("elem", ()))
-            table["sets"][value["name"]] = value
-        elif kind == "chain":
-            table["chains"][value["name"]] = dict(value, rules=[])
-        elif kind == "rule":
-            table["chains"][value["chain"]]["rules"].append(value)
-    return table
+    """The live table object by object, without counters (lab/probe.nft_objects)."""
+    return probe.nft_objects(nft(netns, "-j", "-s", "list", "table", "ip", TABLE))
 
 
 def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path):

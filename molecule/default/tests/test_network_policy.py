@@ -53,22 +53,8 @@ def live_table(node):
 
 
 def table_objects(node):
-    """The live table object by object (sets by name, each chain's rules in order), without
-    handles or counters: nft lists objects in the order they were made, so a table that was
-    updated (a set added after others) lists in another order than the same table loaded whole."""
-    listing = json.loads(node_run(node, ["nft", "-j", "-s", "list", "table", "ip", TABLE]).stdout)
-    table = {"sets": {}, "chains": {}}
-    for item in listing["nftables"]:
-        (kind, value), = item.items()
-        value = {key: field for key, field in value.items() if key != "handle"}
-        if kind in ("set", "map"):
-            value["elem"] = sorted(json.dumps(element, sort_keys=True) for element in value.get("elem", ()))
-            table["sets"][value["name"]] = value
-        elif kind == "chain":
-            table["chains"][value["name"]] = dict(value, rules=[])
-        elif kind == "rule":
-            table["chains"][value["chain"]]["rules"].append(value)
-    return table
+    """The live table object by object (lab/probe.nft_objects), without counters."""
+    return probe.nft_objects(node_run(node, ["nft", "-j", "-s", "list", "table", "ip", TABLE]).stdout)
 
 
 def load_table(node, content):
