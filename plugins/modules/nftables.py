@@ -317,7 +317,7 @@ def run_module():
     elif module.params["content"] is None:
         current = runs(module, nft, family, table, module.params["content_sha256"], path, state_file)
         module.exit_json(changed=False, table=f"{family} {table}", actions=[], nft_seconds=0.0,
-                         current=current)
+                         current=current, verified="generation" if current else "none")
     else:
         content = module.params["content"]
         live, actions, verified = ensure_present(module, nft, family, table, content, path, state_file,
