@@ -196,5 +196,24 @@ def stable_nft(listing):
     return re.sub(r" expires \S+", "", _LEARNED.sub(r"\1", listing))
 
 
+def nft_objects(listing):
+    """A table as `nft -j -s list table` gives it (`listing`), object by object: sets by name
+    with their elements sorted, each chain's rules in order, handles left out. nft lists
+    objects in the order they were made, so a table that was updated (a set added after
+    others) lists in another order than the same table loaded whole; these compare equal."""
+    table = {"sets": {}, "chains": {}}
+    for item in json.loads(listing)["nftables"]:
+        (kind, value), = item.items()
+        value = {key: field for key, field in value.items() if key != "handle"}
+        if kind in ("set", "map"):
+            value["elem"] = sorted(json.dumps(element, sort_keys=True) for element in value.get("elem", ()))
+            table["sets"][value["name"]] = value
+        elif kind == "chain":
+            table["chains"][value["name"]] = dict(value, rules=[])
+        elif kind == "rule":
+            table["chains"][value["chain"]]["rules"].append(value)
+    return table
+
+
 def stable_iptables(saved):
     return [re.sub(r" \[\d+:\d+\]$", "", line) for line in saved.splitlines() if not line.startswith("#")]

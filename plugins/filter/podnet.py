@@ -47,10 +47,12 @@ own plumbing, not a public API.
 - ``podnet.network.policies_checked(paths, pods, cluster_cidr, services_file)``: the plan's
   one read of those files: ``policy_model``'s checks (resolved against ``pods``, the declared
   pods), kept unresolved as compact JSON text for the policy play.
-- ``podnet.network.resolve_policies(checked, pods, cluster_cidr)``: the policy model from
-  ``policies_checked``'s text and the pods the nodes run; no file is read again.
-- ``podnet.network.policy_table(model, node)``: the text of the nftables table that
-  enforces those policies for one node's pods.
+- ``podnet.network.resolve_policies(checked, pods, cluster_cidr, memo_dir)``: the policy
+  model from ``policies_checked``'s text and the pods the nodes run; no file is read again.
+  Given ``memo_dir``, compact JSON text, remembered there.
+- ``podnet.network.policy_table(model, node, table, memo_dir)``: the text of the nftables
+  table that enforces those policies for one node's pods (remembered per node in
+  ``memo_dir`` when the model is text).
 - ``podnet.network.cluster_dns_ip(service_cidr, dns_ip)``: the cluster DNS address,
   ``dns_ip`` or else the service CIDR's tenth address, checked to be inside it.
 """
@@ -399,15 +401,29 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
     return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
 
 
-def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16"):
-    try:
-        return resolve_policies(json.loads(checked), pods or [], cluster_cidr=cluster_cidr)
-    except ServiceSpecError as exc:
-        raise AnsibleFilterError(str(exc)) from None
+def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16", memo_dir=None):
+    """The policy model; with memo_dir, as compact JSON text remembered there for the same
+    checked text, pods and CIDR (a no-op run at 1,000 policies resolves none again)."""
+    def resolved():
+        try:
+            return resolve_policies(json.loads(checked), pods or [], cluster_cidr=cluster_cidr)
+        except ServiceSpecError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+
+    if not memo_dir:
+        return resolved()
+    inputs = [hashlib.sha256(checked.encode("utf-8")).hexdigest(), pods or [], cluster_cidr]
+    return _memo(memo_dir, "policies-resolved", inputs, lambda: (compact(resolved()), [], []))
 
 
-def podnet_policy_table(model, node, table="podnet-policy"):
-    return render_table(model, node, table=table)
+def podnet_policy_table(model, node, table="podnet-policy", memo_dir=None):
+    """One node's policy table from the model (or its text, as resolve_policies gives it with
+    memo_dir); given the text and memo_dir, remembered there per node for the same text."""
+    if not (memo_dir and isinstance(model, str)):
+        return render_table(json.loads(model) if isinstance(model, str) else model, node, table=table)
+    inputs = [hashlib.sha256(model.encode("utf-8")).hexdigest(), node, table]
+    name = "policy-table-%s" % hashlib.sha256(node.encode("utf-8")).hexdigest()[:16]
+    return _memo(memo_dir, name, inputs, lambda: (render_table(json.loads(model), node, table=table), [], []))
 
 
 def podnet_cluster_dns_ip(service_cidr, dns_ip=None):

@@ -13,8 +13,18 @@ description:
     ruleset, such as C(flush ruleset)), and C(include) anywhere.
   - In check mode the content is checked with C(nft -c -f); a real run loads it with one
     C(nft -f), a single kernel transaction that applies whole or not at all.
-  - Idempotent by hash. The run is unchanged when the script, the live table (as listed by
-    C(nft -s list table)) and O(path) all match what the previous run recorded in O(state_dir).
+  - Idempotent by digest, without listing the table. The table carries a one-element set,
+    C(podnet_generation), whose value follows from the digest of the script; the module
+    records the digest, the chains' names and, per chain and set, what it loaded. A run
+    whose script is the recorded one asks the kernel only for that set and the chain names
+    (milliseconds at any size) and is unchanged when they are the recorded ones. A deleted
+    or reloaded table, or a chain added or removed by hand, is seen and the table loaded
+    whole again; an edit inside a chain or a set is seen only with O(verify_live).
+  - A changed script whose table the glance confirms is applied as one transaction of only
+    what changed (chains flushed and refilled, added or deleted; sets' elements added or
+    deleted; sets added or deleted), computed from the record; the result is the table a
+    whole load gives. A change it cannot spell that way (a set's type or flags, a table
+    property) and an update nft refuses are loaded whole, still in one transaction.
 options:
   family:
     description: Address family of the table.
@@ -28,7 +38,16 @@ options:
   content:
     description:
       - Full nft definition of the table, for example C(table ip podnet { chain postrouting { ... } }).
-      - Required when O(state=present).
+      - Required when O(state=present), unless O(content_sha256) is given alone.
+    type: str
+  content_sha256:
+    description:
+      - The sha256 of O(content) as the controller has it, given without O(content) to ask
+        whether the node already runs exactly that (the glance, and the boot script as
+        recorded). The module then changes nothing and returns RV(current). A playbook sends
+        the content (a megabyte at 1,000 policies) only when the answer is no.
+      - The module's action plugin asks this way by itself whenever it is given O(content)
+        (and not O(verify_live)), then sends O(content) if the node does not run it.
     type: str
   path:
     description:
@@ -45,12 +64,23 @@ options:
     description: Directory for the record of what was applied (C(nft-FAMILY-TABLE.json)).
     type: path
     default: /var/lib/podnet
+  verify_live:
+    description:
+      - List the whole live table (C(nft -s list table)) on every run and compare it with
+        the listing recorded after the last load, instead of the glance. Catches hand edits
+        inside the table's chains and sets (rules flushed by hand too); costs seconds at
+        1,000 NetworkPolicies.
+      - After a load it lists the table to record it, so the first such run after runs
+        without it loads the table whole once.
+    type: bool
+    default: false
 notes:
   - Supports check mode and diff mode. The diff shows the live table as nft lists it
     (without counters) before, and O(content) after.
-  - Stateful values (counters, quotas) are left out of the hash so traffic does not make the
-    task report changes; elements a rule adds to a set at run time (C(update @set)) are not,
-    and would make every run reload the table.
+  - The set name C(podnet_generation) is the module's own; the content must not declare it.
+  - With O(verify_live), stateful values (counters, quotas) are left out of the hash so
+    traffic does not make the task report changes; elements a rule adds to a set at run time
+    (C(update @set)) are not, and would make every such run reload the table.
 requirements:
   - nft (nftables)
 author: podnet developers (!UNKNOWN)
@@ -89,8 +119,29 @@ actions:
   type: list
   elements: str
   sample: ["load table ip podnet", "write /etc/podnet/podnet.nft"]
+verified:
+  description:
+    - How the live table was known. C(generation) means the kernel showed the recorded
+      generation and chains, so the record was trusted. C(listing) means the table was
+      listed whole (O(verify_live)). C(none) means neither held (no record, or a table not
+      the recorded one), so it was loaded whole.
+  returned: when O(state=present)
+  type: str
+  sample: generation
+current:
+  description:
+    - Whether the node runs the table of exactly this content, known at a glance (see
+      O(verify_live)). Given only O(content_sha256), nothing else is done.
+  returned: when O(state=present)
+  type: bool
+nft_seconds:
+  description: Seconds nft took to load this run's transactions (0 when nothing was sent).
+  returned: always
+  type: float
+  sample: 0.012
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,13 +156,29 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
     NftContentError,
     build_script,
+    generation,
+    generation_statements,
+    kernel_shows,
     parse_state,
     scope_errors,
-    state_record,
-    table_is_current,
+    sha256,
     validate_table_name,
 )
-from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import NftRunner, Transaction
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import (
+    NftRunner,
+    Transaction,
+    set_elements,
+)
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_update import (
+    parse_table,
+    table_record,
+    update_script,
+)
+
+# The module's own set in the table it owns (see common/nft.generation).
+GENERATION_SET = "podnet_generation"
+# The record's own shape; another one makes the next run load the table whole once.
+RECORD_VERSION = 2
 
 
 def ensure_absent(module, nft, family, table, path, state_file):
@@ -124,33 +191,98 @@ def ensure_absent(module, nft, family, table, path, state_file):
     return live, actions
 
 
-def ensure_present(module, nft, family, table, content, path, state_file):
-    errors = scope_errors(family, table, content)
-    if errors:
-        module.fail_json(msg="content refused, nothing changed: " + "; ".join(errors))
-    script = build_script(family, table, content)
-    live = nft.list(family, table, stateless=True)
+def glance(nft, family, table, record):
+    """Does the kernel show the table `record` describes? (common/nft.kernel_shows: the
+    generation set and the chain names, milliseconds at any size.)"""
+    if not record or record.get("version") != RECORD_VERSION:
+        return False
+    live_generation = set_elements(nft, family, table, GENERATION_SET)
+    return kernel_shows(record.get("generation"), record.get("chains"), live_generation,
+                        nft.chain_names(family, table))
+
+
+def runs(module, nft, family, table, content_sha256, path, state_file):
+    """Does the node run the table of the content whose sha256 this is, as recorded and as a
+    glance at the kernel shows, with the boot script as recorded? Nothing is changed."""
     record = parse_state(read_file(module, state_file))
+    if not (record and record.get("content_sha256") == content_sha256 and glance(nft, family, table, record)):
+        return False
+    return not path or record.get("boot_sha256") == sha256(read_file(module, path))
+
+
+def ensure_present(module, nft, family, table, content, path, state_file, verify_live=False):
+    """(live listing for the diff, or None when not listed; actions; how the live table was known)."""
+    digest = sha256(build_script(family, table, content))
+    record = parse_state(read_file(module, state_file))
+    if record and record.get("version") != RECORD_VERSION:
+        record = None
+    # A content this module loaded before passed this check then (a second at 1,000 policies).
+    if not (record and record.get("script_sha256") == digest):
+        errors = scope_errors(family, table, content)
+        if errors:
+            module.fail_json(msg="content refused, nothing changed: " + "; ".join(errors))
+    value = generation(digest)
+    body = content if content.endswith("\n") else content + "\n"
+    body += generation_statements(family, table, GENERATION_SET, value)
+    script = build_script(family, table, body)
+    # Listed only when asked to compare (verify_live) or to show (diff mode): seconds at scale.
+    live = nft.list(family, table, stateless=True) if verify_live or getattr(module, "_diff", False) else None
+    if verify_live:
+        trusted = bool(record and live is not None and record.get("live_sha256") == sha256(live))
+        verified = "listing" if trusted else "none"
+    else:
+        trusted = glance(nft, family, table, record)
+        verified = "generation" if trusted else "none"
     actions = []
 
     write = bool(path) and read_file(module, path) != script
+    current = trusted and record.get("script_sha256") == digest
+    if not current:
+        objects = parse_table(family, table, content)
+        new_record = {"version": RECORD_VERSION, "family": family, "table": table, "script_sha256": digest,
+                      "content_sha256": sha256(content), "boot_sha256": sha256(script),
+                      "generation": value, "objects": table_record(objects) if objects else None}
     # The boot script is on disk before the table changes (a full disk fails the run with the
-    # table as it was), renamed into place after. The record lists the loaded table, so it
-    # can only follow the load; a lost record only makes the next run reload.
+    # table as it was), renamed into place after. The record describes the loaded table, so it
+    # can only follow the load; a lost record only makes the next run load the table whole.
     with written_after(module, [(path, script)] if write and not module.check_mode else []):
-        if not table_is_current(record, script, live):
-            actions.append(f"{'load' if live is None else 'replace'} table {family} {table}")
-            # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
-            # `nft -c` pass first would only double the cost (seconds for a large table).
-            nft.load(Transaction(family, table).replace_table(content))
+        if not current:
+            update = update_script(family, table, record.get("objects"), objects) if trusted else None
+            loaded = False
+            if update is not None:
+                text, summary = update
+                transaction = Transaction(family, table).raw(text)
+                transaction.delete_element(GENERATION_SET, [str(record["generation"])])
+                transaction.add_element(GENERATION_SET, [str(value)])
+                # Refused (the table is not what was recorded after all), it changed nothing:
+                # the whole load below then makes it so.
+                loaded = nft.load(transaction, f"update of table {family} {table}", may_fail=True)
+                if loaded:
+                    actions.append(f"update table {family} {table}: " + (", ".join(
+                        f"{count} {what.replace('_', ' ')}" for what, count in summary.items() if count)
+                        or "its generation only"))
+            if not loaded:
+                actions.append(f"{'load' if record is None else 'replace'} table {family} {table}")
+                # One `nft -f` is one kernel transaction, applied whole or not at all: a separate
+                # `nft -c` pass first would only double the cost (seconds for a large table).
+                nft.load(Transaction(family, table).replace_table(body))
             if not nft.check_mode:
-                loaded = nft.list(family, table, stateless=True)
-                if loaded is None:
-                    module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
-                write_file(module, state_file, state_record(family, table, script, loaded))
+                new_record["chains"] = sorted(nft.chain_names(family, table))
+                if verify_live:
+                    listed = nft.list(family, table, stateless=True)
+                    if listed is None:
+                        module.fail_json(msg=f"table {family} {table} is missing right after nft loaded it")
+                    new_record["live_sha256"] = sha256(listed)
+                write_file(module, state_file, json.dumps(new_record, sort_keys=True) + "\n")
+        elif (record.get("content_sha256"), record.get("boot_sha256")) != (sha256(content), sha256(script)):
+            # The same table from other text (a newline more): the record learns the text the
+            # controller asks about next time (content_sha256).
+            if not module.check_mode:
+                learned = dict(record, content_sha256=sha256(content), boot_sha256=sha256(script))
+                write_file(module, state_file, json.dumps(learned, sort_keys=True) + "\n")
     if write:
         actions.append(f"write {path}")
-    return live, actions
+    return live, actions, verified
 
 
 def run_module():
@@ -159,11 +291,13 @@ def run_module():
             "family": {"type": "str", "default": "ip", "choices": list(FAMILIES)},
             "table": {"type": "str", "required": True},
             "content": {"type": "str"},
+            "content_sha256": {"type": "str"},
             "path": {"type": "path"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "state_dir": {"type": "path", "default": "/var/lib/podnet"},
+            "verify_live": {"type": "bool", "default": False},
         },
-        required_if=[("state", "present", ["content"])],
+        required_if=[("state", "present", ["content", "content_sha256"], True)],
         supports_check_mode=True,
     )
     node_lock(module, "podnet.network.nftables")
@@ -179,14 +313,21 @@ def run_module():
 
     if module.params["state"] == "absent":
         live, actions = ensure_absent(module, nft, family, table, path, state_file)
-        after, after_header = "", f"table {family} {table} (absent)"
+        after, after_header, extra = "", f"table {family} {table} (absent)", {}
+    elif module.params["content"] is None:
+        current = runs(module, nft, family, table, module.params["content_sha256"], path, state_file)
+        module.exit_json(changed=False, table=f"{family} {table}", actions=[], nft_seconds=0.0,
+                         current=current, verified="generation" if current else "none")
     else:
         content = module.params["content"]
-        live, actions = ensure_present(module, nft, family, table, content, path, state_file)
+        live, actions, verified = ensure_present(module, nft, family, table, content, path, state_file,
+                                                 module.params["verify_live"])
         after = content if content.endswith("\n") else content + "\n"
         after_header = f"table {family} {table} (content)"
+        extra = {"verified": verified, "current": not actions}
 
-    result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions}
+    result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions,
+              "nft_seconds": round(nft.load_seconds, 4), **extra}
     if module._diff and actions:
         result["diff"] = {
             "before": live or "",

@@ -58,7 +58,7 @@ def test_nft_loads_the_tables(case):
 @pytest.mark.skipif(not HAVE_NFT, reason="needs root, nft and unshare")
 def test_nft_loads_chunked_sets_and_lists_them_back():
     text = render_table(model_of(TWO_RULES, pods=many_pods(3000)), "node1")
-    done = nft_in_scratch(text, "nft list set ip podnet-policy p0_pods | grep -c 10.244")
+    done = nft_in_scratch(text, "nft list set ip podnet-policy p_x_p_pods | grep -c 10.244")
     assert done.returncode == 0, done.stderr
 
 

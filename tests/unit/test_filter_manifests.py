@@ -208,6 +208,33 @@ def test_policies_checked_is_remembered_too(tmp_path, counted):
     assert calls == ["read_policies"] * 2
 
 
+def test_resolved_policies_and_each_nodes_table_are_remembered_as_text(tmp_path, monkeypatch):
+    from ansible_collections.podnet.network.plugins.filter import podnet
+    (tmp_path / "policies.yml").write_text(POLICY)
+    checked = podnet_policies_checked([str(tmp_path / "policies.yml")], [], "10.244.0.0/16", "services.yml")
+    running = [{"namespace": "default", "name": "web-0", "labels": {}, "node": "node1", "ip": "10.244.1.5",
+                "ports": []}]
+    direct = podnet_resolve_policies(checked, running, "10.244.0.0/16")
+    memo = str(tmp_path / "memo")
+    text = podnet_resolve_policies(checked, running, "10.244.0.0/16", memo)
+    assert json.loads(text) == direct
+    tables = {node: podnet.podnet_policy_table(text, node, "podnet-policy", memo)
+              for node in ("node1", "node2")}
+    assert tables == {node: podnet.podnet_policy_table(direct, node) for node in ("node1", "node2")}
+    # Remembered: the same inputs again resolve and render nothing.
+    calls = []
+    monkeypatch.setattr(podnet, "resolve_policies", lambda *a, **k: calls.append("resolve"))
+    monkeypatch.setattr(podnet, "render_table", lambda *a, **k: calls.append("render"))
+    assert podnet_resolve_policies(checked, running, "10.244.0.0/16", memo) == text
+    assert podnet.podnet_policy_table(text, "node1", "podnet-policy", memo) == tables["node1"]
+    assert podnet.podnet_policy_table(text, "node2", "podnet-policy", memo) == tables["node2"]
+    assert calls == []
+    # Other pods: resolved again.
+    podnet_resolve_policies(checked, running + [dict(running[0], name="web-1", ip="10.244.1.6")],
+                            "10.244.0.0/16", memo)
+    assert calls == ["resolve"]
+
+
 def test_merge_allocations_reads_node_infos_text_and_the_first_node_wins():
     from ansible_collections.podnet.network.plugins.filter.podnet import podnet_merge_allocations
     hostvars = {

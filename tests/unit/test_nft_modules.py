@@ -55,36 +55,176 @@ def paths(tmp_path):
     return {"path": str(tmp_path / "boot" / "podnet.nft"), "state_file": str(tmp_path / "state" / "nft.json")}
 
 
-def present(module, nft, paths, content=CONTENT):
-    return nftables.ensure_present(module, nft, "ip", "podnet", content, paths["path"], paths["state_file"])
+def present(module, nft, paths, content=CONTENT, verify_live=False):
+    return nftables.ensure_present(module, nft, "ip", "podnet", content, paths["path"], paths["state_file"],
+                                   verify_live)
 
 
-def test_nftables_loads_once_then_is_idempotent(tmp_path, paths):
+def loaded(content=CONTENT, table="podnet"):
+    """The table as the module loads it: the content and its generation set."""
+    value = generation(sha256(build_script("ip", table, content)))
+    return content + (f"add set ip {table} podnet_generation {{ typeof meta mark; }}\n"
+                      f"add element ip {table} podnet_generation {{ {value} }}\n")
+
+
+def test_nftables_loads_once_then_knows_at_a_glance(tmp_path, paths):
     nft = FakeNft()
-    live, actions = present(Module(tmp_path, {}), nft, paths)
-    assert live is None
+    live, actions, verified = present(Module(tmp_path, {}), nft, paths)
+    assert (live, verified) == (None, "none")
     assert actions == ["load table ip podnet", f"write {paths['path']}"]
-    assert nft.loaded == [build_script("ip", "podnet", CONTENT)]
+    assert nft.loaded == [build_script("ip", "podnet", loaded())]
     with open(paths["path"], encoding="utf-8") as handle:
-        assert handle.read() == build_script("ip", "podnet", CONTENT)
-    assert present(Module(tmp_path, {}), nft, paths) == (CONTENT, [])
+        assert handle.read() == build_script("ip", "podnet", loaded())
+    nft.calls.clear()
+    # Nothing changed: the generation set and the chain names, never the table.
+    assert present(Module(tmp_path, {}), nft, paths) == (None, [], "generation")
+    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet")]
     assert len(nft.loaded) == 1
 
 
-def test_nftables_replaces_a_table_edited_by_hand(tmp_path, paths):
+@pytest.mark.parametrize(("name", "live"), [
+    ("deleted", None),
+    ("reloaded by someone else", CONTENT),
+    ("another generation", loaded(CONTENT.replace("10.244.0.0/16", "10.245.0.0/16"))),
+    ("a chain added by hand", loaded() + "add chain ip podnet mine\n"),
+])
+def test_nftables_loads_whole_a_table_the_glance_does_not_recognise(tmp_path, paths, name, live):
     nft = FakeNft()
     present(Module(tmp_path, {}), nft, paths)
-    nft.tables[("ip", "podnet")] = CONTENT.replace("masquerade", "masquerade\n\t\tcounter")
-    live, actions = present(Module(tmp_path, {}), nft, paths)
-    assert actions == ["replace table ip podnet"]
-    assert nft.tables[("ip", "podnet")] == CONTENT
+    if live is None:
+        del nft.tables[("ip", "podnet")]
+    else:
+        nft.tables[("ip", "podnet")] = live
+    _live, actions, verified = present(Module(tmp_path, {}), nft, paths)
+    assert (actions, verified) == (["replace table ip podnet"], "none"), name
+    assert nft.tables[("ip", "podnet")] == loaded()
+    assert present(Module(tmp_path, {}), nft, paths)[1:] == ([], "generation")
+
+
+def test_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path, paths):
+    """The action plugin asks with the content's sha256 before it sends a megabyte."""
+    nft = FakeNft()
+    bare = CONTENT.rstrip("\n")
+
+    def ask(content=CONTENT):
+        return nftables.runs(Module(tmp_path, {}), nft, "ip", "podnet", sha256(content), paths["path"],
+                             paths["state_file"])
+
+    assert not ask()  # nothing recorded
+    present(Module(tmp_path, {}), nft, paths)
+    nft.calls.clear()
+    assert ask()
+    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet")]
+    assert not ask(bare)  # the same table from other text (no last newline): sent, found current, learned
+    assert present(Module(tmp_path, {}), nft, paths, content=bare)[1:] == ([], "generation")
+    assert ask(bare)
+    # A boot script changed by hand, or a table deleted: not current (the content is sent).
+    with open(paths["path"], "a", encoding="utf-8") as handle:
+        handle.write("# mine\n")
+    assert not ask(bare)
+    present(Module(tmp_path, {}), nft, paths, content=bare)
+    del nft.tables[("ip", "podnet")]
+    assert not ask(bare)
+
+
+def test_nftables_with_verify_live_sees_a_hand_edit_inside_a_chain(tmp_path, paths):
+    nft = FakeNft()
+    present(Module(tmp_path, {}), nft, paths, verify_live=True)
+    assert present(Module(tmp_path, {}), nft, paths, verify_live=True) == (loaded(), [], "listing")
+    nft.tables[("ip", "podnet")] = loaded().replace("masquerade", "masquerade\n\t\tcounter")
+    # The glance cannot see it (same generation, same chains) ...
+    assert present(Module(tmp_path, {}), nft, paths)[1:] == ([], "generation")
+    # ... a listing does, and loads the table whole.
+    _live, actions, verified = present(Module(tmp_path, {}), nft, paths, verify_live=True)
+    assert (actions, verified) == (["replace table ip podnet"], "none")
+    assert nft.tables[("ip", "podnet")] == loaded()
+
+
+POLICY = """table ip podnet-policy {
+\tset p0_pods {
+\t\ttypeof ip daddr
+\t\telements = { 10.244.1.2, 10.244.1.3 }
+\t}
+\tset p0_ports {
+\t\ttypeof meta l4proto . th dport
+\t\tflags interval
+\t\telements = { tcp . 80, tcp . 8000-8100 }
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tip daddr @p0_pods jump pod_ingress
+\t}
+\tchain pod_ingress {
+\t\tip daddr @p0_pods meta l4proto . th dport @p0_ports accept comment "default/web ingress[0]"
+\t\tcounter drop
+\t}
+}
+add element ip podnet-policy p0_pods { 10.244.1.4 }
+"""
+CHANGED = (POLICY.replace("tcp . 80,", "tcp . 81,").replace("10.244.1.3 }", "10.244.1.5 }")
+           .replace("\t\tcounter drop", "\t\tip daddr @p1_pods accept\n\t\tcounter drop")
+           .replace("\tchain forward", "\tset p1_pods {\n\t\ttypeof ip daddr\n"
+                    "\t\telements = { 10.244.1.9 }\n\t}\n\tchain forward"))
+
+
+def policy(module, nft, paths, content):
+    return nftables.ensure_present(module, nft, "ip", "podnet-policy", content, paths["path"],
+                                   paths["state_file"])
+
+
+def test_nftables_sends_a_changed_table_as_one_transaction_of_what_changed(tmp_path, paths):
+    nft = FakeNft()
+    policy(Module(tmp_path, {}), nft, paths, POLICY)
+    _live, actions, verified = policy(Module(tmp_path, {}), nft, paths, CHANGED)
+    assert verified == "generation"
+    assert actions == ["update table ip podnet-policy: 1 chains changed, 1 sets added, 5 elements",
+                       f"write {paths['path']}"]
+    old, new = (generation(sha256(build_script("ip", "podnet-policy", c))) for c in (POLICY, CHANGED))
+    assert nft.loaded[-1] == (
+        "flush chain ip podnet-policy pod_ingress\n"
+        "delete element ip podnet-policy p0_pods { 10.244.1.3 }\n"
+        "delete element ip podnet-policy p0_ports { tcp . 80 }\n"
+        "table ip podnet-policy {\n"
+        "\tset p1_pods {\n\t\ttypeof ip daddr;\n\t}\n"
+        "\tchain pod_ingress {\n"
+        '\t\tip daddr @p0_pods meta l4proto . th dport @p0_ports accept comment "default/web ingress[0]"\n'
+        "\t\tip daddr @p1_pods accept\n\t\tcounter drop\n\t}\n"
+        "}\n"
+        "add element ip podnet-policy p0_pods { 10.244.1.5 }\n"
+        "add element ip podnet-policy p0_ports { tcp . 81 }\n"
+        "add element ip podnet-policy p1_pods { 10.244.1.9 }\n"
+        f"delete element ip podnet-policy podnet_generation {{ {old} }}\n"
+        f"add element ip podnet-policy podnet_generation {{ {new} }}\n")
+    # The record follows: the same content again is known at a glance (the fake's listing
+    # stays the first load's, so the glance is told the new generation by hand).
+    nft.tables[("ip", "podnet-policy")] = loaded(CHANGED, "podnet-policy")
+    assert policy(Module(tmp_path, {}), nft, paths, CHANGED)[1:] == ([], "generation")
+    # Back again: the set that came goes (its elements with it), the others' come back.
+    _live, actions, _verified = policy(Module(tmp_path, {}), nft, paths, POLICY)
+    assert actions[0] == "update table ip podnet-policy: 1 chains changed, 1 sets deleted, 4 elements"
+    assert "delete set ip podnet-policy p1_pods\n" in nft.loaded[-1]
+
+
+def test_nftables_loads_whole_when_nft_refuses_the_update(tmp_path, paths):
+    class Refusing(FakeNft):
+        def load(self, transaction, what=None, may_fail=False):
+            if not transaction.replaces():
+                assert may_fail
+                return False
+            return super().load(transaction, what, may_fail)
+
+    nft = Refusing()
+    policy(Module(tmp_path, {}), nft, paths, POLICY)
+    _live, actions, _verified = policy(Module(tmp_path, {}), nft, paths, CHANGED)
+    assert actions[0] == "replace table ip podnet-policy"
+    assert nft.tables[("ip", "podnet-policy")] == loaded(CHANGED, "podnet-policy")
 
 
 def test_nftables_check_mode_only_checks(tmp_path, paths):
     nft = FakeNft(check_mode=True)
-    live, actions = present(Module(tmp_path, {}, check_mode=True), nft, paths)
+    live, actions, _verified = present(Module(tmp_path, {}, check_mode=True), nft, paths)
     assert actions == ["load table ip podnet", f"write {paths['path']}"]
-    assert [call[0] for call in nft.calls] == ["list", "check"]
+    assert [call[0] for call in nft.calls] == ["check"]
     assert nft.loaded == [] and nft.tables == {}
     assert not os.path.exists(paths["path"]) and not os.path.exists(paths["state_file"])
 
@@ -103,7 +243,7 @@ def test_nftables_absent(tmp_path, paths, check_mode):
     nft.check_mode = check_mode
     module = Module(tmp_path, {}, check_mode)
     live, actions = nftables.ensure_absent(module, nft, "ip", "podnet", paths["path"], paths["state_file"])
-    assert live == CONTENT
+    assert live == loaded()
     assert actions == ["delete table ip podnet", f"remove {paths['path']}", f"remove {paths['state_file']}"]
     assert (("ip", "podnet") in nft.tables) is check_mode
     assert os.path.exists(paths["path"]) is check_mode

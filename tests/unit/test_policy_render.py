@@ -271,7 +271,21 @@ def test_isolation_sets_hold_only_local_pods():
             assert table.verdict("forward", address, CLIENT, "TCP", 80) == (
                 "drop" if address in isolated_out else "accept"), (node, address)
     node3 = render_table(model, "node3")
-    assert "p0_pods" not in node3 and "p1_pods" not in node3  # neither selects a pod there
+    assert "_pods {" not in node3  # neither selects a pod there
+
+
+def test_a_policys_sets_are_named_after_it_whatever_other_policies_come_or_go():
+    spec = "{podSelector: {}, ingress: [{ports: [{port: 80}]}]}"
+    first, second = policy(spec, name="a"), policy(spec, name="b")
+    both = render_table(model_of(first, second), "node1")
+    alone = render_table(model_of(second), "node1")
+    assert "set p_x_b_ingress0_ports {" in both and "set p_x_b_ingress0_ports {" in alone
+    assert alone.count("\tset ") == both.count("\tset ") - 2  # p_x_a's pods and ports
+    # A name nft would read otherwise (a dot), or too long for a set name: a digest.
+    dotted = render_table(model_of(policy("{podSelector: {}}", name="web.v1")), "node1")
+    long_name = render_table(model_of(policy("{podSelector: {}}", name="n" * 240)), "node1")
+    assert [len(line.split()[1]) for text in (dotted, long_name) for line in text.splitlines()
+            if line.endswith("_pods {")] == [len("p_") + 16 + len("_pods")] * 2
 
 
 def test_node_without_isolated_pods_gets_a_small_table():
@@ -323,9 +337,9 @@ def test_long_names_fit_nft_comments():
 
 def test_tracer_refuses_what_it_does_not_know():
     good = render_table(model_of(TWO_RULES), "node1")
-    for bad in (good.replace("ip saddr @p0_ingress0_peers", "ip saddr != @p0_ingress0_peers"),
+    for bad in (good.replace("ip saddr @p_x_p_ingress0_peers", "ip saddr != @p_x_p_ingress0_peers"),
                 good.replace("jump pod_ingress", "jump nowhere"),
-                good.replace("@p0_ingress0_ports", "@p0_pods"),
+                good.replace("@p_x_p_ingress0_ports", "@p_x_p_pods"),
                 good.replace("flags interval", "flags timeout", 1),
                 good.replace("10.0.0.0/8", "10.0.0.0/8, 10.1.0.0/16"),
                 good.replace("table ip", "table inet")):

@@ -52,6 +52,11 @@ def live_table(node):
     return node_run(node, ["nft", "-s", "list", "table", "ip", TABLE]).stdout  # -s: without counters
 
 
+def table_objects(node):
+    """The live table object by object (lab/probe.nft_objects), without counters."""
+    return probe.nft_objects(node_run(node, ["nft", "-j", "-s", "list", "table", "ip", TABLE]).stdout)
+
+
 def load_table(node, content):
     """The real module, run in the node as Ansible would run it, without a playbook. A
     machine node (inventory/nodes) has neither this repository nor Ansible's Python: there
@@ -234,11 +239,11 @@ def test_policy_table_holds_sets_not_pod_pairs(lab_policies):
 
 def test_policy_survives_a_reboot(lab_policies):
     node = next(p["node"] for p in probe.pods(NODES) if p["name"] == "db")
-    before = live_table(node)
+    before = table_objects(node)
     reboot = subprocess.run([sys.executable, str(REPO / "lab" / "podnet_lab.py"), "reboot", node],
                             capture_output=True, text=True, timeout=120)
     assert reboot.returncode == 0, reboot.stdout + reboot.stderr
-    assert live_table(node) == before
+    assert table_objects(node) == before
     check_db_policy()
 
 

@@ -213,6 +213,32 @@ def sha256(text) -> str | None:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def generation(digest: str) -> int:
+    """The generation set's element for a digest: its first 32 bits, as nft prints a mark.
+
+    A table podnet loads carries a one-element set whose value follows from the digest of
+    what was loaded. Listing that one set costs milliseconds where listing the table costs
+    seconds at scale, and it tells whether the live table is the one the module recorded."""
+    return int(digest[:8], 16)
+
+
+def generation_statements(family: str, table: str, name: str, value: int) -> str:
+    """The generation set `name` holding `value`, as statements that follow a table's content."""
+    return (f"add set {family} {table} {name} {{ typeof meta mark; }}\n"
+            f"add element {family} {table} {name} {{ {value} }}\n")
+
+
+def kernel_shows(value, chains, live_generation, live_chains) -> bool:
+    """True when the kernel shows the table a record describes, as far as milliseconds tell:
+    its generation set holds `value` (`live_generation`: the set's elements as text, None
+    when the table or set is gone) and its chains are `chains` by name. A deleted or reloaded
+    table, or a chain added or removed, is seen; a hand edit inside a set or a chain, or rules
+    flushed by hand (`flush table` keeps chains and sets), is not: listing those costs seconds."""
+    if value is None or live_generation != {str(value)}:
+        return False
+    return live_chains == set(chains or ())
+
+
 def state_record(family: str, table: str, script: str, live_listing: str) -> str:
     return json.dumps(
         {

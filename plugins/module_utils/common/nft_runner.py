@@ -229,6 +229,21 @@ class NftRunner:
         return rc == 0
 
 
+def set_elements(nft, family, table, name):
+    """The elements of set `name` as text (`nft -j list set`: milliseconds, whatever the rest
+    of the table holds); None when the table or the set does not exist or cannot be read.
+    `nft` is an NftRunner or a FakeNft."""
+    listing = nft.list(family, table, json=True, obj=("set", name))
+    try:
+        items = json_module.loads(listing).get("nftables", []) if listing else []
+    except (ValueError, AttributeError):
+        return None
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("set"), dict) and item["set"].get("name") == name:
+            return {str(element) for element in item["set"].get("elem", ())}
+    return None
+
+
 class FakeNft:
     """A runner without nft: canned listings in, the operations that would have run out.
 

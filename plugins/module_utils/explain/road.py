@@ -428,13 +428,13 @@ def service_words(cluster, result, steps):
 
 
 def _policies_selecting(tracer, chain, address):
-    """Names of the policies whose rules in `chain` select `address` (their p<N>_pods set)."""
+    """Names of the policies whose rules in `chain` select `address` (their p_..._pods set)."""
     names = []
     for matches, _verdict, text in tracer.chains[chain].rules if chain in tracer.chains else []:
         for match in matches:
             if (
                 match[0] == "lookup"
-                and re.fullmatch(r"p\d+_pods", match[2])
+                and re.fullmatch(r"p_\S+_pods", match[2])
                 and tracer.sets[match[2]].contains((int(ipaddress.IPv4Address(address)),))
             ):
                 name = (_comment(text) or "").split(" ")[0]

@@ -9,6 +9,9 @@ are named sets (selected pods, peer ranges, ports), in two chains (`pod_ingress`
 `pod_egress`) that the `forward` and `input` base chains enter for isolated local pods only.
 """
 
+import hashlib
+import re
+
 from ansible_collections.podnet.network.plugins.module_utils.common.protocols import PROTOCOLS
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import DIRECTIONS, address_key
 
@@ -20,6 +23,8 @@ ELEMENTS_PER_STATEMENT = 500
 INGRESS_CHAIN, EGRESS_CHAIN = "pod_ingress", "pod_egress"
 PORTS_KEY = "meta l4proto . th dport"
 NAMED_KEY = "ip daddr . meta l4proto . th dport"
+# A namespace or name that can stand in a set name as it is (a DNS label: no '.', no '_').
+SET_NAME_PART = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
 # --- rendering ------------------------------------------------------------------------
@@ -46,10 +51,21 @@ class _Table:
         return "@" + name
 
 
-def _rule_lines(table, index, direction, number, policy, local):
+def policy_prefix(policy):
+    """The prefix of a policy's sets: `p_NAMESPACE_NAME`, its own whatever other policies come
+    or go, so an update of the table touches only the sets of the policies that changed ('_'
+    is in neither a namespace nor a name, so no two policies share one). A name nft would read
+    otherwise ('.') or one too long for a set name (nft: 255) gets a digest instead."""
+    namespace, name = policy["namespace"], policy["name"]
+    if SET_NAME_PART.fullmatch(namespace) and SET_NAME_PART.fullmatch(name) and len(namespace + name) <= 200:
+        return "p_%s_%s" % (namespace, name)
+    return "p_%s" % hashlib.sha256(("%s/%s" % (namespace, name)).encode("utf-8")).hexdigest()[:16]
+
+
+def _rule_lines(table, prefix, direction, number, policy, local):
     """The nft rules of policy rule `number`: one, or two when it has numbered and named ports."""
-    rule, prefix = policy[direction][number], "p%d_%s%d" % (index, direction, number)
-    pods_set = "@p%d_pods" % index
+    pods_set = "@%s_pods" % prefix
+    rule, prefix = policy[direction][number], "%s_%s%d" % (prefix, direction, number)
     own, other = ("daddr", "saddr") if direction == "ingress" else ("saddr", "daddr")
     verdict = "accept" if direction == "ingress" else "return"
     head = "ip %s %s" % (own, pods_set)
@@ -77,17 +93,18 @@ def _rule_lines(table, index, direction, number, policy, local):
 
 def _build(model, node):
     table, isolated = _Table(), {"ingress": set(), "egress": set()}
-    for index, policy in enumerate(model["policies"]):
+    for policy in model["policies"]:
         local = [pod["ip"] for pod in policy["pods"] if pod["node"] == node]
         directions = [d for d, (_peer_field, t) in DIRECTIONS.items() if t in policy["policy_types"]]
         if not local or not directions:
             continue  # it selects no pod here: another node enforces it
-        table.add_set("p%d_pods" % index, "ip daddr", local)
+        prefix = policy_prefix(policy)
+        table.add_set(prefix + "_pods", "ip daddr", local)
         for direction in directions:
             isolated[direction].update(local)
             chain = INGRESS_CHAIN if direction == "ingress" else EGRESS_CHAIN
             for number in range(len(policy[direction])):
-                table.rules[chain] += _rule_lines(table, index, direction, number, policy, set(local))
+                table.rules[chain] += _rule_lines(table, prefix, direction, number, policy, set(local))
     for direction in ("ingress", "egress"):
         table.sets[direction + "_isolated"] = ("ip daddr", False,
                                                sorted(isolated[direction], key=address_key))

@@ -10,7 +10,13 @@ decision between that record, the live state and the wanted ruleset:
 No I/O here: the modules list the kernel and pass the text in; tests are tables.
 """
 
-from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
+# generation and kernel_shows are shared with the nftables module (proxy_nftables imports
+# generation from here).
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
+    generation,
+    kernel_shows,
+    sha256,
+)
 from ansible_collections.podnet.network.plugins.module_utils.services.iptables import TABLES
 from ansible_collections.podnet.network.plugins.module_utils.services.nft import (
     AFFINITY_MAP,
@@ -32,11 +38,6 @@ def inputs_digest(model_sha256, node, table, path, renderer):
     return sha256("\0".join((model_sha256, node, table, path or "", renderer)))
 
 
-def generation(digest):
-    """The generation set's element for a digest: its first 32 bits, as nft prints a mark."""
-    return int(digest[:8], 16)
-
-
 def kernel_matches(record, live_generation, live_chains):
     """True when the kernel shows the table the record describes, as far as milliseconds
     tell: its generation set holds the record's generation (`live_generation`: the set's
@@ -46,9 +47,7 @@ def kernel_matches(record, live_generation, live_chains):
     at seconds per 10,000 Services)."""
     if not record or not record.get("inputs"):
         return False
-    if live_generation != {str(generation(record["inputs"]))}:
-        return False
-    return live_chains == set(record.get("chains") or ())
+    return kernel_shows(generation(record["inputs"]), record.get("chains"), live_generation, live_chains)
 
 
 # --- nftables: reload the table whole, or send element deltas -------------------------
