@@ -5,31 +5,20 @@ runs it (the module's glance: milliseconds, nothing sent). Only if not does the 
 megabyte at 1,000 NetworkPolicies that Ansible would otherwise pack, send and echo back on
 every run. With O(verify_live), without O(content), or for O(state=absent), the module runs as
 it is called.
+
+Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
+very task and node_info found the table's generation, chains and files still as it left
+them, the node is not asked at all. With O(verify_live) it always is.
 """
 
 import hashlib
 
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
-
-MODULE = "podnet.network.nftables"
+from ansible_collections.podnet.network.plugins.plugin_utils.glanced import SettledAction
 
 
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-    _supports_async = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp
-        try:
-            return merge_hash(result, self._apply(dict(self._task.args), task_vars))
-        finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-
-    def _module(self, args, task_vars):
-        return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+class ActionModule(SettledAction):
+    MODULE = "podnet.network.nftables"
 
     def _apply(self, args, task_vars):
         text = args.get("content")

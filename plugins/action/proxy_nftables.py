@@ -20,40 +20,14 @@ import hashlib
 import json
 
 from ansible.module_utils.parsing.convert_bool import boolean
-from ansible.plugins.action import ActionBase
-from ansible.utils.vars import merge_hash
-from ansible_collections.podnet.network.plugins.module_utils.common import glance
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta
-from ansible_collections.podnet.network.plugins.plugin_utils.glanced import replay, snapshot
-
-MODULE = "podnet.network.proxy_nftables"
+from ansible_collections.podnet.network.plugins.plugin_utils.glanced import SettledAction
 
 
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-    _supports_async = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp
-        args = dict(self._task.args)
-        seen = snapshot(args, task_vars)
-        # The delta only carries the model: the task is the same without it.
-        inputs = glance.inputs_digest(MODULE, {key: value for key, value in args.items()
-                                               if key != "model_delta"})
-        verify = boolean(args.get("verify_live", False), strict=False)
-        known = None if verify else replay(seen, inputs, task_vars)
-        if known is not None:
-            return merge_hash(result, dict(known, changed=False, glanced=True))
-        if seen:
-            args["glance_inputs"] = inputs
-        try:
-            return merge_hash(result, self._apply(args, task_vars))
-        finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-
-    def _module(self, args, task_vars):
-        return self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+class ActionModule(SettledAction):
+    MODULE = "podnet.network.proxy_nftables"
+    # The delta only carries the model: the task is the same without it.
+    TRANSPORT = ("model_delta",)
 
     def _apply(self, args, task_vars):
         text = args.get("model")

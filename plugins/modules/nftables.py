@@ -74,6 +74,18 @@ options:
         without it loads the table whole once.
     type: bool
     default: false
+  glance_inputs:
+    description:
+      - The digest of the task, which the action plugin computes. After a run that leaves the
+        table holding the task's content (or gone, as asked), the module records it with a
+        fingerprint of the table's generation set, its chains and its files, in
+        O(glance_file); a later run of the same task on a node whose fingerprint is still
+        that one is unchanged without asking the node.
+    type: str
+  glance_file:
+    description: The node's glance index.
+    type: path
+    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode and diff mode. The diff shows the live table as nft lists it
     (without counters) before, and O(content) after.
@@ -145,6 +157,8 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.network.plugins.module_utils.common.glance import INDEX as GLANCE_INDEX
+from ansible_collections.podnet.network.plugins.module_utils.common.glance import settle
 from ansible_collections.podnet.network.plugins.module_utils.common.module_io import (
     node_lock,
     read_file,
@@ -285,6 +299,15 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
     return live, actions, verified
 
 
+def settled(module, family, table, path, state_file):
+    """The table is the task's (or gone, as asked): record so for the next run's glance."""
+    if not module.check_mode:
+        owned = {"family": family, "table": table, "generation_set": GENERATION_SET,
+                 "files": [state_file] + [p for p in [path] if p]}
+        settle(module, "nft", owned, module.params["glance_inputs"], module.params["glance_file"],
+               replay={"table": f"{family} {table}", "actions": [], "current": True, "verified": "glance"})
+
+
 def run_module():
     module = AnsibleModule(
         argument_spec={
@@ -296,6 +319,8 @@ def run_module():
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "state_dir": {"type": "path", "default": "/var/lib/podnet"},
             "verify_live": {"type": "bool", "default": False},
+            "glance_inputs": {"type": "str"},
+            "glance_file": {"type": "path", "default": GLANCE_INDEX},
         },
         required_if=[("state", "present", ["content", "content_sha256"], True)],
         supports_check_mode=True,
@@ -316,6 +341,8 @@ def run_module():
         after, after_header, extra = "", f"table {family} {table} (absent)", {}
     elif module.params["content"] is None:
         current = runs(module, nft, family, table, module.params["content_sha256"], path, state_file)
+        if current:
+            settled(module, family, table, path, state_file)
         module.exit_json(changed=False, table=f"{family} {table}", actions=[], nft_seconds=0.0,
                          current=current, verified="generation" if current else "none")
     else:
@@ -326,6 +353,7 @@ def run_module():
         after_header = f"table {family} {table} (content)"
         extra = {"verified": verified, "current": not actions}
 
+    settled(module, family, table, path, state_file)
     result = {"changed": bool(actions), "table": f"{family} {table}", "actions": actions,
               "nft_seconds": round(nft.load_seconds, 4), **extra}
     if module._diff and actions:

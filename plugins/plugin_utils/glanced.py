@@ -10,22 +10,10 @@ saw, so no settled state is vouched for on that node for the rest of the run
 (`podnet_node_moved`, which node_info resets).
 """
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 from ansible_collections.podnet.network.plugins.module_utils.common import glance
-
-
-def snapshot(args, task_vars):
-    """This run's snapshot of the node the task goes to, or None."""
-    return glance.snapshot_of((task_vars or {}).get("podnet_node"), args.get("glance_file", glance.INDEX))
-
-
-def replay(snapshot_, inputs, task_vars):
-    """What a settled task returns without asking the node, or None: not settled, or the node
-    already moved in this run (see the module's docstring)."""
-    if not snapshot_ or (task_vars or {}).get("podnet_node_moved"):
-        return None
-    return glance.settled(snapshot_, inputs)
 
 
 class GlancedAction(ActionBase):
@@ -43,17 +31,24 @@ class GlancedAction(ActionBase):
         """The module's arguments when the node is asked (`snapshot`: this run's, or None)."""
         return args
 
+    def _module(self, args, task_vars):
+        return self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
+
+    def _apply(self, args, task_vars):
+        """The node asked: one module run, unless a subclass asks in steps."""
+        return self._module(args, task_vars)
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
-        seen = snapshot(args, task_vars)
-        known = self.vouched(seen, args, task_vars) if seen else None
+        snapshot = glance.snapshot_of((task_vars or {}).get("podnet_node"),
+                                      args.get("glance_file", glance.INDEX))
+        known = self.vouched(snapshot, args, task_vars or {}) if snapshot else None
         if known is not None:
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
-            done = self._execute_module(module_name=self.MODULE, module_args=self.module_args(args, seen),
-                                        task_vars=task_vars)
+            done = self._apply(self.module_args(args, snapshot), task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         if done.get("changed") and not done.get("failed"):
@@ -63,17 +58,23 @@ class GlancedAction(ActionBase):
 
 class SettledAction(GlancedAction):
     """A module whose state is the kernel's: the same task on a live state still as its last
-    run left it (glance.settle) has nothing to do. `unchanged` is its result then."""
+    run left it (glance.settle) has nothing to do, and returns `unchanged` with what the
+    module recorded to replay. TRANSPORT: arguments that only carry the task (a delta of
+    the model), left out of its digest. With verify_live the node is always asked."""
 
     unchanged = {}
+    TRANSPORT = ()
 
     def _inputs(self, args):
-        return glance.inputs_digest(self.MODULE, args)
+        return glance.inputs_digest(self.MODULE, {key: value for key, value in args.items()
+                                                  if key not in self.TRANSPORT})
 
-    def vouched(self, snapshot_, args, task_vars):
-        known = replay(snapshot_, self._inputs(args), task_vars)
+    def vouched(self, snapshot, args, task_vars):
+        if task_vars.get("podnet_node_moved") or boolean(args.get("verify_live", False), strict=False):
+            return None
+        known = glance.settled(snapshot, self._inputs(args))
         return None if known is None else dict(self.unchanged, **known)
 
-    def module_args(self, args, snapshot_):
+    def module_args(self, args, snapshot):
         # A run that takes no glance (reset, which removes the index) records none either.
-        return dict(args, glance_inputs=self._inputs(args)) if snapshot_ else args
+        return dict(args, glance_inputs=self._inputs(args)) if snapshot else args
