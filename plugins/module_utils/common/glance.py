@@ -292,7 +292,7 @@ def files_unchanged(snapshot, dest, files, modes=None, absent=()):
     if not snapshot or not isinstance(dest, str) or not os.path.isabs(dest):
         return False
     seen, modes = snapshot.get("files") or {}, modes or {}
-    wanted = [(name, content) for name, content in (files or {}).items()] + [(name, None) for name in absent]
+    wanted = list((files or {}).items()) + [(name, None) for name in absent]
     for name, content in wanted:
         if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.split("/"):
             return False
