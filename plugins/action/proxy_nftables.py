@@ -37,6 +37,10 @@ class ActionModule(SettledAction):
         asked = {key: value for key, value in args.items() if key not in ("model", "model_delta")}
         asked["model_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         guess = args.get("model_delta")
+        if isinstance(guess, str) and 4 * len(guess) > len(text):
+            # Most of the model (a first apply, a new file): asked by digest alone, since a
+            # node without that base would take the model whole after it anyway.
+            guess = None
         answer = self._module(dict(asked, model_delta=guess) if guess else asked, task_vars)
         if answer.get("failed") or answer.get("current") or "model_base" not in answer:
             return answer
