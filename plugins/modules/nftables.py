@@ -168,6 +168,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
+    NFTABLES_GENERATION_SET,
     NftContentError,
     build_script,
     generation,
@@ -190,7 +191,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft_update i
 )
 
 # The module's own set in the table it owns (see common/nft.generation).
-GENERATION_SET = "podnet_generation"
+GENERATION_SET = NFTABLES_GENERATION_SET
 # The record's own shape; another one makes the next run load the table whole once.
 RECORD_VERSION = 2
 

@@ -11,7 +11,11 @@ import ipaddress
 import json
 
 import pytest
-from ansible_collections.podnet.network.plugins.module_utils.common.nft import scope_errors
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
+    NFTABLES_GENERATION_SET,
+    generation_statements,
+    scope_errors,
+)
 from ansible_collections.podnet.network.plugins.module_utils.explain.policy_trace import (
     PolicyTracer,
     TracerError,
@@ -294,6 +298,20 @@ def test_node_without_isolated_pods_gets_a_small_table():
     assert chain_rules(text, "pod_ingress") == [
         'counter drop comment "ingress to an isolated pod that no policy allows"']
     assert PolicyTracer(text).verdict("forward", CLIENT, WEB0, "TCP", 80) == "accept"
+
+
+def test_the_tracer_reads_past_the_nftables_module_s_generation_set():
+    """The live table (`nft list table`) and the boot script both carry the module's own
+    generation set (its glance); it is no policy's and changes no verdict."""
+    model = model_of(TWO_RULES, pods=many_pods(9))
+    text = render_table(model, "node1")
+    listed = text.replace("table ip podnet-policy {\n",
+                          "table ip podnet-policy {\n\tset podnet_generation {\n\t\ttypeof meta mark\n"
+                          "\t\telements = { 305419896 }\n\t}\n", 1)
+    boot = text + generation_statements("ip", "podnet-policy", NFTABLES_GENERATION_SET, 305419896)
+    for probe in (("forward", CLIENT, WEB0, "TCP", 80), ("forward", WEB0, CLIENT, "UDP", 53)):
+        assert PolicyTracer(listed).verdict(*probe) == PolicyTracer(boot).verdict(*probe) \
+            == PolicyTracer(text).verdict(*probe)
 
 
 def test_deterministic():

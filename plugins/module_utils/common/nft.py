@@ -222,6 +222,11 @@ def generation(digest: str) -> int:
     return int(digest[:8], 16)
 
 
+# The generation set the nftables module adds to each table it owns (its glance): not the
+# content's, and read by no rule.
+NFTABLES_GENERATION_SET = "podnet_generation"
+
+
 def generation_statements(family: str, table: str, name: str, value: int) -> str:
     """The generation set `name` holding `value`, as statements that follow a table's content."""
     return (f"add set {family} {table} {name} {{ typeof meta mark; }}\n"

@@ -22,6 +22,8 @@ field interval set, a range or prefix in a set without `flags interval`.
 import ipaddress
 import re
 
+from ansible_collections.podnet.network.plugins.module_utils.common.nft import NFTABLES_GENERATION_SET
+
 PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
 PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 # Selector words -> the kind of value they yield.
@@ -213,11 +215,18 @@ class PolicyTracer:
             word = tokens.next()
             if word == "table":
                 self._table(tokens)
+            elif word == "add" and tokens.peek() == "set":
+                # Only the nftables module's generation set is declared this way (its boot script).
+                tokens.expect("set", "ip", self._table_name(), NFTABLES_GENERATION_SET, "{")
+                self._skip_body(tokens)
             elif word == "add":
                 tokens.expect("element", "ip", self._table_name())
-                target = self._set(tokens.next())
-                for element in tokens.elements():
-                    target.add(element)
+                name = tokens.next()
+                elements = tokens.elements()
+                if name != NFTABLES_GENERATION_SET:
+                    target = self._set(name)
+                    for element in elements:
+                        target.add(element)
             else:
                 raise TracerError("unknown top-level statement %r" % word)
         if self.table is None:
@@ -249,12 +258,28 @@ class PolicyTracer:
             if name in self.sets or name in self.chains:
                 raise TracerError("%s %s declared twice" % (word, name))
             tokens.expect("{")
-            if word == "set":
+            if word == "set" and name == NFTABLES_GENERATION_SET:
+                self._skip_body(tokens)  # the module's glance, read by no rule
+            elif word == "set":
                 self._set_body(name, tokens)
             elif word == "chain":
                 self._chain_body(name, tokens)
             else:
                 raise TracerError("unknown table item %r" % word)
+
+    @staticmethod
+    def _skip_body(tokens):
+        """Past a set's body (its declarations and elements) without reading it."""
+        while True:
+            tokens.skip_separators()
+            if tokens.peek() == "}":
+                tokens.next()
+                return
+            if tokens.next() == "elements":
+                tokens.expect("=")
+                tokens.elements()
+            else:
+                tokens.statement()
 
     def _set_body(self, name, tokens):
         kinds, interval, pending = None, False, []
