@@ -69,17 +69,22 @@ def in_netns(netns, *argv):
     return done.stdout.strip()
 
 
-def run(netns, tmp_path):
-    """{"files": node_files' result, "sysctls": sysctl's} from one play in the namespace."""
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(tmp=tmp_path))
+def play(netns, tmp_path, name, text):
+    """The result.json one play (`text`, written as `name`) leaves, run in the namespace."""
+    path = tmp_path / name
+    path.write_text(text)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     playbook = str(Path(sys.executable).parent / "ansible-playbook")
     done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     return json.loads((tmp_path / "result.json").read_text())
+
+
+def run(netns, tmp_path):
+    """{"files": node_files' result, "sysctls": sysctl's} from one play in the namespace."""
+    return play(netns, tmp_path, "play.yml", PLAY.format(tmp=tmp_path))
 
 
 def outcome(result):
@@ -164,15 +169,7 @@ KERNEL_PLAY = """- hosts: localhost
 
 def settle_run(netns, tmp_path, mtu=1450):
     """{kind: (changed, glanced)} of the routes and firewall tasks of one play."""
-    play = tmp_path / "kernel.yml"
-    play.write_text(KERNEL_PLAY.format(tmp=tmp_path, mtu=mtu))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = play(netns, tmp_path, "kernel.yml", KERNEL_PLAY.format(tmp=tmp_path, mtu=mtu))
     return {kind: (result[kind]["changed"], result[kind].get("glanced", False))
             for kind in ("routes", "firewall")}
 
@@ -237,15 +234,8 @@ def proxy_run(netns, tmp_path, model, verify_live=False):
     from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
 
     (tmp_path / "model.json").write_text(compact(model))
-    play = tmp_path / "proxy.yml"
-    play.write_text(PROXY_PLAY.format(tmp=tmp_path, verify_live=str(verify_live).lower()))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = play(netns, tmp_path, "proxy.yml",
+                  PROXY_PLAY.format(tmp=tmp_path, verify_live=str(verify_live).lower()))
     return result["changed"], result.get("glanced", False), result.get("verified")
 
 
