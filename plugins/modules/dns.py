@@ -23,6 +23,9 @@ description:
     file is in O(conf_dir) are ever stopped.
   - A dead or changed instance, a missing address or a table edited by hand is put right;
     when all is as wanted nothing changes.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of what it plans from (its files, running instances, lo's addresses, the
+    table, whether the instance answers, the node's resolv.conf without O(upstreams)).
 options:
   model:
     description:
@@ -84,24 +87,14 @@ options:
     description: How long a new instance has to answer before the update is abandoned.
     type: float
     default: 5.0
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run the module
-        records it with a fingerprint of what it plans from (its files, running instances,
-        lo's addresses, the table, whether the instance answers, the node's resolv.conf
-        without O(upstreams)) in O(glance_file); a later run of the same task on a node whose
-        fingerprint is still that one is unchanged without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode (the new configuration is checked with C(dnsmasq --test), the table
     with C(nft -c); nothing is started, stopped or written) and diff mode (the records, as
     zone-file lines, before and after).
 requirements:
   - dnsmasq (Debian C(dnsmasq-base)), nft, ip, conntrack
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 

@@ -20,6 +20,8 @@ description:
     recorded additions no longer needed (the firewall went away) are taken back; with
     O(state=absent) all are.
   - In check mode nothing changes; the plan uses it to report what it found.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of the chains and rules it read and left.
 options:
   cluster_cidr:
     description: The cluster CIDR (every pod's address). Required when O(state=present).
@@ -46,19 +48,10 @@ options:
     description: podnet's VXLAN UDP port.
     type: int
     default: 8472
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run the module
-        records it with a fingerprint of the chains and rules it read and left, in
-        O(glance_file); a later run of the same task on a node whose fingerprint is still
-        that one is unchanged without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 requirements:
   - nft (nftables); iptables (iptables-nft) where an iptables filter table drops
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 

@@ -25,6 +25,8 @@ description:
     deleted; sets added or deleted), computed from the record; the result is the table a
     whole load gives. A change it cannot spell that way (a set's type or flags, a table
     property) and an update nft refuses are loaded whole, still in one transaction.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of the table's generation set, its chains and its files.
 options:
   family:
     description: Address family of the table.
@@ -74,18 +76,6 @@ options:
         without it loads the table whole once.
     type: bool
     default: false
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run that leaves the
-        table holding the task's content (or gone, as asked), the module records it with a
-        fingerprint of the table's generation set, its chains and its files, in
-        O(glance_file); a later run of the same task on a node whose fingerprint is still
-        that one is unchanged without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode and diff mode. The diff shows the live table as nft lists it
     (without counters) before, and O(content) after.
@@ -95,6 +85,8 @@ notes:
     (C(update @set)) are not, and would make every such run reload the table.
 requirements:
   - nft (nftables)
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 

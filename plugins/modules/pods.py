@@ -17,6 +17,9 @@ description:
     they do not restart the pod.
   - Must run in the node's own mount namespace. Under C(ip netns exec) the new pod
     netns mounts would vanish with that command's private mount namespace.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of what it decides from (the pods' records, their netns and servers, the
+    conflist, their resolv.conf) and the pods it returns.
 options:
   pods:
     description:
@@ -63,18 +66,6 @@ options:
     description: Where C(ip netns exec) finds per-netns files (C(<dir>/<netns>/resolv.conf)).
     type: path
     default: /etc/netns
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run the module
-        records it with a fingerprint of what it decides from (the pods' records, their
-        netns and servers, the conflist, their resolv.conf) and the pods it returns, in
-        O(glance_file); a later run of the same task on a node whose fingerprint is still
-        that one returns those pods without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 attributes:
   check_mode:
     support: full
@@ -82,6 +73,8 @@ attributes:
   diff_mode:
     support: full
     description: Shows the pods before and after, one line each.
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 

@@ -14,6 +14,8 @@ description:
   - Other tables are never touched.
   - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
     entries that would keep clients on the old path are deleted.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of the table's generation set, its chains and its files.
 options:
   model:
     description:
@@ -76,23 +78,13 @@ options:
     description: Delete the UDP conntrack entries of endpoints that went away.
     type: bool
     default: true
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run that leaves the
-        table holding the task's model (or gone, as asked), the module records it with a
-        fingerprint of the table's generation set, its chains and its files, in
-        O(glance_file); a later run of the same task on a node whose fingerprint is still
-        that one is unchanged without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 notes:
   - Supports check mode (the change is checked with C(nft -c)) and diff mode (the Service
     ports whose frontends or endpoints change, before and after).
 requirements:
   - nft (nftables), conntrack
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 

@@ -21,6 +21,8 @@ description:
     neighbour entry per peer and the node's VTEP address, with the tx checksum offload off
     (C(ethtool)). Without peers the device is deleted. The device is created before the
     routes through it and deleted after them.
+  - For the run's glance it records, with its task's digest (O(glance_inputs)), a
+    fingerprint of the routes and the device it left.
 options:
   routes:
     description:
@@ -105,17 +107,6 @@ options:
     description: Routing table to reconcile. 254 is C(main).
     type: int
     default: 254
-  glance_inputs:
-    description:
-      - The digest of the task, which the action plugin computes. After a run the module
-        records it with a fingerprint of the routes and the device it left, in
-        O(glance_file); a later run of the same task on a node whose fingerprint is still
-        that one is unchanged without asking the node.
-    type: str
-  glance_file:
-    description: The node's glance index.
-    type: path
-    default: /var/lib/podnet/glance.json
 requirements:
   - pyroute2 (0.7 or later)
   - ethtool, to turn the VXLAN device's tx checksum offload off (without it the module warns)
@@ -123,6 +114,8 @@ notes:
   - Supports check mode and diff mode. The diff lists the owned routes, sorted, one per line,
     then what the VXLAN device holds.
   - IPv4 only.
+extends_documentation_fragment:
+  - podnet.network.glance
 author: podnet developers (!UNKNOWN)
 """
 
