@@ -9,9 +9,10 @@ own plumbing, not a public API.
 - ``podnet.network.egress_table(cluster_cidr)``: the text of podnet's nftables table.
 - ``podnet.network.expand_pods(pods, nodes)``: the inventory's test pods, replicas
   spread across nodes, validated.
-- ``podnet.network.node_peers(hosts, hostvars, this_node, overlay, cluster_cidr)``: every
-  other node with the road to its pods, ``direct`` or ``vxlan`` (see
-  pod_network/overlay.py); ``overlay`` is podnet_overlay (auto, vxlan, none).
+- ``podnet.network.node_peers(hosts, hostvars, this_node, overlay, cluster_cidr, pod_cidrs)``:
+  every other node with the road to its pods, ``direct`` or ``vxlan`` (see
+  pod_network/overlay.py); ``overlay`` is podnet_overlay (auto, vxlan, none); ``pod_cidrs``
+  is pod_cidrs()'s allocation (else the podCIDRs the plan recorded).
 - ``podnet.network.node_routes(peers, vxlan_device)``: the routes to those peers' podCIDRs,
   via their node IPs or onlink via their VTEPs on the VXLAN device.
 - ``podnet.network.vxlan_peers(peers)``: the FDB and neighbour entries of the VXLAN peers.
@@ -35,7 +36,8 @@ own plumbing, not a public API.
 - ``podnet.network.services_delta(model, memo_dir)``: the Services that changed since the
   model this controller resolved last (kept in ``memo_dir``), as the proxy's first ask sends them.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
-  running, each with its node, as Services select them.
+  running, each with its node, as Services select them; a node without that record (the
+  test pods' play did not run) is an error naming it.
 - ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep (the
   model as a dict or as JSON text).
 - ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
@@ -128,13 +130,18 @@ def podnet_pod_cidrs(hosts, hostvars, cluster_cidr, node_cidr_mask_size):
         raise AnsibleFilterError("podCIDR allocation: %s" % exc) from None
 
 
-def podnet_node_peers(hosts, hostvars, this_node, overlay="auto", cluster_cidr="10.244.0.0/16"):
-    nodes = {
-        host: {"node_ip": hostvars[host]["podnet_plan_node_ip"],
-               "pod_cidr": hostvars[host]["podnet_plan_pod_cidr"],
-               "networks": (hostvars[host].get("podnet_node") or {}).get("networks") or []}
-        for host in hosts
-    }
+def podnet_node_peers(hosts, hostvars, this_node, overlay="auto", cluster_cidr="10.244.0.0/16",
+                      pod_cidrs=None):
+    """`pod_cidrs`: pod_cidrs()'s allocation, so the plan decides the peers in the same task
+    that records the node's own podCIDR; without it, the podCIDRs the plan recorded."""
+    nodes = {}
+    for host in hosts:
+        facts = hostvars[host]
+        node = facts.get("podnet_node") or {}
+        nodes[host] = {
+            "node_ip": node["node_ip"] if pod_cidrs else facts["podnet_plan_node_ip"],
+            "pod_cidr": pod_cidrs[host]["pod_cidr"] if pod_cidrs else facts["podnet_plan_pod_cidr"],
+            "networks": node.get("networks") or []}
     try:
         return plan_peers(nodes, this_node, overlay, cluster_cidr)
     except OverlayError as exc:
@@ -350,7 +357,12 @@ def podnet_services_delta(model, memo_dir=None):
 def podnet_node_pods(hosts, hostvars):
     pods = []
     for host in hosts:
-        for pod in (hostvars[host].get("podnet_test_pods_node_pods") or {}).values():
+        running = hostvars[host].get("podnet_test_pods_node_pods")
+        if running is None:  # not an empty cluster: a run that left out the pods' play
+            raise AnsibleFilterError("%s has no record of the pods it runs: run playbooks/plan.yml and "
+                                     "playbooks/test_pods.yml (site.yml does) first, in the same "
+                                     "ansible-playbook run" % host)
+        for pod in running.values():
             pods.append(dict(pod, node=host))
     return pods
 

@@ -52,3 +52,34 @@ def test_an_older_ansible_core_fails_at_once_naming_the_version():
     assert "podnet needs ansible-core 2.19 or newer; this controller runs ansible-core 2.18." in run.stdout, \
         run.stdout[-2000:]
     assert "PLAY [Plan the cluster]" not in run.stdout  # nothing else ran
+
+
+# Each play run alone, without the plays it needs before it: the message says which, and
+# nothing went to the node (its connection leads nowhere: a module sent there would make the
+# host unreachable, not failed).
+WITHOUT_PLAN = {
+    "playbooks/node.yml": "run playbooks/plan.yml (site.yml does) before playbooks/node.yml",
+    "playbooks/pod_network.yml": "run playbooks/plan.yml (site.yml does) before the pod network",
+    "playbooks/test_pods.yml": "run playbooks/plan.yml (site.yml does) before the test pods",
+    "playbooks/network_policy.yml": "run playbooks/plan.yml and playbooks/test_pods.yml (site.yml does) "
+                                    "before NetworkPolicy",
+    "playbooks/services.yml": "run playbooks/plan.yml and playbooks/test_pods.yml (site.yml does) "
+                              "before the Services",
+    "playbooks/dns.yml": "run playbooks/plan.yml, playbooks/test_pods.yml and playbooks/services.yml "
+                         "before the DNS",
+}
+NOWHERE = ("all:\n  children:\n    nodes:\n      hosts:\n        n1:\n"
+           "          ansible_connection: podnet.network.netns\n"
+           "          ansible_netns_name: podnet-nosuch-n1\n"
+           "          ansible_netns_mount_ns: /run/podnet-nosuch/n1.mnt\n")
+
+
+@pytest.mark.parametrize("play", sorted(WITHOUT_PLAN))
+def test_a_play_run_without_the_plan_says_which_to_run_first(tmp_path, play):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(NOWHERE)
+    run = ansible_playbook("-i", str(inventory), play, timeout=120)
+    output = " ".join(run.stdout.split())
+    assert run.returncode != 0, run.stdout[-2000:]
+    assert WITHOUT_PLAN[play] in output, run.stdout[-2000:]
+    assert "unreachable=0" in output and "failed=1" in output, run.stdout[-2000:]

@@ -6,6 +6,7 @@ import pathlib
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.network.plugins.filter.podnet import (
+    podnet_node_pods,
     podnet_policies_checked,
     podnet_policy_model,
     podnet_resolve_policies,
@@ -283,3 +284,13 @@ def test_the_resolved_services_are_remembered_for_the_same_check_and_pods(tmp_pa
     filters.podnet_resolve_services(checked, [], memo)  # other pods: resolved again
     assert len(resolved) == 3
     assert not (tmp_path / "memo" / "services-resolved.documents.json").exists()
+
+
+def test_node_pods_names_a_node_whose_pods_play_did_not_run():
+    """A node with no pods has an empty record; one without a record is a run that left out
+    the test pods' play, where Services would silently get no endpoints."""
+    hostvars = {"n1": {"podnet_test_pods_node_pods": {"default/a": {"name": "a", "ip": "10.244.0.2"}}},
+                "n2": {"podnet_test_pods_node_pods": {}}, "n3": {}}
+    assert podnet_node_pods(["n1", "n2"], hostvars) == [{"name": "a", "ip": "10.244.0.2", "node": "n1"}]
+    with pytest.raises(AnsibleFilterError, match="n3 has no record of the pods it runs: run playbooks/plan.yml"):
+        podnet_node_pods(["n1", "n2", "n3"], hostvars)
