@@ -38,8 +38,9 @@ own plumbing, not a public API.
 - ``podnet.network.node_pods(hosts, hostvars)``: the test pods every node reported
   running, each with its node, as Services select them; a node without that record (the
   test pods' play did not run) is an error naming it.
-- ``podnet.network.service_allocations(model)``: the clusterIPs and nodePorts to keep (the
-  model as a dict or as JSON text).
+- ``podnet.network.service_allocations(model, memo_dir)``: the clusterIPs and nodePorts to
+  keep (the model as a dict or as JSON text); given ``memo_dir`` (even empty), as compact
+  JSON text, from the plan's memo when it holds that very model.
 - ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
   persisted, merged (the first node that knows a Service wins).
 - ``podnet.network.policy_model(paths, pods, cluster_cidr, services_file)``: the
@@ -230,11 +231,12 @@ def _code_digest():
 
 
 def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False):
-    """compute() -> (text, warnings, [the `given` values it also stands for]), remembered in
-    memo_dir/NAME.json for these very inputs (and podnet's code) and any of those `given`
-    values: the last result only, written whole (rename). The warnings are shown again on a
-    hit. No memo_dir: computed every time. `reads_manifests`: compute() reads manifest files,
-    whose documents are remembered one by one too (_remembered_documents)."""
+    """compute() -> (text, warnings, [the `given` values it also stands for], {more: text}),
+    remembered in memo_dir/NAME.json for these very inputs (and podnet's code) and any of
+    those `given` values: the last result only, written whole (rename). The warnings are shown
+    again on a hit; `more` is what later tasks may ask of this result (_memo_more). No
+    memo_dir: computed every time. `reads_manifests`: compute() reads manifest files, whose
+    documents are remembered one by one too (_remembered_documents)."""
     given = compact(given)
     if not memo_dir:
         text, warnings = compute()[:2]
@@ -250,12 +252,22 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False):
             text, warnings = memo["text"], memo["warnings"]
         else:
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
-                text, warnings, also = compute()
+                text, warnings, also, *more = compute()
             _keep(path, {"key": key, "given": [given, *map(compact, also)], "text": text,
-                         "warnings": warnings})
+                         "warnings": warnings, "more": more[0] if more else {}})
     for warning in warnings:
         _display.warning(warning)
     return text
+
+
+def _memo_more(memo_dir, name, text, what):
+    """What _memo kept beside `text` as `what` in memo_dir/NAME.json, when the result it
+    kept is `text` itself; else None. A later task's shortcut, never its only way."""
+    try:
+        memo = json.loads((pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)).read_text(encoding="utf-8"))
+        return memo["more"][what] if memo.get("text") == text else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _keep(path, data):
@@ -301,13 +313,17 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
                                     node_port_range=node_port_range, cluster_cidr=cluster_cidr,
                                     dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
                                     warn=warnings.append)
-            resolve_services(checked, pods or [])
+            # Resolved only to check named targetPorts against the declared pods, which only a
+            # selector picks: selector-less Services (their endpoints listed) need no pass.
+            resolve_services(dict(checked, services=[svc for svc in checked["services"] if svc["selector"]]),
+                             pods or [])
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
         # Allocation is stable: given the addresses it allocated as the previous ones, the
         # read allocates them again, so the result stands for those too (the next run's,
         # once the nodes persisted them).
-        return compact(checked), warnings, [allocations(checked)]
+        kept = allocations(checked)
+        return compact(checked), warnings, [kept], {"allocations": compact(kept)}
 
     inputs = [str(path), hashlib.sha256(data or b"").hexdigest(), pods or [], service_cidr,
               node_port_range, cluster_cidr, dns_ip or None, cluster_domain]
@@ -367,8 +383,17 @@ def podnet_node_pods(hosts, hostvars):
     return pods
 
 
-def podnet_service_allocations(model):
-    return allocations(json.loads(model) if isinstance(model, str) else model)
+def podnet_service_allocations(model, memo_dir=None):
+    """allocations() of a model (a dict, or JSON text). Given memo_dir (even "": no memo),
+    compact JSON text, taken from the plan's memo when `model` is the checked text it kept:
+    at 10,000 Services the model is not parsed again on every run for what the plan knew."""
+    if memo_dir is None:
+        return allocations(json.loads(model) if isinstance(model, str) else model)
+    if memo_dir and isinstance(model, str):
+        known = _memo_more(memo_dir, "services-checked", model, "allocations")
+        if isinstance(known, str):
+            return known
+    return compact(allocations(json.loads(model) if isinstance(model, str) else model))
 
 
 def podnet_merge_allocations(hosts, hostvars):

@@ -187,6 +187,26 @@ def test_a_check_is_remembered_for_the_same_inputs_only(tmp_path, counted):
     assert calls == ["read_services"] * 5
 
 
+def test_allocations_come_from_the_plans_memo_for_the_text_it_kept(tmp_path):
+    """The services play asks for the allocations of the plan's checked text on every run: the
+    plan's memo has them (no parse of a model of 10,000 Services), for that very text only."""
+    memo = tmp_path / "memo"
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    checked = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    text = json.dumps(podnet_service_allocations(checked), separators=(",", ":"), sort_keys=True)
+    assert podnet_service_allocations(checked, "") == text  # no memo: computed, same text
+    assert podnet_service_allocations(checked, str(memo)) == text
+    # Taken from the memo, not computed: a memo that says otherwise is believed...
+    kept = json.loads((memo / "services-checked.json").read_text())
+    kept["more"]["allocations"] = '{"default/x":{}}'
+    (memo / "services-checked.json").write_text(json.dumps(kept))
+    assert podnet_service_allocations(checked, str(memo)) == '{"default/x":{}}'
+    # ... for the text it kept only: another model's are computed.
+    other = json.dumps(dict(json.loads(checked), services=[]), separators=(",", ":"), sort_keys=True)
+    assert podnet_service_allocations(other, str(memo)) == "{}"
+
+
 def test_a_refused_file_is_never_remembered(tmp_path, counted):
     calls, _warnings = counted
     path = tmp_path / "services.yml"
