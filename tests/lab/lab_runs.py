@@ -1,5 +1,6 @@
 """Running the project's playbooks against the lab, as the live tests do."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -17,13 +18,27 @@ def inventory_args(args=()):
     return ()
 
 
-def ansible_playbook(*args, timeout=300):
-    """ansible-playbook from this venv, in the repository, stdout and stderr together."""
+def ansible_playbook(*args, timeout=300, env=None):
+    """ansible-playbook from this venv, in the repository, stdout and stderr together.
+    `env`: more environment for this run."""
     # Molecule forces colour on; the assertions read plain text.
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env or {}))
     # The lab under test (PODNET_LAB_INVENTORY), unless the caller or molecule names one:
     # a lab of another prefix must never be converged by a test meant for this one.
     args = (*inventory_args(args), *args)
     return subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-playbook"), *args],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout, env=env)
+
+
+def task_results(results_file, *args, timeout=300):
+    """ansible-playbook as `ansible_playbook` runs it, with the podnet_results callback
+    (tests/lab/callback_plugins) writing every task result to `results_file`: the run, and
+    its results as {host, task, action, changed, glanced, failed, skipped} in run order."""
+    results_file = pathlib.Path(results_file)
+    results_file.unlink(missing_ok=True)
+    run = ansible_playbook(*args, timeout=timeout, env={
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "lab" / "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "podnet_results", "PODNET_RESULTS_FILE": str(results_file)})
+    lines = results_file.read_text().splitlines() if results_file.exists() else []
+    return run, [json.loads(line) for line in lines]

@@ -10,6 +10,7 @@ collections (the venv's .pth makes the repository importable as podnet.network).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -71,10 +72,35 @@ def test_the_tarball_ships_what_a_user_needs(user):
     tops = {name.split("/")[0] for name in names}
     assert {"roles", "playbooks", "plugins", "meta", "docs", "README.md", "site.yml"} <= tops
     assert {"lab", "molecule", "bench", ".collections", "ansible.cfg", "Makefile"}.isdisjoint(tops)
-    lab_only = ("tests/unit", "tests/lab", "inventory/lab", "inventory/nodes")
-    assert not any(name.startswith(lab_only) for name in names)
+    assert not any(name.startswith(("tests/unit", "tests/lab")) for name in names)
+    # The one inventory that ships is the example, whatever others the checkout holds.
+    assert {name.split("/")[1] for name in names if name.startswith("inventory/")} == {"homelab"}
+    assert "inventory/homelab/hosts.yml" in names
     assert {"roles/%s/tasks/main.yml" % role for role in ROLES} <= names
     assert "tests/sanity/ignore-2.19.txt" in names  # ansible-test sanity reads it from the installed copy
+
+
+def test_no_inventory_but_the_example_ships(user, tmp_path):
+    """galaxy.yml's build_ignore on a checkout holding more inventories than the example: the
+    labs', a private lab's (lab-<prefix>), and a user's copy of homelab with their own hosts
+    (README), named anyhow, some close to "homelab"."""
+    source = tmp_path / "checkout"
+    source.mkdir()
+    shutil.copy(REPO / "galaxy.yml", source)
+    (source / "README.md").write_text("podnet\n")
+    for inventory in ("homelab", "lab", "lab-subnets", "lab-ts", "nodes", "myhomelab", "prod", "h", "home",
+                      "homela", "homelab2", "homelab-old", "Homelab"):
+        (source / "inventory" / inventory / "group_vars").mkdir(parents=True)
+        (source / "inventory" / inventory / "hosts.yml").write_text("all: {}\n")
+        (source / "inventory" / inventory / "group_vars" / "all.yml").write_text("{}\n")
+    (source / "inventory" / "hosts.yml").write_text("all: {}\n")
+    run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path / "dist", source], tmp_path,
+        user["env"])
+    (built,) = (tmp_path / "dist").glob("podnet-network-*.tar.gz")
+    with tarfile.open(built) as tarball:
+        shipped = {name for name in tarball.getnames() if name.split("/")[0] == "inventory"}
+    assert shipped == {"inventory", "inventory/homelab", "inventory/homelab/hosts.yml",
+                       "inventory/homelab/group_vars", "inventory/homelab/group_vars/all.yml"}
 
 
 def test_installed_where_the_user_said(user):
