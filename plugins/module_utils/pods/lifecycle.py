@@ -29,7 +29,7 @@ from .cni_exec import (
     result_ip,
 )
 from .errors import CNIError, PodError
-from .netns import netns_add, netns_del, netns_exists, netns_path
+from .netns import forget_neighbour, netns_add, netns_del, netns_exists, netns_path
 from .resolv import NETNS_ETC_DIR, read_resolv_conf, remove_resolv_conf, write_resolv_conf
 from .server import (
     DEFAULT_ECHO_SERVER,
@@ -147,6 +147,8 @@ def create_pod(spec, conflist, state_dir, bin_dir=DEFAULT_CNI_BIN_DIR, echo_serv
         raise PodError("CNI ADD for pod %s/%s returned no IPv4 address: %s"
                        % (state["namespace"], state["name"], json.dumps(result)[:500]))
     write_state(state_dir, state)
+    forget_neighbour(state["ip"], [other["netns"] for other in read_states(state_dir).values()
+                                   if other.get("netns") and other["netns"] != state["netns"]])
     state["pid"] = start_server(state["netns"], state["name"], state["ports"], echo_server,
                                 log_file(state_dir, state["namespace"], state["name"]), python)
     write_state(state_dir, state)

@@ -47,3 +47,15 @@ def netns_del(name):
     else:
         os.unlink(netns_path(name))
     return True
+
+
+def forget_neighbour(ip, names=()):
+    """Drop every neighbour entry for `ip` here (the node) and in the namespaces `names` (its
+    other pods): a pod re-created with its former address has a new MAC, and the bridge CNI
+    plugin announces nothing, so an entry still REACHABLE with the old MAC would send the
+    node's and the other pods' packets nowhere for up to a minute. Best effort: a namespace
+    gone meanwhile is skipped."""
+    for argv in [["ip", "neigh", "flush", "to", ip]] + [
+            ["ip", "-n", name, "neigh", "flush", "to", ip] for name in names if netns_exists(name)]:
+        subprocess.run(argv, capture_output=True, cwd="/", check=False)
+
