@@ -61,6 +61,8 @@ own plumbing, not a public API.
 """
 
 import contextlib
+import functools
+import gc
 import hashlib
 import json
 import os
@@ -107,6 +109,8 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     allocations,
     load_services,
     read_services,
+    recheck_services,
+    resolve_service,
     resolve_services,
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
@@ -220,6 +224,23 @@ def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12"
         raise AnsibleFilterError(str(exc)) from None
 
 
+def _bulk(function):
+    """`function` with Python's cyclic garbage collector off: its passes over the millions of
+    young objects a model of 10,000 Services is built of cost more than the work itself (a
+    third of a check again, half of a resolve); nothing here makes cycles, and Ansible's
+    worker process ends with the task."""
+    @functools.wraps(function)
+    def bulk(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return bulk
+
+
 def _code_digest():
     """The digest of podnet's controller-side code (this file and module_utils), so a memo
     made by another podnet is never taken."""
@@ -230,41 +251,66 @@ def _code_digest():
     return digest.hexdigest()
 
 
-def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False):
-    """compute() -> (text, warnings, [the `given` values it also stands for], {more: text}),
-    remembered in memo_dir/NAME.json for these very inputs (and podnet's code) and any of
-    those `given` values: the last result only, written whole (rename). The warnings are shown
-    again on a hit; `more` is what later tasks may ask of this result (_memo_more). No
-    memo_dir: computed every time. `reads_manifests`: compute() reads manifest files, whose
-    documents are remembered one by one too (_remembered_documents)."""
+def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, settings=None):
+    """compute() -> (text, warnings, [the `given` values it also stands for, or their compact
+    text], optionally {more: value}), remembered in memo_dir/NAME.json for these very inputs (and
+    podnet's code) and any of those `given` values: the last result only, written whole
+    (rename). The warnings are shown again on a hit; `more` is what later tasks may ask of
+    this result (_memo_more). No memo_dir: computed every time. `reads_manifests`: compute()
+    reads manifest files, whose documents are remembered one by one too
+    (_remembered_documents). `settings`: the inputs less the files' content; given them,
+    compute(earlier) returns a fifth value, a state kept beside the result (NAME.state.json,
+    read on a miss only), and takes the last one as `earlier` when it was made under the
+    same settings and `given` (else None), to check again only what changed."""
     given = compact(given)
     if not memo_dir:
-        text, warnings = compute()[:2]
+        text, warnings = (compute(None) if settings is not None else compute())[:2]
     else:
-        key = hashlib.sha256((compact(inputs) + _code_digest()).encode()).hexdigest()
+        code = _code_digest()
+        key = hashlib.sha256((compact(inputs) + code).encode()).hexdigest()
+        base = None if settings is None else hashlib.sha256((compact(settings) + code).encode()).hexdigest()
         path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+        state_path = path.with_name("%s.state.json" % name)
         try:
             memo = json.loads(path.read_text(encoding="utf-8"))
-            hit = memo.get("key") == key and given in memo.get("given", ())
+            same = given in memo.get("given", ())
+            hit = same and memo.get("key") == key
         except (OSError, ValueError, AttributeError, TypeError):
-            hit = False
+            memo, same, hit = {}, False, False
         if hit:
             text, warnings = memo["text"], memo["warnings"]
         else:
+            earlier = None
+            if same and base is not None and memo.get("settings") == base:
+                kept = _read_json(state_path)
+                earlier = kept.get("state") if kept.get("key") == memo.get("key") else None
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
-                text, warnings, also, *more = compute()
-            _keep(path, {"key": key, "given": [given, *map(compact, also)], "text": text,
-                         "warnings": warnings, "more": more[0] if more else {}})
+                text, warnings, also, *rest = compute(earlier) if base is not None else compute()
+            also = [value if isinstance(value, str) else compact(value) for value in also]
+            _keep(path, {"key": key, "settings": base, "text": text, "warnings": warnings,
+                         "given": [given, *also], "more": rest[0] if rest else {}})
+            if base is not None:
+                _keep(state_path, {"key": key, "state": rest[1] if len(rest) > 1 else None})
     for warning in warnings:
         _display.warning(warning)
     return text
+
+
+def _read_json(path):
+    """A memo file's data, or {} (none, unreadable, or not an object)."""
+    try:
+        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _memo_more(memo_dir, name, text, what):
     """What _memo kept beside `text` as `what` in memo_dir/NAME.json, when the result it
     kept is `text` itself; else None. A later task's shortcut, never its only way."""
     try:
-        memo = json.loads((pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)).read_text(encoding="utf-8"))
+        path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+        memo = json.loads(path.read_text(encoding="utf-8"))
         return memo["more"][what] if memo.get("text") == text else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -300,55 +346,132 @@ def _remembered_documents(memo_dir, name):
         _keep(path, {"code": code, "documents": kept})
 
 
+@_bulk
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
                             node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
                             cluster_domain=None, memo_dir=None):
     data = _read_bytes(path) if path and pathlib.Path(path).is_file() else None
 
-    def compute():
+    def compute(earlier):
         text = _read_manifests(path, data) if data is not None else ""
-        warnings = []
-        try:
-            checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
-                                    node_port_range=node_port_range, cluster_cidr=cluster_cidr,
-                                    dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
-                                    warn=warnings.append)
-            # Resolved only to check named targetPorts against the declared pods, which only a
-            # selector picks: selector-less Services (their endpoints listed) need no pass.
-            resolve_services(dict(checked, services=[svc for svc in checked["services"] if svc["selector"]]),
-                             pods or [])
-        except ServiceSpecError as exc:
-            raise AnsibleFilterError(str(exc)) from None
+        # Only Endpoints or EndpointSlices changed since the last check (under these very
+        # settings and previous allocations): only what they feed is checked again.
+        again = None
+        if earlier and earlier.get("allocations") and earlier.get("recheck"):
+            again = recheck_services(text, str(path), earlier["recheck"], service_cidr, node_port_range,
+                                     cluster_cidr)
+        if again is not None:
+            checked, warnings, state = again
+            return checked, warnings, [earlier["allocations"]], {"allocations": earlier["allocations"]}, \
+                dict(earlier, recheck=state)
+        warnings, state = [], {}
+        with _remembered_documents(memo_dir, "services-checked") if memo_dir else contextlib.nullcontext():
+            checked = _services_read(text, path, previous, service_cidr, node_port_range, cluster_cidr,
+                                     dns_ip, cluster_domain, pods, warnings, state)
         # Allocation is stable: given the addresses it allocated as the previous ones, the
         # read allocates them again, so the result stands for those too (the next run's,
         # once the nodes persisted them).
-        kept = allocations(checked)
-        return compact(checked), warnings, [kept], {"allocations": compact(kept)}
+        kept = compact(allocations(checked))
+        return compact(checked), warnings, [kept], {"allocations": kept}, {"allocations": kept,
+                                                                           "recheck": state}
 
-    inputs = [str(path), hashlib.sha256(data or b"").hexdigest(), pods or [], service_cidr,
-              node_port_range, cluster_cidr, dns_ip or None, cluster_domain]
-    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, reads_manifests=True)
+    settings = [str(path), pods or [], service_cidr, node_port_range, cluster_cidr, dns_ip or None,
+                cluster_domain]
+    inputs = [*settings, hashlib.sha256(data or b"").hexdigest()]
+    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, settings=settings)
 
 
+def _services_read(text, path, previous, service_cidr, node_port_range, cluster_cidr, dns_ip, cluster_domain,
+                   pods, warnings, state):
+    """The plan's whole check of the services file (read_services), `state` filled for the
+    next check again."""
+    try:
+        checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
+                                node_port_range=node_port_range, cluster_cidr=cluster_cidr,
+                                dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
+                                warn=warnings.append, keep=state)
+        # Resolved only to check named targetPorts against the declared pods, which only a
+        # selector picks: selector-less Services (their endpoints listed) need no pass.
+        resolve_services(dict(checked, services=[svc for svc in checked["services"] if svc["selector"]]),
+                         pods or [])
+    except ServiceSpecError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return checked
+
+
+def _checked_parts(memo_dir, checked):
+    """(head, [[ns/name, compact text], ...]) of the plan's checked text, from the state its
+    memo keeps beside it (services_checked), when that memo holds `checked` itself; else
+    None. Its texts join into `checked`: head + ",".join(texts) + "]}"."""
+    memo = _read_json(pathlib.Path(memo_dir).expanduser() / "services-checked.json")
+    if memo.get("text") != checked:
+        return None
+    kept = _read_json(pathlib.Path(memo_dir).expanduser() / "services-checked.state.json")
+    state = (kept.get("state") or {}).get("recheck") if kept.get("key") == memo.get("key") else None
+    if not isinstance(state, dict) or "head" not in state or "services" not in state:
+        return None
+    return state["head"], state["services"]
+
+
+def _sha(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@_bulk
 def podnet_resolve_services(checked, pods, memo_dir=None):
     """The services model: the plan's checked Services with their endpoints from the pods the
     nodes run; remembered in memo_dir for the same checked text and pods (a no-op run at
-    10,000 Services does not resolve them again)."""
-    def compute():
+    10,000 Services does not resolve them again). With the plan's memo, Service by Service:
+    one whose checked text is the last run's, under the same pods, is not resolved again,
+    and the memo says which Services changed since the last model (services_delta)."""
+    def compute(earlier):
+        parts = _checked_parts(memo_dir, checked) if memo_dir else None
         try:
-            return compact(resolve_services(json.loads(checked), pods or [])), [], []
+            if parts is None:
+                return compact(resolve_services(json.loads(checked), pods or [])), [], []
+            head, services = parts
+            known = (earlier or {}).get("services") or {}
+            resolved, kept, changed = [], {}, {}
+            for name, text in services:
+                digest, was = _sha(text), known.get(name)
+                out = was[1] if was and was[0] == digest else compact(resolve_service(json.loads(text), pods))
+                if not was or was[1] != out:
+                    changed[name] = out
+                resolved.append(out)
+                kept[name] = [digest, out]
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
+        model = head + ",".join(resolved) + "]}"
+        more = {}
+        if earlier and earlier.get("sha256"):
+            more = {"from": earlier["sha256"], "changed": changed, "removed": sorted(set(known) - set(kept))}
+        return model, [], [], more, {"services": kept, "sha256": _sha(model)}
 
-    inputs = [hashlib.sha256(checked.encode("utf-8")).hexdigest(), pods or []]
-    return _memo(memo_dir, "services-resolved", inputs, compute)
+    inputs = [_sha(checked), pods or []]
+    return _memo(memo_dir, "services-resolved", inputs, compute, settings=[pods or []])
 
 
+def _known_delta(memo_dir, model, earlier):
+    """services_delta's change from the Services the resolve found changed (its memo's
+    `more`), when its memo holds `model` and it resolved from `earlier`; else None."""
+    memo = _read_json(pathlib.Path(memo_dir).expanduser() / "services-resolved.json")
+    more = memo.get("more") or {}
+    if memo.get("text") != model or not more.get("from") or more["from"] != _sha(earlier):
+        return None
+    fields = json.loads(model[:model.index('"services":[')] + '"services":[]}')
+    del fields["services"]
+    return {"base_sha256": more["from"], "fields": fields,
+            "services": {name: json.loads(text) for name, text in more["changed"].items()},
+            "removed": more["removed"]}
+
+
+@_bulk
 def podnet_services_delta(model, memo_dir=None):
     """The delta (compact JSON text, transfer.delta_from) from the model this controller
     resolved last to `model`, or "" (no memo_dir, no earlier model, the same model): the
     proxy's first ask carries it, so a node that runs that earlier model changes in one
-    module run. memo_dir keeps `model` as the next run's base."""
+    module run. memo_dir keeps `model` as the next run's base. When the resolve knew which
+    Services changed (its memo), neither model is parsed."""
     if not memo_dir:
         return ""
     path = pathlib.Path(memo_dir).expanduser() / "services-model.json"
@@ -358,7 +481,9 @@ def podnet_services_delta(model, memo_dir=None):
         earlier = None
     if earlier == model:
         return ""
-    change = delta_from(earlier, json.loads(model)) if earlier else None
+    change = None
+    if earlier:
+        change = _known_delta(memo_dir, model, earlier) or delta_from(earlier, json.loads(model))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
@@ -383,6 +508,7 @@ def podnet_node_pods(hosts, hostvars):
     return pods
 
 
+@_bulk
 def podnet_service_allocations(model, memo_dir=None):
     """allocations() of a model (a dict, or JSON text). Given memo_dir (even "": no memo),
     compact JSON text, taken from the plan's memo when `model` is the checked text it kept:
@@ -422,6 +548,7 @@ def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file
         raise AnsibleFilterError(str(exc)) from None
 
 
+@_bulk
 def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None, memo_dir=None):
     files = {str(path): _read_bytes(path) for path in paths or []}
 
@@ -438,6 +565,7 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
     return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
 
 
+@_bulk
 def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16", memo_dir=None):
     """The policy model; with memo_dir, as compact JSON text remembered there for the same
     checked text, pods and CIDR (a no-op run at 1,000 policies resolves none again)."""

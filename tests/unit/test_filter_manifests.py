@@ -13,9 +13,12 @@ from ansible_collections.podnet.network.plugins.filter.podnet import (
     podnet_resolve_services,
     podnet_service_allocations,
     podnet_services_checked,
+    podnet_services_delta,
     podnet_services_model,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common import manifests
+from ansible_collections.podnet.network.plugins.module_utils.services.model import resolve_services
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
 
 SERVICE = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n"
 POLICY = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
@@ -207,6 +210,29 @@ def test_allocations_come_from_the_plans_memo_for_the_text_it_kept(tmp_path):
     assert podnet_service_allocations(other, str(memo)) == "{}"
 
 
+def test_an_endpoints_change_is_checked_again_without_a_whole_read(tmp_path, counted):
+    """Under the same settings and previous allocations, a file whose Endpoints alone changed
+    is checked again from the last check's state (services/model.recheck_services): the
+    same text and warnings as a whole read; anything else is read whole."""
+    calls, warnings = counted
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"))
+    again = podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    assert calls == ["read_services"] and "192.0.2.8" in again and "192.0.2.8" in warnings[-1]
+    assert again == podnet_services_checked(str(path), DECLARED, {}) != first
+    assert warnings[-1] == warnings[-2] and len(warnings) == 3
+    # Other previous allocations, other pods: read whole.
+    path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.7"))
+    podnet_services_checked(str(path), [], {}, memo_dir=memo)
+    assert calls == ["read_services"] * 3
+    # A bad address is the whole read's error, never an answer.
+    path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "127.0.0.1"))
+    with pytest.raises(AnsibleFilterError, match="127.0.0.1"):
+        podnet_services_checked(str(path), [], {}, memo_dir=memo)
+
+
 def test_a_refused_file_is_never_remembered(tmp_path, counted):
     calls, _warnings = counted
     path = tmp_path / "services.yml"
@@ -279,11 +305,12 @@ def test_a_check_made_again_parses_only_the_documents_that_changed(tmp_path, mon
     first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
     assert (memo / "services-checked.documents.json").exists()
     parsed = []
-    real = manifests._parse_alone
-    monkeypatch.setattr(manifests, "_parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
-    path.write_text(NAMED + "---\n" + LOCAL.replace("8082", "8083"))
+    real = manifests.parse_alone
+    monkeypatch.setattr(manifests, "parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
+    # A Service changed (an Endpoints alone is checked again apart: test_recheck.py).
+    path.write_text(NAMED + "---\n" + LOCAL.replace("port: 82", "port: 83"))
     again = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
-    assert len(parsed) == 1 and "8083" in parsed[0]
+    assert len(parsed) == 1 and "port: 83" in parsed[0]
     assert again == podnet_services_checked(str(path), DECLARED, {}) != first
 
 
@@ -312,5 +339,34 @@ def test_node_pods_names_a_node_whose_pods_play_did_not_run():
     hostvars = {"n1": {"podnet_test_pods_node_pods": {"default/a": {"name": "a", "ip": "10.244.0.2"}}},
                 "n2": {"podnet_test_pods_node_pods": {}}, "n3": {}}
     assert podnet_node_pods(["n1", "n2"], hostvars) == [{"name": "a", "ip": "10.244.0.2", "node": "n1"}]
-    with pytest.raises(AnsibleFilterError, match="n3 has no record of the pods it runs: run playbooks/plan.yml"):
+    with pytest.raises(AnsibleFilterError, match="n3 has no record of the pods it runs: run playbooks/plan"):
         podnet_node_pods(["n1", "n2", "n3"], hostvars)
+
+
+def test_services_resolve_and_delta_service_by_service_as_whole_ones(tmp_path, monkeypatch):
+    """With the plan's memo, a run after one endpoint moved resolves that Service alone and
+    finds the delta without parsing either model: the same texts as doing it whole."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    checked = podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    model = podnet_resolve_services(checked, RUNNING, memo)
+    assert model == compact(resolve_services(json.loads(checked), RUNNING))
+    assert podnet_services_delta(model, memo) == ""  # no earlier model yet
+    resolved = []
+    real = filters.resolve_service
+    monkeypatch.setattr(filters, "resolve_service", lambda *a: resolved.append(a[0]["name"]) or real(*a))
+    monkeypatch.setattr(filters, "delta_from", lambda *a: pytest.fail("a model was parsed for the delta"))
+    path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"))
+    checked = podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    again = podnet_resolve_services(checked, RUNNING, memo)
+    assert resolved == ["loc"]
+    assert again == compact(resolve_services(json.loads(checked), RUNNING)) != model
+    assert json.loads(podnet_services_delta(again, memo)) == delta_from(model, json.loads(again))
+    assert podnet_services_delta(again, memo) == ""  # the same model again
+    # Other pods: every Service resolved again, the same as whole.
+    moved = [dict(RUNNING[0], ip="10.244.0.6")]
+    monkeypatch.setattr(filters, "delta_from", delta_from)
+    other = podnet_resolve_services(checked, moved, memo)
+    assert other == compact(resolve_services(json.loads(checked), moved))
+    assert json.loads(podnet_services_delta(other, memo)) == delta_from(again, json.loads(other))

@@ -168,8 +168,8 @@ def test_a_changed_document_is_the_only_one_parsed(monkeypatch):
     with remembered_documents({}) as kept:
         documents(text, "first.yml")
     parsed = []
-    real = manifests._parse_alone
-    monkeypatch.setattr(manifests, "_parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
+    real = manifests.parse_alone
+    monkeypatch.setattr(manifests, "parse_alone", lambda chunk: parsed.append(chunk) or real(chunk))
     changed = text.replace("name: s3", "name: s3-new")
     with remembered_documents(kept):
         docs = documents(changed, "second.yml")

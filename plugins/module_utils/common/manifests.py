@@ -89,6 +89,7 @@ class Where:
 
     def __init__(self, filename, number, line, item=None, error=ManifestError):
         self.filename = filename
+        self.number, self.line, self.item = number, line, item
         self.doc = "document %d (line %d)" % (number, line) + ("" if item is None else ", items[%d]" % item)
         self.what = ""  # "Service default/web" once known
         self.kind = None
@@ -229,33 +230,46 @@ _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.M)
 _NOT_SPLIT = re.compile(r"^(\.\.\.(?=[ \t\r\n]|$)|%)", re.M)
 
 
-def _parse_each(text, memo, kept):
-    """documents() one document at a time, each taken from `memo` by its text's digest or
-    parsed alone and added to `kept`; None when the file is not split that simply."""
+def chunks(text):
+    """[(digest, text, first line)] of the file's pieces, each from a `---` line to the next (the
+    first from the file's start): each holds one document, or before the first `---` a bare
+    one or nothing. None when the file is not split that simply (a `...` or `%` line)."""
     if yaml is None or _NOT_SPLIT.search(text or ""):
         return None
     starts = [0] + [found.start() for found in _DOCUMENT_START.finditer(text)]
-    docs, line = [], 1
+    pieces, line = [], 1
     for start, end in zip(starts, starts[1:] + [len(text)], strict=True):
         chunk = text[start:end]
-        if not chunk:
-            continue
-        digest = hashlib.sha256(chunk.encode("utf-8")).hexdigest()
+        if chunk:
+            pieces.append((hashlib.sha256(chunk.encode("utf-8")).hexdigest(), chunk, line))
+            line += chunk.count("\n")
+    return pieces
+
+
+def _parse_each(text, memo, kept):
+    """documents() one document at a time, each taken from `memo` by its text's digest or
+    parsed alone and added to `kept`; None when the file is not split that simply."""
+    pieces = chunks(text)
+    if pieces is None:
+        return None
+    docs = []
+    for digest, chunk, line in pieces:
         parsed = memo.get(digest)
         if parsed is not None:
             kept[digest] = parsed
         else:
-            parsed = _parse_alone(chunk)
+            parsed = parse_alone(chunk)
             if parsed is None:
                 return None
             if _plain(parsed):
                 kept[digest] = parsed
         docs += [(len(docs) + 1, line + offset, data) for offset, data in parsed]
-        line += chunk.count("\n")
     return docs
 
 
-def _parse_alone(chunk):
+def parse_alone(chunk):
+    """[[line offset, data], ...] of one piece of a file (chunks()), or None when it does not
+    parse: the file is then parsed whole, for the error that names its line."""
     try:
         loader = _Loader(chunk)
         parsed = []
@@ -309,7 +323,7 @@ def objects(text, filename, reader, error=ManifestError, only=None):
         if data is None:
             continue
         where = Where(filename, number, line, error=error)
-        if _kind(where, data) != "List":
+        if kind_of(where, data) != "List":
             if data["kind"] in wanted:
                 yield where, data["kind"], data
             elif only:
@@ -317,7 +331,7 @@ def objects(text, filename, reader, error=ManifestError, only=None):
             continue
         for i, item in enumerate(typed(where, "items", data.get("items"), list)):
             inner = Where(filename, number, line, i, error=error)
-            if _kind(inner, item) == "List":
+            if kind_of(inner, item) == "List":
                 raise inner.error("kind", "a List inside a List is not supported")
             if item["kind"] in wanted:
                 yield inner, item["kind"], item
@@ -336,7 +350,8 @@ def _and(words):
     return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
-def _kind(where, data):
+def kind_of(where, data):
+    """The object's kind, checked (a mapping, a kind podnet reads, its apiVersion)."""
     if not isinstance(data, dict):
         raise where.error("", "a document must be a mapping (a Kubernetes object), got a %s",
                           type(data).__name__)

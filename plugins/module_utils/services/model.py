@@ -10,8 +10,10 @@ typed-field checks are the manifest reader's (common/manifests.py), shared with 
     services.yml + pods (+ previous allocations)  ->  {"services": [...], ...}
 """
 
+import bisect
 import ipaddress
 import itertools
+import json
 
 from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
     DEFAULT_NAMESPACE,
@@ -21,16 +23,21 @@ from ansible_collections.podnet.network.plugins.module_utils.common.manifests im
     check_fields,
     check_name,
     choice,
+    chunks,
+    documents,
     integer,
     ipv4,
+    kind_of,
     metadata,
     objects,
+    parse_alone,
     parse_ipv4,
     special,
     string_map,
     typed,
     unicast_ipv4,
 )
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact
 
 TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
@@ -624,12 +631,8 @@ CHECKED_FIELDS = ("namespace", "name", "type", "cluster_ip", "external_name", "e
                   "selector", "ports")
 
 
-def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
-                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
-                  cluster_domain=None, warn=None):
-    """The services file `text` parsed, validated and allocated, endpoints not resolved yet:
-    JSON-safe, so the plan reads the file once and the Services resolve this against the
-    pods the nodes run (`resolve_services`). Arguments as load_services'."""
+def _settings(service_cidr, cluster_cidr, node_port_range):
+    """(service network, cluster network, (low, high) nodePorts), checked."""
     net = _network("service_cidr", service_cidr)
     cluster = _network("cluster_cidr", cluster_cidr)
     if net.overlaps(cluster):
@@ -637,13 +640,33 @@ def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
                                "address; choose ranges apart (Kubernetes' defaults: 10.96.0.0/12 and "
                                "10.244.0.0/16)"
                                % (net, cluster))
-    port_range = _port_range(node_port_range)
+    return net, cluster, _port_range(node_port_range)
+
+
+def _parse_object(where, kind, obj, net, port_range):
+    if kind == "Service":
+        return _parse_service(where, obj, net, port_range)
+    return (_parse_endpoints if kind == "Endpoints" else _parse_slice)(where, obj, net)
+
+
+def _checked_entry(svc):
+    """A Service as read_services returns it (JSON-safe)."""
+    return dict({key: svc[key] for key in CHECKED_FIELDS}, where=svc["where"].state(),
+                manual=[[name, protocol, found] for (name, protocol), found in svc["manual"].items()])
+
+
+def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
+                  node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
+                  cluster_domain=None, warn=None, keep=None):
+    """The services file `text` parsed, validated and allocated, endpoints not resolved yet:
+    JSON-safe, so the plan reads the file once and the Services resolve this against the
+    pods the nodes run (`resolve_services`). Arguments as load_services'. `keep`, a dict, is
+    filled with what recheck_services needs to check this file again once only its
+    Endpoints and EndpointSlices changed (left empty when the file cannot be split simply)."""
+    net, cluster, port_range = _settings(service_cidr, cluster_cidr, node_port_range)
     services, sources, seen = {}, [], {}
     for where, kind, obj in objects(text, filename, "services", ServiceSpecError):
-        if kind == "Service":
-            item = _parse_service(where, obj, net, port_range)
-        else:
-            item = (_parse_endpoints if kind == "Endpoints" else _parse_slice)(where, obj, net)
+        item = _parse_object(where, kind, obj, net, port_range)
         key = (kind,) + item["key"]
         if key in seen:
             raise where.error("metadata.name", "duplicate %s %s/%s; the first is %s", *key, seen[key])
@@ -653,27 +676,167 @@ def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
         else:
             sources.append(item)
     warn = warn or (lambda message: None)
-    _attach_endpoints(services, sources, warn)
+    said = []  # each source's warnings, in file order, as recheck_services replays them
+    for source in sources:
+        said.append([])
+        _attach_endpoints(services, [source], lambda message: said[-1].append(message) or warn(message))
+    tail = []
     for svc in services.values():
         if svc["type"] == "ExternalName":
             # dnsmasq answers the CNAME but does not chase it, where CoreDNS adds the target's
             # addresses (docs/dns.md): say so where the user meets it.
-            warn(svc["where"].warning("spec.externalName", "answered as a CNAME to %s without its "
-                                      "addresses (podnet's DNS does not chase it, CoreDNS does): "
-                                      "clients whose resolver does not follow CNAMEs (glibc's "
-                                      "getaddrinfo) get no address; see docs/dns.md",
-                                      svc["external_name"]))
+            tail.append(svc["where"].warning("spec.externalName", "answered as a CNAME to %s without its "
+                                             "addresses (podnet's DNS does not chase it, CoreDNS does): "
+                                             "clients whose resolver does not follow CNAMEs (glibc's "
+                                             "getaddrinfo) get no address; see docs/dns.md",
+                                             svc["external_name"]))
+            warn(tail[-1])
     in_file_order, ordered = list(services.values()), [services[key] for key in sorted(services)]
     _allocate_cluster_ips(in_file_order, ordered, net, previous, dns_ip or None)
     _check_frontends(in_file_order)
     _allocate_node_ports(in_file_order, ordered, port_range, previous)
     for svc in in_file_order if cluster_domain else ():
         _check_dns_names(svc, cluster_domain.rstrip(".").lower())
-    return {"cluster_cidr": str(cluster), "service_cidr": str(net), "node_port_range": list(port_range),
-            "services": [dict({key: svc[key] for key in CHECKED_FIELDS}, where=svc["where"].state(),
-                              manual=[[name, protocol, found]
-                                      for (name, protocol), found in svc["manual"].items()])
-                         for svc in ordered]}
+    checked = {"cluster_cidr": str(cluster), "service_cidr": str(net), "node_port_range": list(port_range),
+               "services": [_checked_entry(svc) for svc in ordered]}
+    if keep is not None:
+        keep.clear()
+        keep.update(_recheck_state(text, filename, services, sources, said, tail, checked))
+    return checked
+
+
+# --- checking again when only endpoints changed ---------------------------------------
+#
+# At 10,000 Services a changed endpoint is one document of 20,000, yet read_services checks
+# them all (seconds). recheck_services checks again only what such a change can touch, from
+# what read_services kept: each piece of the file (manifests.chunks) by digest, with where
+# it starts and what it holds (a Service, or an Endpoints or EndpointSlice and the Service it
+# feeds), each source's warnings, and each checked Service's compact text. When every piece
+# that came, went or changed is one Endpoints or EndpointSlice object, every other piece
+# stands where it stood (so every error and warning would name the same document and line),
+# and nothing else differs (the caller's part: the same settings, the same previous
+# allocations), the Services are the same, allocated the same, and only the endpoints of the
+# Services those objects feed change: those Services' sources are read again, in file order,
+# and attached as read_services attaches them. Anything else, or any error, and it says None:
+# the caller checks the file whole, which finds the error and says it as it always does.
+
+
+def _recheck_state(text, filename, services, sources, said, tail, checked):
+    pieces = chunks(text)
+    if pieces is None or len({digest for digest, _, _ in pieces}) != len(pieces):
+        return {}
+    firsts = [line for _, _, line in pieces]
+    counts, numbers = [0] * len(pieces), {}
+    for number, line, _data in documents(text, filename, ServiceSpecError):
+        at = bisect.bisect_right(firsts, line) - 1
+        counts[at] += 1
+        numbers[number] = at
+    tags = [[] for _ in pieces]
+    for items, tag in ((services.values(), lambda item: ["S", *item["key"]]),
+                       (sources, lambda item: ["E", item["where"].kind, *item["key"], *item["service"]])):
+        for item in items:
+            at = numbers[item["where"].number]
+            listed = item["where"].item is not None or counts[at] != 1 or tags[at]
+            tags[at] = ["X"] if listed else tag(item)
+    entries, number = [], 1
+    for (digest, _chunk, line), count, tag in zip(pieces, counts, tags, strict=True):
+        entries.append([digest, number, line, count, tag])
+        number += count
+    told = {}
+    for source, words in zip(sources, said, strict=True):
+        if words:
+            told.setdefault(pieces[numbers[source["where"].number]][0], []).extend(words)
+    return {"chunks": entries, "said": told, "tail": tail,
+            "head": compact(dict(checked, services=[]))[:-2],
+            "services": [["%s/%s" % (svc["namespace"], svc["name"]), compact(svc)]
+                         for svc in checked["services"]]}
+
+
+def _read_again(filename, chunk, number, line, net, port_range):
+    """The one object of a piece of the file, parsed and checked where it stands; None
+    when the piece holds anything else."""
+    parsed = parse_alone(chunk)
+    if parsed is None or len(parsed) != 1 or not isinstance(parsed[0][1], dict):
+        return None
+    offset, data = parsed[0]
+    where = Where(filename, number, line + offset, error=ServiceSpecError)
+    kind = kind_of(where, data)
+    if kind == "List":
+        return None
+    return _parse_object(where, kind, data, net, port_range)
+
+
+def recheck_services(text, filename, state, service_cidr="10.96.0.0/12", node_port_range="30000-32767",
+                     cluster_cidr="10.244.0.0/16"):
+    """(compact text of read_services' result, its warnings, the state for the next time) for
+    `text`, from `state` (what read_services or this kept for the file as it was, under the
+    same settings and previous allocations); None when that cannot be sure (see above)."""
+    try:
+        return _recheck(text, filename, state, *_settings(service_cidr, cluster_cidr, node_port_range))
+    except (ManifestError, LookupError, TypeError, ValueError):
+        return None
+
+
+def _recheck(text, filename, state, net, _cluster, port_range):
+    pieces = chunks(text)
+    if pieces is None or not state or not state.get("chunks"):
+        return None
+    before = {entry[0]: entry for entry in state["chunks"]}
+    now, fresh, number = [], {}, 1
+    for digest, chunk, line in pieces:
+        entry = before.get(digest)
+        if entry is not None:
+            if entry[1:3] != [number, line]:
+                return None  # it moved: its errors and warnings would name another place
+            now.append(entry)
+            number += entry[3]
+            continue
+        item = _read_again(filename, chunk, number, line, net, port_range)
+        if item is None or item["where"].kind not in ("Endpoints", "EndpointSlice"):
+            return None
+        fresh[digest] = item
+        now.append([digest, number, line, 1, ["E", item["where"].kind, *item["key"], *item["service"]]])
+        number += 1
+    present = {entry[0] for entry in now}
+    if len(present) != len(now):
+        return None
+    gone = [entry for digest, entry in before.items() if digest not in present]
+    if any(entry[4][:1] != ["E"] for entry in gone):
+        return None
+    feeding = [entry for entry in now if entry[4][:1] == ["E"]]
+    if len({tuple(entry[4][1:4]) for entry in feeding}) != len(feeding):
+        return None  # a duplicate: the whole check names both
+    texts = {digest: chunk for digest, chunk, _ in pieces}
+    homes = {tuple(entry[4][1:3]): entry for entry in now if entry[4][:1] == ["S"]}
+    said = {digest: words for digest, words in state["said"].items() if digest in texts}
+    entries = dict(state["services"])
+    fed = {tuple(entry[4][4:6]) for entry in gone} | {item["service"] for item in fresh.values()}
+    for key in sorted(fed):
+        home = homes.get(key)
+        if home is None:
+            return None  # no such Service (or one in a List): the whole check says so
+        svc = _read_again(filename, texts[home[0]], home[1], home[2], net, port_range)
+        if svc is None or svc["where"].kind != "Service" or svc["key"] != key:
+            return None
+        for entry in feeding:
+            if tuple(entry[4][4:6]) != key:
+                continue
+            source = fresh.get(entry[0]) or _read_again(filename, texts[entry[0]], entry[1], entry[2], net,
+                                                        port_range)
+            if source is None:
+                return None
+            told = []
+            _attach_endpoints({key: svc}, [source], told.append)
+            said.pop(entry[0], None)
+            if told:
+                said[entry[0]] = told
+        name = "%s/%s" % key
+        entries[name] = compact(dict(json.loads(entries[name]), manual=_checked_entry(svc)["manual"]))
+    order = [name for name, _ in state["services"]]
+    warnings = [words for entry in now for words in said.get(entry[0], ())] + state["tail"]
+    text = state["head"] + ",".join(entries[name] for name in order) + "]}"
+    kept = dict(state, chunks=now, said=said, services=[[name, entries[name]] for name in order])
+    return text, warnings, kept
 
 
 def resolve_services(checked, pods):
@@ -682,6 +845,11 @@ def resolve_services(checked, pods):
     pods = list(pods or [])
     return dict({key: checked[key] for key in ("cluster_cidr", "service_cidr", "node_port_range")},
                 services=[_service_model(svc, pods) for svc in checked["services"]])
+
+
+def resolve_service(svc, pods):
+    """One Service of resolve_services' model, from its checked entry."""
+    return _service_model(svc, list(pods or []))
 
 
 def check_allocations(data, path):
