@@ -28,7 +28,8 @@ description:
     whole load gives. A change it cannot spell that way (a set's type or flags, a table
     property) and an update nft refuses are loaded whole, still in one transaction.
   - For the run's glance it records, with its task's digest (O(glance_inputs)), a
-    fingerprint of the table's generation set, its chains and its files.
+    fingerprint of the table's generation set, its chains with their rule counts and its
+    files.
 options:
   family:
     description: Address family of the table.

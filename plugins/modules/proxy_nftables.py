@@ -15,7 +15,8 @@ description:
   - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
     entries that would keep clients on the old path are deleted.
   - For the run's glance it records, with its task's digest (O(glance_inputs)), a
-    fingerprint of the table's generation set, its chains and its files.
+    fingerprint of the table's generation set, its chains with their rule counts and its
+    files.
 options:
   model:
     description:

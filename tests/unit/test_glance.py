@@ -154,3 +154,41 @@ def test_a_settled_state_is_vouched_for_while_its_fingerprint_holds_and_for_its_
     # Without inputs (the module run without its action plugin) nothing is recorded.
     glance.settle(Module(), "test", {"path": str(live)}, None, index)
     assert glance.look(index)["settled"] == {"task 2": {}, "task 3": {}}
+
+
+CHAINS = {"nftables": [{"metainfo": {}},
+                       {"chain": {"family": "ip", "table": "podnet-services", "name": "services"}},
+                       {"chain": {"family": "ip", "table": "podnet", "name": "policy", "handle": 1}},
+                       {"chain": {"family": "ip", "table": "mine", "name": "forward", "handle": 1,
+                                  "hook": "forward", "policy": "accept"}}]}
+
+
+@pytest.fixture
+def stand_in_nft(monkeypatch):
+    """nft's listings and the kernel's rule dump, canned; every command run is counted."""
+    ran, rules = [], {("ip", "podnet-services"): {"services": 3}, ("ip", "podnet"): {"policy": 2}}
+
+    def output(argv):
+        ran.append(" ".join(argv[:4]))
+        if argv[:4] == ["nft", "-j", "list", "chains"]:
+            return json.dumps(CHAINS)
+        if argv[:4] == ["nft", "-j", "list", "set"]:
+            return json.dumps({"nftables": [{"set": {"name": argv[6], "elem": [7]}}]})
+        return None
+
+    monkeypatch.setattr(glance, "_command", output)
+    monkeypatch.setattr(glance.shutil, "which", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(glance, "rule_counts", lambda family, table: dict(rules.get((family, table), {})))
+    return ran, rules
+
+
+def test_the_nft_fingerprint_sees_a_flushed_table(stand_in_nft):
+    """`nft flush table` keeps the generation set and the chains: the rule counts show it."""
+    _ran, rules = stand_in_nft
+    args = {"family": "ip", "table": "podnet-services", "generation_set": "generation", "files": []}
+    before = glance.fingerprint("nft", args)
+    assert before is not None and glance.fingerprint("nft", args) == before
+    rules[("ip", "podnet-services")] = {}
+    assert glance.fingerprint("nft", args) not in (before, None)
+    rules[("ip", "podnet-services")] = {"services": 4}
+    assert glance.fingerprint("nft", args) not in (before, None)

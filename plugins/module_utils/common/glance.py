@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_rules import rule_counts
 from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import (
     live_value,
     normalized,
@@ -198,10 +199,12 @@ def digests(paths):
 
 def nft_fingerprint(family, table, generation_set, files):
     """An nftables table podnet loaded, as its module knows it at a glance: the elements of its
-    generation set, its chains by name (`nft list chains` reads no rules or elements:
-    milliseconds at any size), and its record and boot files. A table deleted, flushed or
-    reloaded, a chain added or removed, or a file changed is seen; a hand edit inside a set
-    or a chain is not, as with the module's own glance (verify_live lists everything)."""
+    generation set, its chains by name (`nft list chains` reads no rules or elements), how
+    many rules each holds (the kernel's rule dump of this table, nft_rules), and its record
+    and boot files: milliseconds at any size. A table deleted, flushed (`flush ruleset` or
+    `flush table`) or reloaded, a chain or rule added or removed, or a file changed is seen;
+    a rule or element edited in place is not, as with the module's own glance (verify_live
+    lists everything)."""
     if shutil.which("nft") is None:
         return None
     listing = _command(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
@@ -209,11 +212,12 @@ def nft_fingerprint(family, table, generation_set, files):
         json.dumps(item["set"].get("elem"), sort_keys=True)
         for item in json.loads(listing).get("nftables", []) if "set" in item)
     chains = _command(["nft", "-j", "list", "chains", family])
-    if chains is None:
+    rules = rule_counts(family, table)
+    if chains is None or rules is None:
         return None
     names = sorted(item["chain"]["name"] for item in json.loads(chains).get("nftables", [])
                    if "chain" in item and item["chain"].get("table") == table)
-    parts = [generation, names, digests(files)]
+    parts = [generation, names, digests(files), {name: rules.get(name, 0) for name in names}]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
