@@ -192,3 +192,30 @@ def test_the_nft_fingerprint_sees_a_flushed_table(stand_in_nft):
     assert glance.fingerprint("nft", args) not in (before, None)
     rules[("ip", "podnet-services")] = {"services": 4}
     assert glance.fingerprint("nft", args) not in (before, None)
+
+
+def test_one_reading_of_the_chains_serves_every_table_and_the_firewall(stand_in_nft, monkeypatch, tmp_path):
+    """node_info lists nft's chains once, for the firewall's survey and fingerprint and for
+    every settled table (each still reads its own generation set)."""
+    from ansible_collections.podnet.network.plugins.module_utils.firewall import apply
+
+    ran, _rules = stand_in_nft
+    monkeypatch.setattr(apply.shutil, "which", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(apply, "_run", lambda argv, **kwargs: pytest.fail("read again: %s" % argv))
+    index = str(tmp_path / "glance.json")
+    for table, generation_set in (("podnet-services", "generation"), ("podnet", "podnet_generation")):
+        args = {"family": "ip", "table": table, "generation_set": generation_set, "files": []}
+        glance.settle(Module(), "nft", args, "task " + table, index)
+    firewall = {"state_file": str(tmp_path / "firewall.json")}
+    record = json.loads(open(index).read())
+    record["states"].append({"kind": "firewall", "args": firewall, "inputs": "task firewall", "replay": {},
+                             "live": glance.fingerprint("firewall", firewall, glance.Reading())})
+    with open(index, "w") as handle:
+        json.dump(record, handle)
+    ran.clear()
+
+    reading = glance.Reading()
+    snapshot = glance.look(index, reading)
+    assert sorted(snapshot["settled"]) == ["task firewall", "task podnet", "task podnet-services"]
+    assert apply.survey(reading.firewall_ruleset()) == []
+    assert sorted(ran) == ["nft -j list chains", "nft -j list set", "nft -j list set"]
