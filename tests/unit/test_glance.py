@@ -176,7 +176,7 @@ def stand_in_nft(monkeypatch):
             return json.dumps({"nftables": [{"set": {"name": argv[6], "elem": [7]}}]})
         return None
 
-    monkeypatch.setattr(glance, "_command", output)
+    monkeypatch.setattr(glance, "output", output)
     monkeypatch.setattr(glance.shutil, "which", lambda name: "/usr/sbin/" + name)
     monkeypatch.setattr(glance, "rule_counts", lambda family, table: dict(rules.get((family, table), {})))
     return ran, rules

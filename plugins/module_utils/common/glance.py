@@ -28,9 +28,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_rules import rule_counts
+from ansible_collections.podnet.network.plugins.module_utils.common.process import output
 from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import (
     live_value,
     normalized,
@@ -146,17 +146,6 @@ def look(path=INDEX, reading=None):
 # --- fingerprints: the live state a settling module owns, read cheaply ---------------
 
 
-def _command(argv):
-    """The command's output, None when it fails or is not installed."""
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 class Reading:
     """The listings one node_info run shares: nft's chains (every family, one `nft -j list
     chains`) serve the firewall's survey and fingerprint and every settled nft table, and
@@ -170,7 +159,7 @@ class Reading:
         """Every chain object of `nft -j list chains` ({"family", "table", "name", ...}),
         None when nft is missing or fails."""
         if self._chains == ():
-            listing = _command(["nft", "-j", "list", "chains"])
+            listing = output(["nft", "-j", "list", "chains"])
             self._chains = None if listing is None else [
                 item["chain"] for item in json.loads(listing).get("nftables", []) if "chain" in item]
         return self._chains
@@ -191,7 +180,7 @@ def _listing(argv, keep=None):
     if shutil.which(argv[0]) is None:
         return None
     try:
-        entries = json.loads(_command(argv) or "[]")
+        entries = json.loads(output(argv) or "[]")
     except ValueError:
         return None
     return sorted(json.dumps(e, sort_keys=True) for e in entries if keep is None or keep(e))
@@ -210,7 +199,7 @@ def routes_fingerprint(table, protocol, device):
     if parts[0] is None:
         return None
     if parts[1]:
-        out = _command(["ethtool", "-k", device]) or ""
+        out = output(["ethtool", "-k", device]) or ""
         parts.append([line for line in out.splitlines() if line.startswith("tx-checksum-ip-generic:")])
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
@@ -237,7 +226,7 @@ def nft_fingerprint(family, table, generation_set, files, reading=None):
     lists everything)."""
     if shutil.which("nft") is None:
         return None
-    listing = _command(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
+    listing = output(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
     generation = None if listing is None else sorted(
         json.dumps(item["set"].get("elem"), sort_keys=True)
         for item in json.loads(listing).get("nftables", []) if "set" in item)
