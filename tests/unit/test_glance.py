@@ -3,6 +3,7 @@ what an action plugin decides on the controller from it. Temporary files only.""
 
 import json
 import os
+import struct
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common import glance
@@ -219,3 +220,64 @@ def test_one_reading_of_the_chains_serves_every_table_and_the_firewall(stand_in_
     assert sorted(snapshot["settled"]) == ["task firewall", "task podnet", "task podnet-services"]
     assert apply.survey(reading.firewall_ruleset()) == []
     assert sorted(ran) == ["nft -j list chains", "nft -j list set", "nft -j list set"]
+
+
+class FakeNetlink:
+    """A netlink socket that answers a rule dump with canned messages."""
+
+    def __init__(self, messages):
+        self.messages, self.sent = messages, []
+
+    def __call__(self, *args):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def settimeout(self, timeout):
+        pass
+
+    def sendto(self, data, address):
+        self.sent.append(data)
+
+    def recv(self, size):
+        seq = struct.unpack_from("=IHHII", self.sent[0])[3]
+        return b"".join(message(seq) for message in self.messages)
+
+
+def rule_message(chain):
+    def build(seq):
+        attribute = struct.pack("=HH", 4 + len(chain) + 1, 2) + chain.encode() + b"\0"
+        attribute += b"\0" * (-len(attribute) % 4)
+        body = struct.pack("=BBH", 2, 0, 0) + attribute
+        return struct.pack("=IHHII", 16 + len(body), (10 << 8) | 6, 2, seq, 0) + body
+    return build
+
+
+def end_message(kind, error=0):
+    def build(seq):
+        body = struct.pack("=i", error) + b"\0" * 16 if kind == 2 else struct.pack("=i", 0)
+        return struct.pack("=IHHII", 16 + len(body), kind, 2, seq, 0) + body
+    return build
+
+
+@pytest.mark.parametrize(("messages", "counts"), [
+    ([rule_message("services"), rule_message("services"), rule_message("nat_output"), end_message(3)],
+     {"services": 2, "nat_output": 1}),
+    ([end_message(3)], {}),
+    ([end_message(2, -2)], {}),  # ENOENT: no such table
+    ([end_message(2, -1)], None),  # EPERM: cannot be asked
+])
+def test_the_kernel_s_rule_dump_is_counted_per_chain(monkeypatch, messages, counts):
+    from ansible_collections.podnet.network.plugins.module_utils.common import nft_rules
+
+    fake = FakeNetlink(messages)
+    monkeypatch.setattr(nft_rules.socket, "socket", fake)
+    assert nft_rules.rule_counts("ip", "podnet-services") == counts
+    request = fake.sent[0]
+    assert struct.unpack_from("=IHHII", request)[1:3] == ((10 << 8) | 7, 0x301)  # GETRULE, a dump
+    assert b"podnet-services\0" in request
+    assert nft_rules.rule_counts("nope", "podnet-services") is None
