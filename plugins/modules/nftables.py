@@ -277,8 +277,8 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
                 # `nft -c` pass first would only double the cost (seconds for a large table).
                 nft.load(Transaction(family, table).replace_table(body))
             if not nft.check_mode:
-                # With each chain's rule count, so a `flush table` fails the next glance; a
-                # record of names only (older podnet, no netlink) is compared by name.
+                # With each chain's rule count, so a `flush table` fails the next glance (names
+                # only when the kernel's rule dump cannot be read, and then compared by name).
                 names, rules = sorted(nft.chain_names(family, table)), nft.rule_counts(family, table)
                 new_record["chains"] = names if rules is None else {
                     name: rules.get(name, 0) for name in names}

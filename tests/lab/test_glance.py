@@ -313,3 +313,11 @@ def test_a_flushed_policy_table_or_chain_is_repaired(scratch, tmp_path):
         assert policy_run(scratch, tmp_path) == (True, False, ["replace table ip %s" % TABLE]), damage
         assert in_netns(scratch, "nft", "-s", "list", "table", "ip", TABLE) == applied, damage
         assert policy_run(scratch, tmp_path)[:2] == (False, True), damage
+    # A record of chain names only (an older podnet's) cannot vouch for the rules: the table
+    # is loaded once more, and the record learns the counts.
+    record_file = tmp_path / "state" / ("nft-ip-%s.json" % TABLE)
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps(dict(record, chains=sorted(record["chains"]))))
+    assert policy_run(scratch, tmp_path) == (True, False, ["replace table ip %s" % TABLE])
+    assert json.loads(record_file.read_text())["chains"] == record["chains"]
+    assert policy_run(scratch, tmp_path)[:2] == (False, True)

@@ -145,7 +145,9 @@ def test_kernel_matches(record, live_generation, live_chains, matches):
     P(GLANCED, {}, False, id="flush table: every chain empty"),
     P(GLANCED, {"services": 10}, False, id="one chain flushed"),
     P(GLANCED, {"services": 11, "nat_output": 1}, False, id="a rule added"),
-    P(dict(GLANCED, chains=["services", "nat_output"]), {}, True, id="a record of names only"),
+    P(dict(GLANCED, chains=["services", "nat_output"]), {"services": 10, "nat_output": 1}, False,
+      id="a record of names only: loaded once more"),
+    P(dict(GLANCED, chains=["services", "nat_output"]), None, True, id="names only, counts unknown"),
 ])
 def test_kernel_matches_counts_rules(record, live_rules, matches):
     """`nft flush table` keeps the generation set and every chain: only the rule counts show it."""
