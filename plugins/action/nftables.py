@@ -7,8 +7,8 @@ every run. With O(verify_live), without O(content), or for O(state=absent), the 
 it is called.
 
 Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
-very task and node_info found the table's generation, chains and files still as it left
-them, the node is not asked at all. With O(verify_live) it always is.
+very task and node_info found the table's generation, chains, rule counts and files still
+as it left them, the node is not asked at all. With O(verify_live) it always is.
 """
 
 import hashlib

@@ -12,8 +12,8 @@ or without O(model), the module runs as it is called.
 
 Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
 very task (its arguments, the model among them, less the delta that only carries it) and
-node_info found the table's generation, chains and files still as it left them, the node
-is not asked at all. With O(verify_live) it always is.
+node_info found the table's generation, chains, rule counts and files still as it left
+them, the node is not asked at all. With O(verify_live) it always is.
 """
 
 import hashlib

@@ -15,18 +15,21 @@ description:
     C(nft -f), a single kernel transaction that applies whole or not at all.
   - Idempotent by digest, without listing the table. The table carries a one-element set,
     C(podnet_generation), whose value follows from the digest of the script; the module
-    records the digest, the chains' names and, per chain and set, what it loaded. A run
-    whose script is the recorded one asks the kernel only for that set and the chain names
-    (milliseconds at any size) and is unchanged when they are the recorded ones. A deleted
-    or reloaded table, or a chain added or removed by hand, is seen and the table loaded
-    whole again; an edit inside a chain or a set is seen only with O(verify_live).
+    records the digest, the chains' names and rule counts and, per chain and set, what it
+    loaded. A run whose script is the recorded one asks the kernel only for that set, the
+    chain names and each chain's number of rules (the kernel's rule dump of the table,
+    milliseconds at any size) and is unchanged when they are the recorded ones. A deleted,
+    reloaded or flushed (C(nft flush table)) table, a chain added or removed, or a rule
+    added or deleted by hand is seen and the table loaded whole again; a rule edited in
+    place or a set's element changed is seen only with O(verify_live).
   - A changed script whose table the glance confirms is applied as one transaction of only
     what changed (chains flushed and refilled, added or deleted; sets' elements added or
     deleted; sets added or deleted), computed from the record; the result is the table a
     whole load gives. A change it cannot spell that way (a set's type or flags, a table
     property) and an update nft refuses are loaded whole, still in one transaction.
   - For the run's glance it records, with its task's digest (O(glance_inputs)), a
-    fingerprint of the table's generation set, its chains and its files.
+    fingerprint of the table's generation set, its chains with their rule counts and its
+    files.
 options:
   family:
     description: Address family of the table.
@@ -200,12 +203,12 @@ def ensure_absent(module, nft, family, table, path, state_file):
 
 def glance(nft, family, table, record):
     """Does the kernel show the table `record` describes? (common/nft.kernel_shows: the
-    generation set and the chain names, milliseconds at any size.)"""
+    generation set, the chain names and their rule counts, milliseconds at any size.)"""
     if not record or record.get("version") != RECORD_VERSION:
         return False
     live_generation = set_elements(nft, family, table, GENERATION_SET)
     return kernel_shows(record.get("generation"), record.get("chains"), live_generation,
-                        nft.chain_names(family, table))
+                        nft.chain_names(family, table), nft.rule_counts(family, table))
 
 
 def runs(module, nft, family, table, content_sha256, path, state_file):
@@ -274,7 +277,11 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
                 # `nft -c` pass first would only double the cost (seconds for a large table).
                 nft.load(Transaction(family, table).replace_table(body))
             if not nft.check_mode:
-                new_record["chains"] = sorted(nft.chain_names(family, table))
+                # With each chain's rule count, so a `flush table` fails the next glance (names
+                # only when the kernel's rule dump cannot be read, and then compared by name).
+                names, rules = sorted(nft.chain_names(family, table)), nft.rule_counts(family, table)
+                new_record["chains"] = names if rules is None else {
+                    name: rules.get(name, 0) for name in names}
                 if verify_live:
                     listed = nft.list(family, table, stateless=True)
                     if listed is None:

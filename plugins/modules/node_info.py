@@ -248,11 +248,13 @@ def main():
         "kernel_modules": kernel_modules(),
         "packages_installed": installed_packages(),
     }
+    # One reading of nft's chains and of the firewall serves the glance and the survey.
+    reading = glance.Reading()
     if module.params["glance"]:
-        facts["glance"] = glance.look(module.params["glance_file"])
+        facts["glance"] = glance.look(module.params["glance_file"], reading)
     if module.params["firewall"]:
         try:
-            facts["firewall_report"] = survey()
+            facts["firewall_report"] = survey(reading.firewall_ruleset())
         except (FirewallError, ValueError) as exc:
             module.fail_json(msg="cannot read the node's firewall: %s" % exc)
     # A new snapshot: nothing has moved on the node since (see plugin_utils/glanced.py).

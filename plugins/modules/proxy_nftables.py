@@ -15,7 +15,8 @@ description:
   - When a UDP endpoint goes away, or a UDP Service gets its first endpoints, the conntrack
     entries that would keep clients on the old path are deleted.
   - For the run's glance it records, with its task's digest (O(glance_inputs)), a
-    fingerprint of the table's generation set, its chains and its files.
+    fingerprint of the table's generation set, its chains with their rule counts and its
+    files.
 options:
   model:
     description:
@@ -68,10 +69,11 @@ options:
       - Compare with the whole live table (C(nft -j list table)) on every run. Catches hand
         edits inside podnet's sets and chains; costs about 2 s at 10,000 Services x 5 endpoints.
       - When false, a run whose inputs (model, node, table, path, podnet's renderer) are the
-        ones recorded checks only the table's generation set and chain names (milliseconds)
-        and the boot script, and does nothing more when they match; any other run computes
-        its element deltas from the record. A deleted, flushed or reloaded table, or a chain
-        added or removed, is still seen and repaired.
+        ones recorded checks only the table's generation set, chain names and each chain's
+        number of rules (milliseconds) and the boot script, and does nothing more when they
+        match; any other run computes its element deltas from the record. A deleted, flushed
+        (C(flush ruleset) or C(flush table)) or reloaded table, a chain added or removed, or
+        a rule added or deleted is still seen and repaired.
     type: bool
     default: false
   flush_conntrack:
@@ -355,7 +357,8 @@ def glance(nft, table, record):
     except (ValueError, NftProxyError):
         return False
     live_generation = live["elements"].get(GENERATION_SET)
-    return kernel_matches(record, live_generation, nft.chain_names(FAMILY, table))
+    return kernel_matches(record, live_generation, nft.chain_names(FAMILY, table),
+                          nft.rule_counts(FAMILY, table))
 
 
 def apply_rules(module, nft, table, ruleset, content, record, actions, trusted):

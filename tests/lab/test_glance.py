@@ -245,6 +245,13 @@ def test_the_service_nat_is_asked_only_when_its_table_moved_or_the_model_changed
 
     model = changed_model()
     assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    applied = in_netns(scratch, "nft", "-s", "list", "table", "ip", "podnet-services")
+    assert proxy_run(scratch, tmp_path, model) == (False, True, "glance")
+    # `nft flush table` keeps the generation set, the chains and every element; each chain's
+    # rule count (the kernel's rule dump) shows it, at node_info and at the module's glance.
+    in_netns(scratch, "nft", "flush", "table", "ip", "podnet-services")
+    assert proxy_run(scratch, tmp_path, model)[:2] == (True, False)
+    assert in_netns(scratch, "nft", "-s", "list", "table", "ip", "podnet-services") == applied
     assert proxy_run(scratch, tmp_path, model) == (False, True, "glance")
     # A chain added by hand, the table deleted, the boot file edited: each is seen and repaired.
     in_netns(scratch, "nft", "add", "chain", "ip", "podnet-services", "mine")
@@ -262,3 +269,55 @@ def test_the_service_nat_is_asked_only_when_its_table_moved_or_the_model_changed
                                              target_port=8080)])
     assert proxy_run(scratch, tmp_path, changed_model(web=web))[:2] == (True, False)
     assert proxy_run(scratch, tmp_path, changed_model(web=web)) == (False, True, "glance")
+
+
+POLICY_PLAY = """- hosts: localhost
+  gather_facts: false
+  tasks:
+    - podnet.network.node_info:
+        node_ip: 127.0.0.1
+        state_file: {tmp}/node.json
+        services_state_file: {tmp}/allocations.json
+        proxy_state_dir: {tmp}
+        glance_file: {tmp}/glance.json
+    - podnet.network.nftables:
+        table: podnet-policy
+        content: "{{{{ lookup('file', '{tmp}/policy.nft') }}}}"
+        state_dir: {tmp}/state
+        path: {tmp}/state/podnet-policy.nft
+        glance_file: {tmp}/glance.json
+      register: policy
+    - ansible.builtin.copy:
+        content: "{{{{ policy | to_json }}}}"
+        dest: {tmp}/result.json
+        mode: "0644"
+"""
+
+
+def policy_run(netns, tmp_path):
+    """(changed, glanced, actions) of the NetworkPolicy table's task of one play."""
+    result = play(netns, tmp_path, "policy.yml", POLICY_PLAY.format(tmp=tmp_path))
+    return result["changed"], result.get("glanced", False), result.get("actions")
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="needs nft")
+def test_a_flushed_policy_table_or_chain_is_repaired(scratch, tmp_path):
+    from tests.lab.test_nft_glance_update import TABLE, content, policies
+
+    (tmp_path / "policy.nft").write_text(content(*policies(5)))
+    assert policy_run(scratch, tmp_path)[:2] == (True, False)
+    applied = in_netns(scratch, "nft", "-s", "list", "table", "ip", TABLE)
+    assert policy_run(scratch, tmp_path)[:2] == (False, True)
+    for damage in (["flush", "table", "ip", TABLE], ["flush", "chain", "ip", TABLE, "pod_ingress"]):
+        in_netns(scratch, "nft", *damage)
+        assert policy_run(scratch, tmp_path) == (True, False, ["replace table ip %s" % TABLE]), damage
+        assert in_netns(scratch, "nft", "-s", "list", "table", "ip", TABLE) == applied, damage
+        assert policy_run(scratch, tmp_path)[:2] == (False, True), damage
+    # A record of chain names only (an older podnet's) cannot vouch for the rules: the table
+    # is loaded once more, and the record learns the counts.
+    record_file = tmp_path / "state" / ("nft-ip-%s.json" % TABLE)
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps(dict(record, chains=sorted(record["chains"]))))
+    assert policy_run(scratch, tmp_path) == (True, False, ["replace table ip %s" % TABLE])
+    assert json.loads(record_file.read_text())["chains"] == record["chains"]
+    assert policy_run(scratch, tmp_path)[:2] == (False, True)

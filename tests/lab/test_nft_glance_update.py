@@ -1,12 +1,12 @@
 """The nftables module's glance and its updates (issue 13), in the kernel.
 
-A run whose content is the recorded one asks the kernel only for the table's generation set
-and chain names and changes nothing; what the glance can see (a table deleted, reloaded by
-someone else, a chain added or removed) is repaired, and what it cannot (rules flushed by hand,
-an element deleted by hand) is repaired by verify_live. A changed content is sent as one
-transaction of only what changed, and the table it leaves is the one a whole load of the same
-content gives: compared object by object, as nft lists them (nft lists objects in the order
-they were made, so an update that adds a set lists it last).
+A run whose content is the recorded one asks the kernel only for the table's generation set,
+chain names and rule counts and changes nothing; what the glance can see (a table deleted,
+reloaded by someone else or flushed, a chain added, removed or flushed) is repaired, and what
+it cannot (a rule edited in place, an element deleted by hand) is repaired by verify_live. A
+changed content is sent as one transaction of only what changed, and the table it leaves is the
+one a whole load of the same content gives: compared object by object, as nft lists them (nft
+lists objects in the order they were made, so an update that adds a set lists it last).
 
 The real module, through a real ansible-playbook (AnsiballZ, as on a node), in scratch network
 namespaces with the real nft; never the lab's namespaces or the root one. Needs root, ip, nft.
@@ -123,7 +123,8 @@ def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path)
     # Deleted, reloaded by someone else (without podnet's generation), a chain removed or
     # added by hand: seen, and the table loaded whole again.
     for damage in (["delete", "table", "ip", TABLE], ["flush", "ruleset"],
-                   ["-f", str(tmp_path / "content.nft")], ["add", "chain", "ip", TABLE, "mine"]):
+                   ["-f", str(tmp_path / "content.nft")], ["add", "chain", "ip", TABLE, "mine"],
+                   ["flush", "table", "ip", TABLE], ["flush", "chain", "ip", TABLE, "pod_ingress"]):
         if damage[0] == "-f":
             nft(netns, "delete", "table", "ip", TABLE)
         nft(netns, *damage)
@@ -132,8 +133,12 @@ def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path)
         assert nft(netns, "-s", "list", "table", "ip", TABLE) == applied, damage
         assert apply(netns, tmp_path, text)["verified"] == "generation"
 
-    # Rules flushed by hand keep the chains and the generation: not seen at a glance ...
-    nft(netns, "flush", "table", "ip", TABLE)
+    # A rule edited in place keeps the chains, their rule counts and the generation: not seen
+    # at a glance ...
+    handle = next(line.rsplit("# handle ", 1)[1] for line in nft(
+        netns, "-a", "list", "chain", "ip", TABLE, "pod_ingress").splitlines() if "# handle " in line
+        and not line.strip().startswith("chain "))
+    nft(netns, "replace", "rule", "ip", TABLE, "pod_ingress", "handle", handle.strip(), "accept")
     assert apply(netns, tmp_path, text) == {"changed": False, "verified": "generation", "actions": []}
     # ... verify_live lists the table (the first time also to learn its listing) and puts it back.
     assert apply(netns, tmp_path, text, verify_live=True)["changed"]

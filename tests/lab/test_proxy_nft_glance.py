@@ -112,6 +112,11 @@ def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path)
     healed = apply(scratch, tmp_path, model)
     assert healed["changed"] and healed["verified"] == "listing"
     assert nft(scratch, "list", "table", "ip", TABLE) == applied
+    # `flush table` keeps the generation set, chains and elements: the rule counts show it.
+    nft(scratch, "flush", "table", "ip", TABLE)
+    healed = apply(scratch, tmp_path, model)
+    assert healed["changed"] and healed["verified"] == "listing"
+    assert nft(scratch, "list", "table", "ip", TABLE) == applied
 
     # Other inputs: deltas from the trusted record, then a glance again.
     update = apply(scratch, tmp_path, changed_model(web=NEW_WEB))

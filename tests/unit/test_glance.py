@@ -3,6 +3,7 @@ what an action plugin decides on the controller from it. Temporary files only.""
 
 import json
 import os
+import struct
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common import glance
@@ -154,3 +155,129 @@ def test_a_settled_state_is_vouched_for_while_its_fingerprint_holds_and_for_its_
     # Without inputs (the module run without its action plugin) nothing is recorded.
     glance.settle(Module(), "test", {"path": str(live)}, None, index)
     assert glance.look(index)["settled"] == {"task 2": {}, "task 3": {}}
+
+
+CHAINS = {"nftables": [{"metainfo": {}},
+                       {"chain": {"family": "ip", "table": "podnet-services", "name": "services"}},
+                       {"chain": {"family": "ip", "table": "podnet", "name": "policy", "handle": 1}},
+                       {"chain": {"family": "ip", "table": "mine", "name": "forward", "handle": 1,
+                                  "hook": "forward", "policy": "accept"}}]}
+
+
+@pytest.fixture
+def stand_in_nft(monkeypatch):
+    """nft's listings and the kernel's rule dump, canned; every command run is counted."""
+    ran, rules = [], {("ip", "podnet-services"): {"services": 3}, ("ip", "podnet"): {"policy": 2}}
+
+    def output(argv):
+        ran.append(" ".join(argv[:4]))
+        if argv[:4] == ["nft", "-j", "list", "chains"]:
+            return json.dumps(CHAINS)
+        if argv[:4] == ["nft", "-j", "list", "set"]:
+            return json.dumps({"nftables": [{"set": {"name": argv[6], "elem": [7]}}]})
+        return None
+
+    monkeypatch.setattr(glance, "output", output)
+    monkeypatch.setattr(glance.shutil, "which", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(glance, "rule_counts", lambda family, table: dict(rules.get((family, table), {})))
+    return ran, rules
+
+
+def test_the_nft_fingerprint_sees_a_flushed_table(stand_in_nft):
+    """`nft flush table` keeps the generation set and the chains: the rule counts show it."""
+    _ran, rules = stand_in_nft
+    args = {"family": "ip", "table": "podnet-services", "generation_set": "generation", "files": []}
+    before = glance.fingerprint("nft", args)
+    assert before is not None and glance.fingerprint("nft", args) == before
+    rules[("ip", "podnet-services")] = {}
+    assert glance.fingerprint("nft", args) not in (before, None)
+    rules[("ip", "podnet-services")] = {"services": 4}
+    assert glance.fingerprint("nft", args) not in (before, None)
+
+
+def test_one_reading_of_the_chains_serves_every_table_and_the_firewall(stand_in_nft, monkeypatch, tmp_path):
+    """node_info lists nft's chains once, for the firewall's survey and fingerprint and for
+    every settled table (each still reads its own generation set)."""
+    from ansible_collections.podnet.network.plugins.module_utils.firewall import apply
+
+    ran, _rules = stand_in_nft
+    monkeypatch.setattr(apply.shutil, "which", lambda name: "/usr/sbin/" + name)
+    monkeypatch.setattr(apply, "_run", lambda argv, **kwargs: pytest.fail("read again: %s" % argv))
+    index = str(tmp_path / "glance.json")
+    for table, generation_set in (("podnet-services", "generation"), ("podnet", "podnet_generation")):
+        args = {"family": "ip", "table": table, "generation_set": generation_set, "files": []}
+        glance.settle(Module(), "nft", args, "task " + table, index)
+    firewall = {"state_file": str(tmp_path / "firewall.json")}
+    record = json.loads(open(index).read())
+    record["states"].append({"kind": "firewall", "args": firewall, "inputs": "task firewall", "replay": {},
+                             "live": glance.fingerprint("firewall", firewall, glance.Reading())})
+    with open(index, "w") as handle:
+        json.dump(record, handle)
+    ran.clear()
+
+    reading = glance.Reading()
+    snapshot = glance.look(index, reading)
+    assert sorted(snapshot["settled"]) == ["task firewall", "task podnet", "task podnet-services"]
+    assert apply.survey(reading.firewall_ruleset()) == []
+    assert sorted(ran) == ["nft -j list chains", "nft -j list set", "nft -j list set"]
+
+
+class FakeNetlink:
+    """A netlink socket that answers a rule dump with canned messages."""
+
+    def __init__(self, messages):
+        self.messages, self.sent = messages, []
+
+    def __call__(self, *args):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def settimeout(self, timeout):
+        pass
+
+    def sendto(self, data, address):
+        self.sent.append(data)
+
+    def recv(self, size):
+        seq = struct.unpack_from("=IHHII", self.sent[0])[3]
+        return b"".join(message(seq) for message in self.messages)
+
+
+def rule_message(chain):
+    def build(seq):
+        attribute = struct.pack("=HH", 4 + len(chain) + 1, 2) + chain.encode() + b"\0"
+        attribute += b"\0" * (-len(attribute) % 4)
+        body = struct.pack("=BBH", 2, 0, 0) + attribute
+        return struct.pack("=IHHII", 16 + len(body), (10 << 8) | 6, 2, seq, 0) + body
+    return build
+
+
+def end_message(kind, error=0):
+    def build(seq):
+        body = struct.pack("=i", error) + b"\0" * 16 if kind == 2 else struct.pack("=i", 0)
+        return struct.pack("=IHHII", 16 + len(body), kind, 2, seq, 0) + body
+    return build
+
+
+@pytest.mark.parametrize(("messages", "counts"), [
+    ([rule_message("services"), rule_message("services"), rule_message("nat_output"), end_message(3)],
+     {"services": 2, "nat_output": 1}),
+    ([end_message(3)], {}),
+    ([end_message(2, -2)], {}),  # ENOENT: no such table
+    ([end_message(2, -1)], None),  # EPERM: cannot be asked
+])
+def test_the_kernel_s_rule_dump_is_counted_per_chain(monkeypatch, messages, counts):
+    from ansible_collections.podnet.network.plugins.module_utils.common import nft_rules
+
+    fake = FakeNetlink(messages)
+    monkeypatch.setattr(nft_rules.socket, "socket", fake)
+    assert nft_rules.rule_counts("ip", "podnet-services") == counts
+    request = fake.sent[0]
+    assert struct.unpack_from("=IHHII", request)[1:3] == ((10 << 8) | 7, 0x301)  # GETRULE, a dump
+    assert b"podnet-services\0" in request
+    assert nft_rules.rule_counts("nope", "podnet-services") is None

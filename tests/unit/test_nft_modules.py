@@ -78,7 +78,8 @@ def test_nftables_loads_once_then_knows_at_a_glance(tmp_path, paths):
     nft.calls.clear()
     # Nothing changed: the generation set and the chain names, never the table.
     assert present(Module(tmp_path, {}), nft, paths) == (None, [], "generation")
-    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet")]
+    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet"),
+                         ("rules", "ip", "podnet")]
     assert len(nft.loaded) == 1
 
 
@@ -114,7 +115,8 @@ def test_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path, paths):
     present(Module(tmp_path, {}), nft, paths)
     nft.calls.clear()
     assert ask()
-    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet")]
+    assert nft.calls == [("list", "ip", "podnet", ("set", "podnet_generation")), ("chains", "ip", "podnet"),
+                         ("rules", "ip", "podnet")]
     assert not ask(bare)  # the same table from other text (no last newline): sent, found current, learned
     assert present(Module(tmp_path, {}), nft, paths, content=bare)[1:] == ([], "generation")
     assert ask(bare)
@@ -278,15 +280,15 @@ def test_proxy_nftables_with_a_trusted_record_sends_only_deltas(tmp_path):
     actions, *_, extra = proxy(tmp_path, nft, services_model("10.244.1.5", "10.244.2.5"))
     assert (actions, extra) == ([], {"current": True, "verified": "generation"})
     assert nft.calls[2:] == [("list", "ip", "podnet-services", ("set", "generation")),
-                             ("chains", "ip", "podnet-services")]
+                             ("chains", "ip", "podnet-services"), ("rules", "ip", "podnet-services")]
     # Other inputs: the same glance, then, trusting its record, the module does not list the
     # table; it sends deltas, the new generation among them (bookkeeping, not counted). (An
     # endpoint went away: the affinity map, and only it, is listed for the pins to it.)
     actions, _old, _view, _cleared, extra = proxy(tmp_path, nft, services_model("10.244.1.5"))
     assert extra == {"current": False, "verified": "record", "model_from": "whole"}
-    assert [call[:4] if call[0] != "load" else "load" for call in nft.calls[4:]] == [
+    assert [call[:4] if call[0] != "load" else "load" for call in nft.calls[5:]] == [
         ("list", "ip", "podnet-services", ("set", "generation")), ("chains", "ip", "podnet-services"),
-        ("list", "ip", "podnet-services", ("map", "affinity")), "load"]
+        ("rules", "ip", "podnet-services"), ("list", "ip", "podnet-services", ("map", "affinity")), "load"]
     assert actions[0] == ("update table ip podnet-services: 3 elements deleted, 1 added, "
                           "0 pick chains added, 0 deleted")
     update = nft.loaded[-1]
@@ -316,6 +318,9 @@ def test_proxy_nftables_sees_a_table_that_is_not_the_recorded_one(tmp_path):
                                 None: '{"nftables": []}'}, "listing", "load table"),
         ("a chain more", {("set", "generation"): generation_set(ours), "chains": names | {"mine"},
                           None: '{"nftables": []}'}, "listing", "load table"),
+        # `flush table`: the generation set and every chain stay, their rules are gone.
+        ("flushed", {("set", "generation"): generation_set(ours), "chains": names, "rules": {},
+                     None: '{"nftables": []}'}, "listing", "load table"),
         ("boot script edited", loaded, "record", f"write {tmp_path / 'services.nft'}"),
     ]:
         if live is None:

@@ -139,6 +139,22 @@ def test_kernel_matches(record, live_generation, live_chains, matches):
     assert kernel_matches(record, live_generation, live_chains) is matches
 
 
+@pytest.mark.parametrize(("record", "live_rules", "matches"), [
+    P(GLANCED, {"services": 10, "nat_output": 1}, True, id="as many rules as recorded"),
+    P(GLANCED, None, True, id="rule counts unknown: names only"),
+    P(GLANCED, {}, False, id="flush table: every chain empty"),
+    P(GLANCED, {"services": 10}, False, id="one chain flushed"),
+    P(GLANCED, {"services": 11, "nat_output": 1}, False, id="a rule added"),
+    P(dict(GLANCED, chains=["services", "nat_output"]), {"services": 10, "nat_output": 1}, False,
+      id="a record of names only: loaded once more"),
+    P(dict(GLANCED, chains=["services", "nat_output"]), None, True, id="names only, counts unknown"),
+])
+def test_kernel_matches_counts_rules(record, live_rules, matches):
+    """`nft flush table` keeps the generation set and every chain: only the rule counts show it."""
+    live_generation = {str(generation(DIGEST))}
+    assert kernel_matches(record, live_generation, {"services", "nat_output"}, live_rules) is matches
+
+
 @pytest.mark.parametrize("other", [
     (sha256('{"services": [1]}'), "node1", "podnet-services", "/etc/podnet/s.nft", "r1"),
     (sha256('{"services": []}'), "node2", "podnet-services", "/etc/podnet/s.nft", "r1"),

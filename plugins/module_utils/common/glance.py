@@ -28,8 +28,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_rules import rule_counts
+from ansible_collections.podnet.network.plugins.module_utils.common.process import output
 from ansible_collections.podnet.network.plugins.module_utils.common.sysctl import (
     live_value,
     normalized,
@@ -128,30 +129,49 @@ def file_state(path):
         return "other"
 
 
-def look(path=INDEX):
+def look(path=INDEX, reading=None):
     """The snapshot: {"index": the index's path, "files": {path: file_state},
     "sysctls": {name: value}, "settled": {inputs: what to replay}} of everything in the index;
-    a settled state is listed only when the live state is still the one recorded."""
-    index = read_index(path)
+    a settled state is listed only when the live state is still the one recorded.
+    `reading`: the run's Reading, whose listings the fingerprints share (node_info's survey
+    of the firewall too); a new one when not given."""
+    index, reading = read_index(path), reading or Reading()
     return {"index": path,
             "files": {name: file_state(name) for name in index["files"]},
             "sysctls": {name: live_value(name) for name in index["sysctls"]},
             "settled": {s["inputs"]: s.get("replay", {}) for s in _states(_read(path))
-                        if fingerprint(s["kind"], s["args"]) == s["live"]}}
+                        if fingerprint(s["kind"], s["args"], reading) == s["live"]}}
 
 
 # --- fingerprints: the live state a settling module owns, read cheaply ---------------
 
 
-def _command(argv):
-    """The command's output, None when it fails or is not installed."""
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
+class Reading:
+    """The listings one node_info run shares: nft's chains (every family, one `nft -j list
+    chains`) serve the firewall's survey and fingerprint and every settled nft table, and
+    the firewall's ruleset is read once for its survey and its fingerprint. A module that
+    settles reads afresh (a new Reading): its fingerprint is of the state it just left."""
+
+    def __init__(self):
+        self._chains, self._ruleset = (), None
+
+    def chains(self):
+        """Every chain object of `nft -j list chains` ({"family", "table", "name", ...}),
+        None when nft is missing or fails."""
+        if self._chains == ():
+            listing = output(["nft", "-j", "list", "chains"])
+            self._chains = None if listing is None else [
+                item["chain"] for item in json.loads(listing).get("nftables", []) if "chain" in item]
+        return self._chains
+
+    def firewall_ruleset(self):
+        """firewall/apply.live_ruleset, read once, from this reading's chains."""
+        if self._ruleset is None:
+            from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import live_ruleset
+
+            chains = self.chains()
+            self._ruleset = live_ruleset(None if chains is None else [{"chain": c} for c in chains])
+        return self._ruleset
 
 
 def _listing(argv, keep=None):
@@ -160,7 +180,7 @@ def _listing(argv, keep=None):
     if shutil.which(argv[0]) is None:
         return None
     try:
-        entries = json.loads(_command(argv) or "[]")
+        entries = json.loads(output(argv) or "[]")
     except ValueError:
         return None
     return sorted(json.dumps(e, sort_keys=True) for e in entries if keep is None or keep(e))
@@ -179,7 +199,7 @@ def routes_fingerprint(table, protocol, device):
     if parts[0] is None:
         return None
     if parts[1]:
-        out = _command(["ethtool", "-k", device]) or ""
+        out = output(["ethtool", "-k", device]) or ""
         parts.append([line for line in out.splitlines() if line.startswith("tx-checksum-ip-generic:")])
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
 
@@ -196,32 +216,34 @@ def digests(paths):
     return out
 
 
-def nft_fingerprint(family, table, generation_set, files):
+def nft_fingerprint(family, table, generation_set, files, reading=None):
     """An nftables table podnet loaded, as its module knows it at a glance: the elements of its
-    generation set, its chains by name (`nft list chains` reads no rules or elements:
-    milliseconds at any size), and its record and boot files. A table deleted, flushed or
-    reloaded, a chain added or removed, or a file changed is seen; a hand edit inside a set
-    or a chain is not, as with the module's own glance (verify_live lists everything)."""
+    generation set, its chains by name (`nft list chains` reads no rules or elements), how
+    many rules each holds (the kernel's rule dump of this table, nft_rules), and its record
+    and boot files: milliseconds at any size. A table deleted, flushed (`flush ruleset` or
+    `flush table`) or reloaded, a chain or rule added or removed, or a file changed is seen;
+    a rule or element edited in place is not, as with the module's own glance (verify_live
+    lists everything)."""
     if shutil.which("nft") is None:
         return None
-    listing = _command(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
+    listing = output(["nft", "-j", "list", "set", family, table, generation_set])  # None: no table
     generation = None if listing is None else sorted(
         json.dumps(item["set"].get("elem"), sort_keys=True)
         for item in json.loads(listing).get("nftables", []) if "set" in item)
-    chains = _command(["nft", "-j", "list", "chains", family])
-    if chains is None:
+    chains = (reading or Reading()).chains()
+    rules = rule_counts(family, table)
+    if chains is None or rules is None:
         return None
-    names = sorted(item["chain"]["name"] for item in json.loads(chains).get("nftables", [])
-                   if "chain" in item and item["chain"].get("table") == table)
-    parts = [generation, names, digests(files)]
+    names = sorted(c["name"] for c in chains if c.get("family") == family and c.get("table") == table)
+    parts = [generation, names, digests(files), {name: rules.get(name, 0) for name in names}]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def firewall_fingerprint(state_file):
+def firewall_fingerprint(state_file, reading=None):
     """The firewall module's view: firewall/apply.py reads it as `ensure` does."""
     from ansible_collections.podnet.network.plugins.module_utils.firewall.apply import fingerprint as firewall
 
-    return firewall(state_file)
+    return firewall(state_file, reading.firewall_ruleset() if reading else None)
 
 
 def pods_fingerprint(state_dir, conflist, netns_etc_dir=None):
@@ -244,12 +266,16 @@ def dns_fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=Non
 
 FINGERPRINTS = {"routes": routes_fingerprint, "firewall": firewall_fingerprint, "pods": pods_fingerprint,
                 "dns": dns_fingerprint, "nft": nft_fingerprint}
+# The fingerprints that read from a shared Reading.
+SHARED = ("firewall", "nft")
 
 
-def fingerprint(kind, args):
-    """The live state's fingerprint for a settling module; None when it cannot be read."""
+def fingerprint(kind, args, reading=None):
+    """The live state's fingerprint for a settling module; None when it cannot be read.
+    `reading`: listings shared with the run's other fingerprints (node_info)."""
+    shared = {"reading": reading} if reading is not None and kind in SHARED else {}
     try:
-        return FINGERPRINTS[kind](**args)
+        return FINGERPRINTS[kind](**args, **shared)
     except (KeyError, TypeError, ValueError, OSError, RuntimeError):  # RuntimeError: a command failed
         return None
 

@@ -233,15 +233,24 @@ def generation_statements(family: str, table: str, name: str, value: int) -> str
             f"add element {family} {table} {name} {{ {value} }}\n")
 
 
-def kernel_shows(value, chains, live_generation, live_chains) -> bool:
+def kernel_shows(value, chains, live_generation, live_chains, live_rules=None) -> bool:
     """True when the kernel shows the table a record describes, as far as milliseconds tell:
     its generation set holds `value` (`live_generation`: the set's elements as text, None
-    when the table or set is gone) and its chains are `chains` by name. A deleted or reloaded
-    table, or a chain added or removed, is seen; a hand edit inside a set or a chain, or rules
-    flushed by hand (`flush table` keeps chains and sets), is not: listing those costs seconds."""
+    when the table or set is gone), its chains are `chains` by name and, when `chains` gives
+    each one's rule count ({chain: count}) and the kernel's are known (`live_rules`, from
+    nft_rules.rule_counts), with as many rules each. A deleted or reloaded table, a chain
+    added or removed, a rule added or deleted, rules flushed by hand (`flush table` keeps
+    chains, sets and elements) are seen; a rule or an element edited in place is not:
+    listing those costs seconds."""
     if value is None or live_generation != {str(value)}:
         return False
-    return live_chains == set(chains or ())
+    if live_chains != set(chains or ()):
+        return False
+    if live_rules is None:
+        return True
+    # A record of names only (an older podnet's) cannot vouch for the rules: loaded once more.
+    return isinstance(chains, dict) and all(live_rules.get(name, 0) == count
+                                            for name, count in chains.items())
 
 
 def state_record(family: str, table: str, script: str, live_listing: str) -> str:

@@ -25,6 +25,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     build_script,
     explain_nft_error,
 )
+from ansible_collections.podnet.network.plugins.module_utils.common.nft_rules import rule_counts
 
 # What nft says when the table (or a set/map in it) does not exist.
 NO_SUCH_TABLE = "No such file or directory"
@@ -190,6 +191,12 @@ class NftRunner:
         return {item["chain"]["name"] for item in items
                 if "chain" in item and item["chain"].get("table") == table}
 
+    def rule_counts(self, family, table):
+        """{chain: number of rules} of the table (chains without rules left out; {} when it does
+        not exist), from the kernel's rule dump (nft_rules): milliseconds at any size, where nft
+        lists no rule without fetching every set element. None when the kernel cannot be asked."""
+        return rule_counts(family, table)
+
     def load(self, transaction, what=None, may_fail=False):
         """Apply the transaction in one `nft -f` (`nft -c -f` in check mode: checked, not
         applied). True when nft took it (an empty one is trivially taken). Refused, nothing
@@ -287,6 +294,13 @@ class FakeNft:
             return set()
         return set(re.findall(r"^\tchain (\S+) \{$", listing, re.M)) | set(
             re.findall(r"^add chain %s %s (\S+)$" % (family, re.escape(table)), listing, re.M))
+
+    def rule_counts(self, family, table):
+        """A canned listing's "rules" ({chain: count}); None (unknown, as when the kernel cannot
+        be asked) otherwise."""
+        self.calls.append(("rules", family, table))
+        listing = self.tables.get((family, table))
+        return listing.get("rules") if isinstance(listing, dict) else None
 
     def load(self, transaction, what=None, may_fail=False):
         if not transaction:

@@ -8,11 +8,16 @@ its parent reaps it, and in the lab every node's processes share one /proc. So a
 process is found by the namespace it runs in (the inode of /proc/PID/ns/net or
 /ns/mnt) and by its command line, and it is checked again right before it is
 signalled.
+
+`output` is the one way podnet's readers (the glance's fingerprints, dns/live) run a short
+command and take what it prints.
 """
 
 import fcntl
 import os
+import shutil
 import signal
+import subprocess
 import time
 
 PROC = "/proc"
@@ -150,3 +155,15 @@ def try_node_lock(path=NODE_LOCK):
         os.close(fd)
         return None
     return fd
+
+
+def output(argv, timeout=30):
+    """What a short reading command (ip, nft, bridge, ethtool) prints, None when it fails,
+    times out or is not installed: the fingerprints read the node with it."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None

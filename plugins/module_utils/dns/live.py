@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 
 from ansible_collections.podnet.network.plugins.module_utils.common import process
 from ansible_collections.podnet.network.plugins.module_utils.common.glance import digests
@@ -79,11 +78,6 @@ def answering(conf_dir, state, running, addresses, dns_ip, domain):
             and answers(dns_ip, active, domain))
 
 
-def _output(argv):
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    return done.stdout if done.returncode == 0 else None
-
-
 def fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=None):
     """A digest of what the dns module plans from: its files (configurations, record, the
     table's boot file, the node's `resolv_conf` when it names the upstreams), its running
@@ -98,8 +92,8 @@ def fingerprint(conf_dir, table, table_path, dns_ip, domain, resolv_conf=None):
     except (OSError, ValueError):
         state = {}
     running = sorted(find_processes(conf_dir))
-    addresses = lo_addresses(_output(["ip", "-j", "-4", "addr", "show", "dev", "lo"]))
+    addresses = lo_addresses(process.output(["ip", "-j", "-4", "addr", "show", "dev", "lo"]))
     state = state if isinstance(state, dict) else {}
-    parts = [files, running, addresses, _output(["nft", "list", "table", FAMILY, table]),
+    parts = [files, running, addresses, process.output(["nft", "list", "table", FAMILY, table]),
              answering(conf_dir, state, running, addresses, dns_ip, domain)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()

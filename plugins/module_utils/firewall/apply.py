@@ -37,15 +37,18 @@ def _run(argv, stdin=None, check=True):
     return proc
 
 
-def live_ruleset():
+def live_ruleset(chains=None):
     """Every chain, and the rules of the dropping base chains only: a full `list ruleset`
     would also print podnet's Service maps (thousands of elements) at every heal round.
     A fresh node has no nft yet (the plan reads it before podnet's packages go in): nothing
-    read, and the report says so; the node play reads it again once nft is there."""
+    read, and the report says so; the node play reads it again once nft is there.
+    `chains`: the objects of `nft -j list chains` when the caller has read them already
+    (node_info's glance), else they are read here."""
     if shutil.which("nft") is None:
         return {"nftables": [], "unread": "nft is not installed yet"}
-    chains = json.loads(_run(["nft", "-j", "list", "chains"]).stdout or "{}")
-    objects = list(chains.get("nftables", []))
+    if chains is None:
+        chains = json.loads(_run(["nft", "-j", "list", "chains"]).stdout or "{}").get("nftables", [])
+    objects = list(chains)
     for _kind, chain in [next(iter(o.items())) for o in objects if isinstance(o, dict) and "chain" in o]:
         if chain.get("hook") in ("forward", "input") and chain.get("policy") == "drop":
             # Stateless (-s): a counter's value is traffic, not the firewall's shape.
@@ -206,11 +209,12 @@ def report_lines(found, ruleset):
     return report
 
 
-def fingerprint(state_file=STATE_FILE):
+def fingerprint(state_file=STATE_FILE, ruleset=None):
     """A digest of everything `ensure` and `remove` read: every chain's place and policy (not
     its handle, which a reload of another table renews), the dropping base chains' rules, the
-    record, and the rules of podnet's own chains and of the chains that jump to them."""
-    ruleset = live_ruleset()
+    record, and the rules of podnet's own chains and of the chains that jump to them.
+    `ruleset`: live_ruleset's reading when the caller has it (node_info's survey)."""
+    ruleset = live_ruleset() if ruleset is None else ruleset
     chains = [dict((k, v) for k, v in o["chain"].items() if k != "handle")
               for o in ruleset["nftables"] if isinstance(o, dict) and "chain" in o]
     rules = [o for o in ruleset["nftables"] if isinstance(o, dict) and "rule" in o]
@@ -228,9 +232,10 @@ def fingerprint(state_file=STATE_FILE):
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def survey():
-    """What on the node would drop cluster traffic, as sentences; reads only."""
-    ruleset = live_ruleset()
+def survey(ruleset=None):
+    """What on the node would drop cluster traffic, as sentences; reads only. `ruleset`:
+    live_ruleset's reading when the caller has it."""
+    ruleset = live_ruleset() if ruleset is None else ruleset
     return report_lines(findings(ruleset), ruleset)
 
 

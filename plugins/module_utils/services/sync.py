@@ -38,16 +38,19 @@ def inputs_digest(model_sha256, node, table, path, renderer):
     return sha256("\0".join((model_sha256, node, table, path or "", renderer)))
 
 
-def kernel_matches(record, live_generation, live_chains):
+def kernel_matches(record, live_generation, live_chains, live_rules=None):
     """True when the kernel shows the table the record describes, as far as milliseconds
     tell: its generation set holds the record's generation (`live_generation`: the set's
-    elements, None when the table is gone) and its chains are the recorded ones by name
-    (`live_chains`). A deleted, flushed or reloaded table, or a chain added or removed, is
-    seen; a hand edit inside a set or a chain is not (verify_live lists everything instead,
-    at seconds per 10,000 Services)."""
+    elements, None when the table is gone), its chains are the recorded ones by name
+    (`live_chains`) with the recorded number of rules each (`live_rules`: {chain: count},
+    None when unknown). A deleted, flushed (`flush ruleset` or `flush table`) or reloaded
+    table, a chain added or removed, a rule added or deleted is seen; a rule or an element
+    edited in place is not (verify_live lists everything instead, at seconds per 10,000
+    Services)."""
     if not record or not record.get("inputs"):
         return False
-    return kernel_shows(generation(record["inputs"]), record.get("chains"), live_generation, live_chains)
+    return kernel_shows(generation(record["inputs"]), record.get("chains"), live_generation, live_chains,
+                        live_rules)
 
 
 # --- nftables: reload the table whole, or send element deltas -------------------------
