@@ -6,6 +6,7 @@ import pathlib
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.network.plugins.filter.podnet import (
+    podnet_allocations_file,
     podnet_node_pods,
     podnet_policies_checked,
     podnet_policy_model,
@@ -370,3 +371,15 @@ def test_services_resolve_and_delta_service_by_service_as_whole_ones(tmp_path, m
     other = podnet_resolve_services(checked, moved, memo)
     assert other == compact(resolve_services(json.loads(checked), moved))
     assert json.loads(podnet_services_delta(other, memo)) == delta_from(again, json.loads(other))
+
+
+def test_the_allocations_file_holds_one_service_per_line_and_reads_back(tmp_path):
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    text = podnet_service_allocations(podnet_services_checked(str(path), DECLARED, {}), "")
+    written = podnet_allocations_file(text)
+    assert json.loads(written) == json.loads(text)
+    lines = written.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}" and len(lines) == 2 + len(json.loads(text))
+    assert [line.split('"')[1] for line in lines[1:-1]] == sorted(json.loads(text))
+    assert json.loads(podnet_allocations_file("{}")) == {}
