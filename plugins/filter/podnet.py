@@ -63,8 +63,6 @@ own plumbing, not a public API.
 """
 
 import contextlib
-import functools
-import gc
 import hashlib
 import json
 import os
@@ -74,8 +72,11 @@ import tempfile
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 from ansible_collections.podnet.network.plugins.module_utils.common.manifests import (
+    KINDS,
     ManifestError,
+    chunks,
     decode,
+    parse_alone,
     remembered_documents,
 )
 from ansible_collections.podnet.network.plugins.module_utils.dns.records import (
@@ -115,7 +116,11 @@ from ansible_collections.podnet.network.plugins.module_utils.services.model impo
     resolve_service,
     resolve_services,
 )
-from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
+    bulk,
+    compact,
+    delta_from,
+)
 
 _display = Display()
 
@@ -226,23 +231,6 @@ def podnet_services_model(path, pods, previous=None, service_cidr="10.96.0.0/12"
         raise AnsibleFilterError(str(exc)) from None
 
 
-def _bulk(function):
-    """`function` with Python's cyclic garbage collector off: its passes over the millions of
-    young objects a model of 10,000 Services is built of cost more than the work itself (a
-    third of a check again, half of a resolve); nothing here makes cycles, and Ansible's
-    worker process ends with the task."""
-    @functools.wraps(function)
-    def bulk(*args, **kwargs):
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return bulk
-
-
 def _code_digest():
     """The digest of podnet's controller-side code (this file and module_utils), so a memo
     made by another podnet is never taken."""
@@ -348,7 +336,7 @@ def _remembered_documents(memo_dir, name):
         _keep(path, {"code": code, "documents": kept})
 
 
-@_bulk
+@bulk
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
                             node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
                             cluster_domain=None, memo_dir=None):
@@ -419,7 +407,7 @@ def _sha(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-@_bulk
+@bulk
 def podnet_resolve_services(checked, pods, memo_dir=None):
     """The services model: the plan's checked Services with their endpoints from the pods the
     nodes run; remembered in memo_dir for the same checked text and pods (a no-op run at
@@ -467,7 +455,7 @@ def _known_delta(memo_dir, model, earlier):
             "removed": more["removed"]}
 
 
-@_bulk
+@bulk
 def podnet_services_delta(model, memo_dir=None):
     """The delta (compact JSON text, transfer.delta_from) from the model this controller
     resolved last to `model`, or "" (no memo_dir, no earlier model, the same model): the
@@ -510,7 +498,7 @@ def podnet_node_pods(hosts, hostvars):
     return pods
 
 
-@_bulk
+@bulk
 def podnet_service_allocations(model, memo_dir=None):
     """allocations() of a model (a dict, or JSON text). Given memo_dir (even "": no memo),
     compact JSON text, taken from the plan's memo when `model` is the checked text it kept:
@@ -524,7 +512,7 @@ def podnet_service_allocations(model, memo_dir=None):
     return compact(allocations(json.loads(model) if isinstance(model, str) else model))
 
 
-@_bulk
+@bulk
 def podnet_allocations_file(text):
     """The allocations file's text from service_allocations' compact text: one Service per
     line, readable, sorted, written in milliseconds (to_nice_json took a second per node at
@@ -560,7 +548,7 @@ def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file
         raise AnsibleFilterError(str(exc)) from None
 
 
-@_bulk
+@bulk
 def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None, memo_dir=None):
     files = {str(path): _read_bytes(path) for path in paths or []}
 
@@ -572,12 +560,48 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
             raise AnsibleFilterError(str(exc)) from None
         return compact(read), [], []
 
-    inputs = [[[path, hashlib.sha256(data).hexdigest()] for path, data in files.items()], pods or [],
-              cluster_cidr, str(services_file)]
+    inputs = [[[path, _policy_view(memo_dir, path, data) if memo_dir and path == str(services_file) else None
+                or hashlib.sha256(data).hexdigest()] for path, data in files.items()],
+              pods or [], cluster_cidr, str(services_file)]
     return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
 
 
-@_bulk
+def _policy_view(memo_dir, path, data):
+    """What the policy reader reads of the services file, as a digest: every piece of it
+    (manifests.chunks) where it stands, but those that hold one Service, Endpoints or
+    EndpointSlice, which it only checks the kind of. One endpoint changed at 10,000 Services
+    leaves it alone, and the policies are not read again. The services check's state says
+    what each piece it read holds; a piece it did not read is parsed here. None when the
+    file is not split simply or a piece does not parse (the file's digest then)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    pieces = chunks(text)
+    if pieces is None:
+        return None
+    kept = _read_json(pathlib.Path(memo_dir).expanduser() / "services-checked.state.json")
+    state = (kept.get("state") or {}).get("recheck") if isinstance(kept.get("state"), dict) else None
+    known = {entry[0]: entry for entry in (state or {}).get("chunks") or ()}
+    view, number = [], 1
+    for digest, chunk, line in pieces:
+        entry = known.get(digest)
+        if entry is not None:
+            count, read = entry[3], entry[4][:1] in (["S"], ["E"])
+        else:
+            parsed = parse_alone(chunk)
+            if parsed is None:
+                return None
+            count, data = len(parsed), parsed[0][1] if parsed else None
+            read = count == 1 and isinstance(data, dict) and data.get("kind") in KINDS["services"] \
+                and data.get("apiVersion") == KINDS["services"][data["kind"]]
+        if not read:
+            view.append([digest, number, line])
+        number += count
+    return "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
+
+
+@bulk
 def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16", memo_dir=None):
     """The policy model; with memo_dir, as compact JSON text remembered there for the same
     checked text, pods and CIDR (a no-op run at 1,000 policies resolves none again)."""

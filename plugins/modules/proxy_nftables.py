@@ -200,6 +200,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
     base_of,
+    bulk,
     rebased,
     rebuild_from,
 )
@@ -403,6 +404,7 @@ def ensure_absent(module, nft, table, state_file, path):
     return actions, (record or {}).get("view"), {}, [], {}
 
 
+@bulk
 def main():
     module = AnsibleModule(
         argument_spec={

@@ -383,3 +383,25 @@ def test_the_allocations_file_holds_one_service_per_line_and_reads_back(tmp_path
     assert lines[0] == "{" and lines[-1] == "}" and len(lines) == 2 + len(json.loads(text))
     assert [line.split('"')[1] for line in lines[1:-1]] == sorted(json.loads(text))
     assert json.loads(podnet_allocations_file("{}")) == {}
+
+
+def test_policies_are_not_read_again_when_only_services_endpoints_changed(tmp_path, counted):
+    """The policy reader's view of the services file leaves out the pieces that hold one
+    Service, Endpoints or EndpointSlice: an endpoint moved changes nothing it reads; a
+    policy moved to another line (a Service above it grew) does."""
+    calls, _warnings = counted
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+
+    def check(text):
+        path.write_text(text)
+        podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+        return podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+
+    first = check(NAMED + "---\n" + POLICY + "---\n" + LOCAL)
+    assert calls == ["read_services", "read_policies"]
+    moved = check(NAMED + "---\n" + POLICY + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"))
+    assert calls == ["read_services", "read_policies"] and moved == first
+    assert moved == podnet_policies_checked([str(path)], DECLARED, services_file=str(path))
+    calls.clear()
+    check(NAMED.replace("metadata: {name: web}", "metadata:\n  name: web") + "---\n" + POLICY + "---\n" + LOCAL)
+    assert calls == ["read_services", "read_policies"]
