@@ -44,7 +44,8 @@ own plumbing, not a public API.
 - ``podnet.network.allocations_file(text)``: the allocations file's text (one Service per
   line) from service_allocations' compact text.
 - ``podnet.network.merge_allocations(hosts, hostvars)``: the allocations the nodes
-  persisted, merged (the first node that knows a Service wins).
+  persisted, merged (the first node that knows a Service wins); node_info's compact text as
+  it is when every node holds the same (services_checked takes either).
 - ``podnet.network.policy_model(paths, pods, cluster_cidr, services_file)``: the
   NetworkPolicy and Namespace objects of the given files (the services file, a policies
   file) validated and resolved against the pods (see docs/network-policy.md); given
@@ -243,16 +244,17 @@ def _code_digest():
 
 def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, settings=None):
     """compute() -> (text, warnings, [the `given` values it also stands for, or their compact
-    text], optionally {more: value}), remembered in memo_dir/NAME.json for these very inputs (and
-    podnet's code) and any of those `given` values: the last result only, written whole
-    (rename). The warnings are shown again on a hit; `more` is what later tasks may ask of
-    this result (_memo_more). No memo_dir: computed every time. `reads_manifests`: compute()
-    reads manifest files, whose documents are remembered one by one too
-    (_remembered_documents). `settings`: the inputs less the files' content; given them,
-    compute(earlier) returns a fifth value, a state kept beside the result (NAME.state.json,
-    read on a miss only), and takes the last one as `earlier` when it was made under the
-    same settings and `given` (else None), to check again only what changed."""
-    given = compact(given)
+    text], optionally {more: value}), remembered in memo_dir/NAME.json for these very inputs
+    (and podnet's code) and any of those `given` values (`given`: a value, or its compact
+    text): the last result only, written whole (rename). The warnings are shown again on a
+    hit; `more` is what later tasks may ask of this result (_memo_more). No memo_dir:
+    computed every time. `reads_manifests`: compute() reads manifest files, whose documents
+    are remembered one by one too (_remembered_documents). `settings`: the inputs less the
+    files' content; given them, compute(earlier) returns a fifth value, a state kept beside
+    the result (NAME.state.json, read on a miss only), and takes the last one as `earlier`
+    when it was made under the same settings and `given` (else None), to check again only
+    what changed."""
+    given = given if isinstance(given, str) else compact(given)
     if not memo_dir:
         text, warnings = (compute(None) if settings is not None else compute())[:2]
     else:
@@ -376,6 +378,8 @@ def _services_read(text, path, previous, service_cidr, node_port_range, cluster_
     """The plan's whole check of the services file (read_services), `state` filled for the
     next check again."""
     try:
+        if isinstance(previous, str):  # merge_allocations' compact text
+            previous = json.loads(previous)
         checked = read_services(text, str(path), previous=previous or {}, service_cidr=service_cidr,
                                 node_port_range=node_port_range, cluster_cidr=cluster_cidr,
                                 dns_ip=dns_ip or None, cluster_domain=_checked_domain(cluster_domain),
@@ -523,6 +527,11 @@ def podnet_allocations_file(text):
 
 
 def podnet_merge_allocations(hosts, hostvars):
+    texts = {(hostvars[host].get("podnet_node") or {}).get("persisted_service_allocations") for host in hosts}
+    if len(texts) == 1 and isinstance(next(iter(texts)), str) and next(iter(texts)):
+        # Every node holds the same (node_info's compact text): that text, not parsed (a
+        # megabyte at 10,000 Services; services_checked compares it as it is).
+        return next(iter(texts))
     merged = {}
     for host in hosts:
         persisted = (hostvars[host].get("podnet_node") or {}).get("persisted_service_allocations") or {}
@@ -573,6 +582,11 @@ def _policy_view(memo_dir, path, data):
     leaves it alone, and the policies are not read again. The services check's state says
     what each piece it read holds; a piece it did not read is parsed here. None when the
     file is not split simply or a piece does not parse (the file's digest then)."""
+    digest = hashlib.sha256(data).hexdigest()
+    cache = pathlib.Path(memo_dir).expanduser() / "policies-view.json"
+    seen = _read_json(cache)
+    if seen.get("sha256") == digest and isinstance(seen.get("view"), str):
+        return seen["view"]  # the same file as the last time (a no-op run): not split again
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -598,7 +612,9 @@ def _policy_view(memo_dir, path, data):
         if not read:
             view.append([digest, number, line])
         number += count
-    return "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
+    view = "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
+    _keep(cache, {"sha256": digest, "view": view})
+    return view
 
 
 @bulk

@@ -299,6 +299,20 @@ def test_merge_allocations_reads_node_infos_text_and_the_first_node_wins():
         "default/db": {"cluster_ip": "10.96.0.30", "node_ports": {"TCP/5432": 30432}}}
 
 
+def test_allocations_every_node_holds_alike_pass_as_text_and_check_the_same(tmp_path):
+    from ansible_collections.podnet.network.plugins.filter.podnet import podnet_merge_allocations
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    first = podnet_services_checked(str(path), DECLARED, {})
+    text = podnet_service_allocations(first, "")
+    hostvars = {host: {"podnet_node": {"persisted_service_allocations": text}} for host in ("n1", "n2")}
+    assert podnet_merge_allocations(["n1", "n2"], hostvars) == text  # as it is, not parsed
+    memo = str(tmp_path / "memo")
+    assert podnet_services_checked(str(path), DECLARED, text, memo_dir=memo) == first
+    assert podnet_services_checked(str(path), DECLARED, json.loads(text), memo_dir=memo) == first
+    assert podnet_services_checked(str(path), DECLARED, text) == first
+
+
 def test_a_check_made_again_parses_only_the_documents_that_changed(tmp_path, monkeypatch):
     from ansible_collections.podnet.network.plugins.module_utils.common import manifests
     memo, path = tmp_path / "memo", tmp_path / "services.yml"
