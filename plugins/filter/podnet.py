@@ -423,7 +423,7 @@ def podnet_resolve_services(checked, pods, memo_dir=None):
         try:
             if parts is None:
                 return compact(resolve_services(json.loads(checked), pods or [])), [], []
-            head, services = parts
+            head, services = parts[0], parts[1]
             known = (earlier or {}).get("services") or {}
             resolved, kept, changed = [], {}, {}
             for name, text in services:

@@ -58,4 +58,3 @@ def forget_neighbour(ip, names=()):
     for argv in [["ip", "neigh", "flush", "to", ip]] + [
             ["ip", "-n", name, "neigh", "flush", "to", ip] for name in names if netns_exists(name)]:
         subprocess.run(argv, capture_output=True, cwd="/", check=False)
-

@@ -723,15 +723,15 @@ def read_services(text, filename, previous=None, service_cidr="10.96.0.0/12",
 
 def _recheck_state(text, filename, services, sources, said, tail, checked):
     pieces = chunks(text)
-    if pieces is None or len({digest for digest, _, _ in pieces}) != len(pieces):
+    if pieces is None or len({piece[0] for piece in pieces}) != len(pieces):
         return {}
-    firsts = [line for _, _, line in pieces]
+    firsts = [piece[2] for piece in pieces]
     counts, numbers = [0] * len(pieces), {}
     for number, line, _data in documents(text, filename, ServiceSpecError):
         at = bisect.bisect_right(firsts, line) - 1
         counts[at] += 1
         numbers[number] = at
-    tags = [[] for _ in pieces]
+    tags = [[] for piece in pieces]
     for items, tag in ((services.values(), lambda item: ["S", *item["key"]]),
                        (sources, lambda item: ["E", item["where"].kind, *item["key"], *item["service"]])):
         for item in items:
@@ -806,7 +806,7 @@ def _recheck(text, filename, state, net, _cluster, port_range):
     feeding = [entry for entry in now if entry[4][:1] == ["E"]]
     if len({tuple(entry[4][1:4]) for entry in feeding}) != len(feeding):
         return None  # a duplicate: the whole check names both
-    texts = {digest: chunk for digest, chunk, _ in pieces}
+    texts = {piece[0]: piece[1] for piece in pieces}
     homes = {tuple(entry[4][1:3]): entry for entry in now if entry[4][:1] == ["S"]}
     said = {digest: words for digest, words in state["said"].items() if digest in texts}
     entries = dict(state["services"])
@@ -832,7 +832,7 @@ def _recheck(text, filename, state, net, _cluster, port_range):
                 said[entry[0]] = told
         name = "%s/%s" % key
         entries[name] = compact(dict(json.loads(entries[name]), manual=_checked_entry(svc)["manual"]))
-    order = [name for name, _ in state["services"]]
+    order = [entry[0] for entry in state["services"]]
     warnings = [words for entry in now for words in said.get(entry[0], ())] + state["tail"]
     text = state["head"] + ",".join(entries[name] for name in order) + "]}"
     kept = dict(state, chunks=now, said=said, services=[[name, entries[name]] for name in order])
