@@ -1,19 +1,20 @@
 """Action plugin for podnet.network.proxy_nftables: the model goes to a node only as far as needed.
 
-Given O(model), the node is first asked with the model's sha256 whether it already runs it
-(milliseconds, nothing sent), and with O(model_delta) when the task gives one beside the
-model: the Services that changed since the model the controller resolved last, which the
-node most likely keeps (filter services_delta). A node that keeps that model applies the
-delta in the same module run. If not, and the node keeps some model it last applied, only
-the Services that changed since that one go (module_utils/services/transfer.py); the node
-rebuilds the model and checks it is the controller's text to the byte. Otherwise, or if that
-check fails, the model goes whole, as the module alone would take it. With O(verify_live),
-or without O(model), the module runs as it is called.
+Given O(model) over 256 KB, the node is first asked with the model's sha256 whether it
+already runs it (milliseconds, nothing sent), and with O(model_delta) when the task gives
+one beside the model: the Services that changed since the model the controller resolved
+last, which the node most likely keeps (filter services_delta). A node that keeps that model
+applies the delta in the same module run. If not, and the node keeps some model it last
+applied, only the Services that changed since that one go
+(module_utils/services/transfer.py); the node rebuilds the model and checks it is the
+controller's text to the byte. Otherwise, or if that check fails, the model goes whole, as
+the module alone would take it. With O(verify_live), or without O(model), the module runs as
+it is called.
 
 Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
 very task (its arguments, the model among them, less the delta that only carries it) and
-node_info found the table's generation, chains, rule counts and files still as it left
-them, the node is not asked at all. With O(verify_live) it always is.
+node_info found the table's generation, chains, rule counts and files still as it left them,
+the node is not asked at all. With O(verify_live) it always is.
 """
 
 import hashlib
@@ -34,6 +35,12 @@ class ActionModule(SettledAction):
         if (not isinstance(text, str) or not text or args.get("state", "present") != "present"
                 or boolean(args.get("verify_live", False), strict=False)):
             return self._module(args, task_vars)
+        if len(text) <= self.PIPELINED_ARGS_MAX:
+            # Small enough to go with the module anyway (a homelab's Services): the node
+            # answers `current` from the model itself as from its digest, and applies it in
+            # the same run otherwise, where a digest alone cost a second run on a change.
+            whole = {key: value for key, value in args.items() if key != "model_delta"}
+            return self._module(whole, task_vars)
         asked = {key: value for key, value in args.items() if key not in ("model", "model_delta")}
         asked["model_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         guess = args.get("model_delta")

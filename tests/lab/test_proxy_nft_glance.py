@@ -25,6 +25,21 @@ TABLE = "podnet-services"
 NEW_WEB = service("web", "10.96.0.20", [sport("http", "TCP", 80, web_endpoints(8080, last="10.244.3.6"),
                                               target_port=8080)])
 
+# A model under 256 KB goes whole with the first ask (one module run either way): the
+# delta's road is taken by models over it, as at scale.
+PADDING = 700
+
+
+def big(model):
+    """`model` with PADDING more Services (namespace pad, after default), over 256 KB."""
+    pads = [service("pad-%03d" % i, "10.96.%d.%d" % (8 + i // 250, 1 + i % 250),
+                    [sport("http", "TCP", 80, [ep("10.244.%d.%d" % (1 + i % 3, 10 + i // 3 % 200), 8080,
+                                                  "node%d" % (1 + i % 3))], target_port=8080)],
+                    namespace="pad") for i in range(PADDING)]
+    every = sorted([*model["services"], *pads], key=lambda svc: (svc["namespace"], svc["name"]))
+    return dict(model, services=every)
+
+
 PLAY = """- hosts: localhost
   gather_facts: false
   tasks:
@@ -125,20 +140,20 @@ def test_the_glance_sees_what_it_can_and_verify_live_the_rest(scratch, tmp_path)
 
 
 def test_a_changed_model_travels_as_the_services_that_changed(scratch, tmp_path):
-    """The action plugin sends a node that keeps a model only the Services that changed; the
-    node rebuilds the model and applies exactly what the model whole gives (verify_live,
+    """The action plugin sends a node that keeps a model (over 256 KB) only the Services that
+    changed; the node rebuilds the model and applies exactly what the model whole gives (verify_live,
     which lists the live table and compares it with the whole render, finds nothing to do)."""
     keys = ("changed", "verified", "model_from")
-    first = apply(scratch, tmp_path, changed_model(), as_sent=True, keys=keys)
+    first = apply(scratch, tmp_path, big(changed_model()), as_sent=True, keys=keys)
     assert first == {"changed": True, "verified": "listing", "model_from": "whole"}
-    update = apply(scratch, tmp_path, changed_model(web=NEW_WEB), as_sent=True, keys=keys)
+    update = apply(scratch, tmp_path, big(changed_model(web=NEW_WEB)), as_sent=True, keys=keys)
     assert update == {"changed": True, "verified": "record", "model_from": "delta"}
-    assert apply(scratch, tmp_path, changed_model(web=NEW_WEB), verify_live=True, as_sent=True,
+    assert apply(scratch, tmp_path, big(changed_model(web=NEW_WEB)), verify_live=True, as_sent=True,
                  keys=keys) == {"changed": False, "verified": "listing", "model_from": "whole"}
     assert "10.244.3.6" in nft(scratch, "list", "table", "ip", TABLE)
     # Not the compact text the node rebuilds (to_json's spacing): sent whole, no round lost.
-    assert apply(scratch, tmp_path, changed_model(), keys=keys)["model_from"] == "whole"
-    assert apply(scratch, tmp_path, changed_model(), as_sent=True, keys=keys) == {
+    assert apply(scratch, tmp_path, big(changed_model()), keys=keys)["model_from"] == "whole"
+    assert apply(scratch, tmp_path, big(changed_model()), as_sent=True, keys=keys) == {
         "changed": True, "verified": "record", "model_from": "delta"}
 
 
@@ -161,7 +176,7 @@ def test_deltas_in_a_row_leave_the_table_a_whole_render_gives(scratch, tmp_path)
     removed = dict(let_go, services=let_go["services"][1:])
     # An endpoint moved; a pod behind a second Service (its hairpin element shared); the pod
     # let go by one of them; a Service removed.
-    steps = [changed_model(), changed_model(web=NEW_WEB), added, let_go, removed]
+    steps = [big(step) for step in (changed_model(), changed_model(web=NEW_WEB), added, let_go, removed)]
     assert apply(scratch, tmp_path, steps[0], as_sent=True, keys=keys)["model_from"] == "whole"
     for before, after in zip(steps, steps[1:], strict=False):
         guess = compact(delta_from(compact(before), after))
