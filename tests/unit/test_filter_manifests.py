@@ -417,5 +417,6 @@ def test_policies_are_not_read_again_when_only_services_endpoints_changed(tmp_pa
     assert calls == ["read_services", "read_policies"] and moved == first
     assert moved == podnet_policies_checked([str(path)], DECLARED, services_file=str(path))
     calls.clear()
-    check(NAMED.replace("metadata: {name: web}", "metadata:\n  name: web") + "---\n" + POLICY + "---\n" + LOCAL)
+    grown = NAMED.replace("metadata: {name: web}", "metadata:\n  name: web")
+    check(grown + "---\n" + POLICY + "---\n" + LOCAL)
     assert calls == ["read_services", "read_policies"]
