@@ -73,7 +73,9 @@ ansible_facts:
     names dpkg's database lists as installed; empty without one) and glance (the live
     state of what the glance index lists, the sha256 and mode of each file, the value of each
     sysctl and the settled states whose live fingerprint is still the recorded one, read at
-    the start of the run), and with O(firewall) firewall_report.
+    the start of the run), on a systemd node units (podnet-*.service units, each with
+    enabled, its unit file state, and active, its active state, as systemctl lists them), and
+    with O(firewall) firewall_report.
   returned: always
   type: dict
   contains:
@@ -186,6 +188,39 @@ class RecordError(ValueError):
     """A persisted file podnet cannot trust; the message names it."""
 
 
+def parse_units(unit_files, units):
+    """{unit: {"enabled": its unit file state, "active": its active state}} from the lines of
+    `systemctl list-unit-files --no-legend` and `systemctl list-units --all --plain
+    --no-legend` (UNIT STATE ... and UNIT LOAD ACTIVE SUB ...); a unit one of them does not
+    list lacks that key."""
+    found = {}
+    for line in unit_files.splitlines():
+        words = line.split()
+        if len(words) >= 2:
+            found.setdefault(words[0], {})["enabled"] = words[1]
+    for line in units.splitlines():
+        words = line.split()
+        if len(words) >= 3:
+            found.setdefault(words[0], {})["active"] = words[2]
+    return found
+
+
+def podnet_units(module):
+    """The state of podnet's systemd units (podnet-*.service): the restore role enables and
+    starts them only when they are not, instead of asking systemd on every run. {} when
+    systemctl fails or is missing (then the role asks)."""
+    systemctl = module.get_bin_path("systemctl")
+    if not systemctl:
+        return {}
+    listed, quiet = [], ["--no-legend", "--no-pager", "--type=service", "podnet-*"]
+    for argv in (["list-unit-files", *quiet], ["list-units", "--all", "--plain", *quiet]):
+        rc, out, _err = module.run_command([systemctl, *argv])
+        if rc != 0:
+            return {}
+        listed.append(out)
+    return parse_units(*listed)
+
+
 def read_persisted(path):
     """The JSON object podnet persisted at `path`; {} when there is none. A file that is not
     what podnet writes is an error: skipping it would allocate afresh and move pods or Services."""
@@ -248,6 +283,8 @@ def main():
         "kernel_modules": kernel_modules(),
         "packages_installed": installed_packages(),
     }
+    if facts["service_mgr"] == "systemd":
+        facts["units"] = podnet_units(module)
     # One reading of nft's chains and of the firewall serves the glance and the survey.
     reading = glance.Reading()
     if module.params["glance"]:
