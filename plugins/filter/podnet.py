@@ -300,21 +300,19 @@ def _read_json(path):
 def _memo_more(memo_dir, name, text, what):
     """What _memo kept beside `text` as `what` in memo_dir/NAME.json, when the result it
     kept is `text` itself; else None. A later task's shortcut, never its only way."""
-    try:
-        path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
-        memo = json.loads(path.read_text(encoding="utf-8"))
-        return memo["more"][what] if memo.get("text") == text else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    memo = _read_json(pathlib.Path(memo_dir).expanduser() / ("%s.json" % name))
+    more = memo.get("more") if memo.get("text") == text else None
+    return more.get(what) if isinstance(more, dict) else None
 
 
 def _keep(path, data):
-    """A memo file written whole (a rename), or a warning."""
+    """A memo file written whole (a rename), or a warning: `data` as JSON, or a text as it is."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
                                          encoding="utf-8") as handle:
-            handle.write(json.dumps(data))  # json.dump would take the pure-Python encoder
+            # json.dump would take the pure-Python encoder
+            handle.write(data if isinstance(data, str) else json.dumps(data))
         os.replace(handle.name, path)
     except OSError as exc:
         _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
@@ -478,14 +476,7 @@ def podnet_services_delta(model, memo_dir=None):
     change = None
     if earlier:
         change = _known_delta(memo_dir, model, earlier) or delta_from(earlier, json.loads(model))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
-                                         encoding="utf-8") as handle:
-            handle.write(model)
-        os.replace(handle.name, path)
-    except OSError as exc:
-        _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+    _keep(path, model)
     return compact(change) if change else ""
 
 
@@ -582,10 +573,10 @@ def _policy_view(memo_dir, path, data):
     leaves it alone, and the policies are not read again. The services check's state says
     what each piece it read holds; a piece it did not read is parsed here. None when the
     file is not split simply or a piece does not parse (the file's digest then)."""
-    digest = hashlib.sha256(data).hexdigest()
+    file_digest = hashlib.sha256(data).hexdigest()
     cache = pathlib.Path(memo_dir).expanduser() / "policies-view.json"
     seen = _read_json(cache)
-    if seen.get("sha256") == digest and isinstance(seen.get("view"), str):
+    if seen.get("sha256") == file_digest and isinstance(seen.get("view"), str):
         return seen["view"]  # the same file as the last time (a no-op run): not split again
     try:
         text = data.decode("utf-8")
@@ -606,14 +597,14 @@ def _policy_view(memo_dir, path, data):
             parsed = parse_alone(chunk)
             if parsed is None:
                 return None
-            count, data = len(parsed), parsed[0][1] if parsed else None
-            read = count == 1 and isinstance(data, dict) and data.get("kind") in KINDS["services"] \
-                and data.get("apiVersion") == KINDS["services"][data["kind"]]
+            count, obj = len(parsed), parsed[0][1] if parsed else None
+            read = count == 1 and isinstance(obj, dict) and obj.get("kind") in KINDS["services"] \
+                and obj.get("apiVersion") == KINDS["services"][obj["kind"]]
         if not read:
             view.append([digest, number, line])
         number += count
     view = "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
-    _keep(cache, {"sha256": digest, "view": view})
+    _keep(cache, {"sha256": file_digest, "view": view})
     return view
 
 

@@ -420,3 +420,19 @@ def test_policies_are_not_read_again_when_only_services_endpoints_changed(tmp_pa
     grown = NAMED.replace("metadata: {name: web}", "metadata:\n  name: web")
     check(grown + "---\n" + POLICY + "---\n" + LOCAL)
     assert calls == ["read_services", "read_policies"]
+
+
+def test_the_policies_view_of_an_unchanged_file_is_not_split_again(tmp_path, monkeypatch):
+    """A no-op run keys the policies by the view it kept for that very file."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + POLICY + "---\n" + LOCAL)
+    first = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+    split = []
+    real = filters.chunks
+    monkeypatch.setattr(filters, "chunks", lambda text: split.append(1) or real(text))
+    assert podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo) == first
+    assert split == []
+    path.write_text(NAMED + "---\n" + POLICY + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"))
+    assert podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo) == first
+    assert split == [1]
