@@ -42,3 +42,16 @@ def task_results(results_file, *args, timeout=300):
         "ANSIBLE_CALLBACKS_ENABLED": "podnet_results", "PODNET_RESULTS_FILE": str(results_file)})
     lines = results_file.read_text().splitlines() if results_file.exists() else []
     return run, [json.loads(line) for line in lines]
+
+
+def netns_playbook(netns, play, timeout=300):
+    """ansible-playbook of the play file `play` on localhost inside the network namespace
+    `netns` (a scratch one the test made): the real modules through AnsiballZ, as on a node,
+    never in the root namespace. Fails the test with the run's output unless it succeeds."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    playbook = str(pathlib.Path(sys.executable).parent / "ansible-playbook")
+    run = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
+                          "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run

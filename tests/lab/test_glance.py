@@ -12,22 +12,34 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.lab.lab_runs import netns_playbook
+
 REPO = Path(__file__).resolve().parents[2]
 
-PLAY = """- hosts: localhost
-  gather_facts: false
-  tasks:
-    - podnet.network.node_info:
-        node_ip: 127.0.0.1
-        state_file: {tmp}/node.json
-        services_state_file: {tmp}/allocations.json
-        proxy_state_dir: {tmp}
-        glance_file: {tmp}/glance.json
+
+def glance_play(tasks, result, node_ip="127.0.0.1"):
+    """A play (a str.format template in {tmp}): node_info takes the run's glance, its files
+    in {tmp}; then `tasks` (YAML text, indented as tasks); then result.json in {tmp} holds
+    `result`, a Jinja expression of what they registered."""
+    return ("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+            "    - podnet.network.node_info:\n"
+            "        node_ip: %s\n"
+            "        state_file: {tmp}/node.json\n"
+            "        services_state_file: {tmp}/allocations.json\n"
+            "        proxy_state_dir: {tmp}\n"
+            "        glance_file: {tmp}/glance.json\n" % node_ip
+            + tasks
+            + "    - ansible.builtin.copy:\n"
+            "        content: \"{{{{ %s | to_json }}}}\"\n"
+            "        dest: {tmp}/result.json\n"
+            "        mode: \"0644\"\n" % result)
+
+
+PLAY = glance_play("""\
     - podnet.network.node_files:
         dest: {tmp}/files
         files:
@@ -44,11 +56,7 @@ PLAY = """- hosts: localhost
         path: {tmp}/90-podnet.conf
         glance_file: {tmp}/glance.json
       register: sysctls
-    - ansible.builtin.copy:
-        content: "{{{{ {{'files': files, 'sysctls': sysctls}} | to_json }}}}"
-        dest: {tmp}/result.json
-        mode: "0644"
-"""
+""", "{{'files': files, 'sysctls': sysctls}}")
 
 pytestmark = pytest.mark.skipif(not (os.geteuid() == 0 and shutil.which("ip")), reason="needs root and ip")
 
@@ -73,12 +81,7 @@ def play(netns, tmp_path, name, text):
     """The result.json one play (`text`, written as `name`) leaves, run in the namespace."""
     path = tmp_path / name
     path.write_text(text)
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    done = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                           "-e", "ansible_python_interpreter=/usr/bin/python3", str(path)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    netns_playbook(netns, path)
     return json.loads((tmp_path / "result.json").read_text())
 
 
@@ -132,15 +135,7 @@ def test_a_second_run_asks_nothing_and_drift_is_still_repaired(scratch, tmp_path
     assert outcome(run(scratch, tmp_path)) == {"files": (False, True), "sysctls": (False, True)}
 
 
-KERNEL_PLAY = """- hosts: localhost
-  gather_facts: false
-  tasks:
-    - podnet.network.node_info:
-        node_ip: 10.9.0.1
-        state_file: {tmp}/node.json
-        services_state_file: {tmp}/allocations.json
-        proxy_state_dir: {tmp}
-        glance_file: {tmp}/glance.json
+KERNEL_PLAY = glance_play("""\
     - podnet.network.routes:
         routes:
           - {{dest: 10.244.2.0/24, gateway: 10.244.2.0, dev: podnet.1, onlink: true}}
@@ -160,11 +155,7 @@ KERNEL_PLAY = """- hosts: localhost
         state_file: {tmp}/firewall.json
         glance_file: {tmp}/glance.json
       register: firewall
-    - ansible.builtin.copy:
-        content: "{{{{ {{'routes': routes, 'firewall': firewall}} | to_json }}}}"
-        dest: {tmp}/result.json
-        mode: "0644"
-"""
+""", "{{'routes': routes, 'firewall': firewall}}", node_ip="10.9.0.1")
 
 
 def settle_run(netns, tmp_path, mtu=1450):
@@ -205,15 +196,7 @@ def test_routes_and_the_firewall_are_asked_only_when_the_kernel_moved_or_the_tas
     assert settle_run(scratch, tmp_path, mtu=1400) == {"routes": (False, True), "firewall": (False, True)}
 
 
-PROXY_PLAY = """- hosts: localhost
-  gather_facts: false
-  tasks:
-    - podnet.network.node_info:
-        node_ip: 127.0.0.1
-        state_file: {tmp}/node.json
-        services_state_file: {tmp}/allocations.json
-        proxy_state_dir: {tmp}
-        glance_file: {tmp}/glance.json
+PROXY_PLAY = glance_play("""\
     - podnet.network.proxy_nftables:
         model: "{{{{ lookup('file', '{tmp}/model.json') }}}}"
         node: node1
@@ -222,11 +205,7 @@ PROXY_PLAY = """- hosts: localhost
         verify_live: {verify_live}
         glance_file: {tmp}/glance.json
       register: proxy
-    - ansible.builtin.copy:
-        content: "{{{{ proxy | to_json }}}}"
-        dest: {tmp}/result.json
-        mode: "0644"
-"""
+""", "proxy")
 
 
 def proxy_run(netns, tmp_path, model, verify_live=False):
@@ -271,15 +250,7 @@ def test_the_service_nat_is_asked_only_when_its_table_moved_or_the_model_changed
     assert proxy_run(scratch, tmp_path, changed_model(web=web)) == (False, True, "glance")
 
 
-POLICY_PLAY = """- hosts: localhost
-  gather_facts: false
-  tasks:
-    - podnet.network.node_info:
-        node_ip: 127.0.0.1
-        state_file: {tmp}/node.json
-        services_state_file: {tmp}/allocations.json
-        proxy_state_dir: {tmp}
-        glance_file: {tmp}/glance.json
+POLICY_PLAY = glance_play("""\
     - podnet.network.nftables:
         table: podnet-policy
         content: "{{{{ lookup('file', '{tmp}/policy.nft') }}}}"
@@ -287,11 +258,7 @@ POLICY_PLAY = """- hosts: localhost
         path: {tmp}/state/podnet-policy.nft
         glance_file: {tmp}/glance.json
       register: policy
-    - ansible.builtin.copy:
-        content: "{{{{ policy | to_json }}}}"
-        dest: {tmp}/result.json
-        mode: "0644"
-"""
+""", "policy")
 
 
 def policy_run(netns, tmp_path):

@@ -16,12 +16,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lab import probe
+from tests.lab.lab_runs import netns_playbook
 from tests.unit.test_policy_render import many_pods, model_of, policy, render_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,12 +96,7 @@ def apply(netns, tmp_path, text, verify_live=False, state="state"):
     result = tmp_path / "result.json"
     play.write_text(PLAY.format(table=TABLE, content=tmp_path / "content.nft", state=tmp_path / state,
                                 result=result, verify_live=str(verify_live).lower()))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    run = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                          "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    netns_playbook(netns, play, timeout=600)
     return {key: value for key, value in json.loads(result.read_text()).items()
             if key in ("changed", "verified", "actions")}
 

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
 
+from tests.lab.lab_runs import netns_playbook
 from tests.unit.test_proxy_iptables import changed_model, ep, service, sport, web_endpoints
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,12 +89,7 @@ def apply(netns, tmp_path, model, verify_live=False, as_sent=False, keys=("chang
                                 state=tmp_path / "state", result=result,
                                 verify_live=str(verify_live).lower(),
                                 as_json="" if as_sent else " | from_json | to_json"))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    run = subprocess.run(["ip", "netns", "exec", netns, playbook, "-i", "localhost,", "-c", "local",
-                          "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    netns_playbook(netns, play)
     return {key: value for key, value in json.loads(result.read_text()).items() if key in keys}
 
 
