@@ -242,35 +242,37 @@ def _code_digest():
     return digest.hexdigest()
 
 
+def _sha(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, settings=None):
     """compute() -> (text, warnings, [the `given` values it also stands for, or their compact
-    text], optionally {more: value}), remembered in memo_dir/NAME.json for these very inputs
-    (and podnet's code) and any of those `given` values (`given`: a value, or its compact
-    text): the last result only, written whole (rename). The warnings are shown again on a
-    hit; `more` is what later tasks may ask of this result (_memo_more). No memo_dir:
-    computed every time. `reads_manifests`: compute() reads manifest files, whose documents
-    are remembered one by one too (_remembered_documents). `settings`: the inputs less the
-    files' content; given them, compute(earlier) returns a fifth value, a state kept beside
-    the result (NAME.state.json, read on a miss only), and takes the last one as `earlier`
-    when it was made under the same settings and `given` (else None), to check again only
-    what changed."""
-    given = given if isinstance(given, str) else compact(given)
+    text], optionally {more: value}), remembered in memo_dir for these very inputs (and
+    podnet's code) and any of those `given` values (`given`: a value, or its compact text):
+    the last result only, its text in NAME.txt as it is and the rest in NAME.json (each
+    written whole, a rename; the text by digest, so a later task that holds the text asks
+    the memo without reading it back). The warnings are shown again on a hit; `more` is what
+    later tasks may ask of this result (_memo_more). No memo_dir: computed every time.
+    `reads_manifests`: compute() reads manifest files, whose documents are remembered one by
+    one too (_remembered_documents). `settings`: the inputs less the files' content; given
+    them, compute(earlier) returns a fifth value, a state kept beside the result
+    (NAME.state.json, read on a miss only), and takes the last one as `earlier` when it was
+    made under the same settings and `given` (else None), to check again only what changed."""
+    given = _sha(given if isinstance(given, str) else compact(given))
     if not memo_dir:
         text, warnings = (compute(None) if settings is not None else compute())[:2]
     else:
         code = _code_digest()
         key = hashlib.sha256((compact(inputs) + code).encode()).hexdigest()
         base = None if settings is None else hashlib.sha256((compact(settings) + code).encode()).hexdigest()
-        path = pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+        path = _memo_path(memo_dir, name)
         state_path = path.with_name("%s.state.json" % name)
-        try:
-            memo = json.loads(path.read_text(encoding="utf-8"))
-            same = given in memo.get("given", ())
-            hit = same and memo.get("key") == key
-        except (OSError, ValueError, AttributeError, TypeError):
-            memo, same, hit = {}, False, False
-        if hit:
-            text, warnings = memo["text"], memo["warnings"]
+        memo = _read_json(path)
+        same = given in (memo.get("given") or ())
+        text = _memo_text(memo_dir, name, memo) if same and memo.get("key") == key else None
+        if text is not None:
+            warnings = memo.get("warnings") or []
         else:
             earlier = None
             if same and base is not None and memo.get("settings") == base:
@@ -278,14 +280,35 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
                 earlier = kept.get("state") if kept.get("key") == memo.get("key") else None
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
                 text, warnings, also, *rest = compute(earlier) if base is not None else compute()
-            also = [value if isinstance(value, str) else compact(value) for value in also]
-            _keep(path, {"key": key, "settings": base, "text": text, "warnings": warnings,
+            also = [_sha(value if isinstance(value, str) else compact(value)) for value in also]
+            _keep(path.with_suffix(".txt"), text)
+            _keep(path, {"key": key, "settings": base, "text_sha256": _sha(text), "warnings": warnings,
                          "given": [given, *also], "more": rest[0] if rest else {}})
             if base is not None:
                 _keep(state_path, {"key": key, "state": rest[1] if len(rest) > 1 else None})
     for warning in warnings:
         _display.warning(warning)
     return text
+
+
+def _memo_path(memo_dir, name):
+    return pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+
+
+def _memo_text(memo_dir, name, memo):
+    """The text memo_dir keeps for NAME (`memo`: its NAME.json), or None (none, or not the
+    one NAME.json names: a write that did not finish)."""
+    try:
+        text = _memo_path(memo_dir, name).with_suffix(".txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if memo.get("text_sha256") == _sha(text) else None
+
+
+def _memo_of(memo_dir, name, text):
+    """memo_dir's NAME.json when the text it keeps is `text` itself; else {}."""
+    memo = _read_json(_memo_path(memo_dir, name))
+    return memo if memo.get("text_sha256") == _sha(text) else {}
 
 
 def _read_json(path):
@@ -300,8 +323,7 @@ def _read_json(path):
 def _memo_more(memo_dir, name, text, what):
     """What _memo kept beside `text` as `what` in memo_dir/NAME.json, when the result it
     kept is `text` itself; else None. A later task's shortcut, never its only way."""
-    memo = _read_json(pathlib.Path(memo_dir).expanduser() / ("%s.json" % name))
-    more = memo.get("more") if memo.get("text") == text else None
+    more = _memo_of(memo_dir, name, text).get("more")
     return more.get(what) if isinstance(more, dict) else None
 
 
@@ -336,6 +358,13 @@ def _remembered_documents(memo_dir, name):
         _keep(path, {"code": code, "documents": kept})
 
 
+# What the services check found each piece of the file to hold (its state's `chunks`), for
+# the file it checked last in this process: {path: (the file's digest, entries)}. The plan
+# checks the Services and then the policies in one task, and the policy reader's view of
+# the services file is those entries (_policy_view), not a second split of the file.
+_CHECKED_PIECES = {}
+
+
 @bulk
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
                             node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
@@ -352,12 +381,14 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
                                      cluster_cidr)
         if again is not None:
             checked, warnings, state = again
+            _CHECKED_PIECES[str(path)] = (digest, state.get("chunks"))
             return checked, warnings, [earlier["allocations"]], {"allocations": earlier["allocations"]}, \
                 dict(earlier, recheck=state)
         warnings, state = [], {}
         with _remembered_documents(memo_dir, "services-checked") if memo_dir else contextlib.nullcontext():
             checked = _services_read(text, path, previous, service_cidr, node_port_range, cluster_cidr,
                                      dns_ip, cluster_domain, pods, warnings, state)
+        _CHECKED_PIECES[str(path)] = (digest, state.get("chunks"))
         # Allocation is stable: given the addresses it allocated as the previous ones, the
         # read allocates them again, so the result stands for those too (the next run's,
         # once the nodes persisted them).
@@ -367,7 +398,8 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
 
     settings = [str(path), pods or [], service_cidr, node_port_range, cluster_cidr, dns_ip or None,
                 cluster_domain]
-    inputs = [*settings, hashlib.sha256(data or b"").hexdigest()]
+    digest = hashlib.sha256(data or b"").hexdigest()
+    inputs = [*settings, digest]
     return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, settings=settings)
 
 
@@ -395,18 +427,14 @@ def _checked_parts(memo_dir, checked):
     """(head, [[ns/name, compact text], ...]) of the plan's checked text, from the state its
     memo keeps beside it (services_checked), when that memo holds `checked` itself; else
     None. Its texts join into `checked`: head + ",".join(texts) + "]}"."""
-    memo = _read_json(pathlib.Path(memo_dir).expanduser() / "services-checked.json")
-    if memo.get("text") != checked:
+    memo = _memo_of(memo_dir, "services-checked", checked)
+    if not memo:
         return None
     kept = _read_json(pathlib.Path(memo_dir).expanduser() / "services-checked.state.json")
     state = (kept.get("state") or {}).get("recheck") if kept.get("key") == memo.get("key") else None
     if not isinstance(state, dict) or "head" not in state or "services" not in state:
         return None
     return state["head"], state["services"]
-
-
-def _sha(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @bulk
@@ -446,9 +474,8 @@ def podnet_resolve_services(checked, pods, memo_dir=None):
 def _known_delta(memo_dir, model, earlier):
     """services_delta's change from the Services the resolve found changed (its memo's
     `more`), when its memo holds `model` and it resolved from `earlier`; else None."""
-    memo = _read_json(pathlib.Path(memo_dir).expanduser() / "services-resolved.json")
-    more = memo.get("more") or {}
-    if memo.get("text") != model or not more.get("from") or more["from"] != _sha(earlier):
+    more = _memo_of(memo_dir, "services-resolved", model).get("more") or {}
+    if not more.get("from") or more["from"] != _sha(earlier):
         return None
     fields = json.loads(model[:model.index('"services":[')] + '"services":[]}')
     del fields["services"]
@@ -578,6 +605,22 @@ def _policy_view(memo_dir, path, data):
     seen = _read_json(cache)
     if seen.get("sha256") == file_digest and isinstance(seen.get("view"), str):
         return seen["view"]  # the same file as the last time (a no-op run): not split again
+    checked_digest, entries = _CHECKED_PIECES.get(str(path), (None, None))
+    if checked_digest == file_digest and entries:
+        # The services check has just read this very file: its entries are every piece, in order.
+        view = [entry[:3] for entry in entries if entry[4][:1] not in (["S"], ["E"])]
+    else:
+        view = _pieces_view(memo_dir, data)
+        if view is None:
+            return None
+    view = "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
+    _keep(cache, {"sha256": file_digest, "view": view})
+    return view
+
+
+def _pieces_view(memo_dir, data):
+    """_policy_view's pieces ([digest, number, line] of each one it reads), the file split
+    here; None when it is not split simply or a piece does not parse."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -603,8 +646,6 @@ def _policy_view(memo_dir, path, data):
         if not read:
             view.append([digest, number, line])
         number += count
-    view = "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
-    _keep(cache, {"sha256": file_digest, "view": view})
     return view
 
 

@@ -1,5 +1,6 @@
 """The filter plugin reads the manifest files itself, one way for both readers."""
 
+import hashlib
 import json
 import pathlib
 
@@ -189,6 +190,32 @@ def test_a_check_is_remembered_for_the_same_inputs_only(tmp_path, counted):
     podnet_services_checked(str(path), DECLARED, allocated)
     podnet_services_checked(str(path), DECLARED, allocated)
     assert calls == ["read_services"] * 5
+
+
+def test_a_memo_text_that_is_not_the_one_its_record_names_is_not_taken(tmp_path, counted):
+    """The memo keeps its text as it is (NAME.txt) beside its record (NAME.json), which names
+    the text by digest: a text changed or left by a write that did not finish is a miss, and
+    the check runs again; a text that is gone too."""
+    calls, _ = counted
+    memo = tmp_path / "memo"
+    path = tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + LOCAL)
+    first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    kept = memo / "services-checked.txt"
+    assert kept.read_text() == first
+    assert json.loads((memo / "services-checked.json").read_text())["text_sha256"] == \
+        hashlib.sha256(first.encode()).hexdigest()
+    # A miss checks again (from the state kept beside it: the file did not change) and keeps
+    # the text anew; a hit writes nothing.
+    kept.write_text(first.replace("10.96", "10.97"))
+    assert podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)) == first
+    assert kept.read_text() == first
+    kept.unlink()
+    assert podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)) == first
+    assert kept.read_text() == first
+    before = (calls[:], kept.stat().st_mtime_ns, kept.stat().st_ino)
+    assert podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)) == first
+    assert (calls, kept.stat().st_mtime_ns, kept.stat().st_ino) == before
 
 
 def test_allocations_come_from_the_plans_memo_for_the_text_it_kept(tmp_path):
@@ -436,3 +463,32 @@ def test_the_policies_view_of_an_unchanged_file_is_not_split_again(tmp_path, mon
     path.write_text(NAMED + "---\n" + POLICY + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"))
     assert podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo) == first
     assert split == [1]
+
+
+def test_the_policies_view_after_a_services_check_is_the_checks_pieces(tmp_path, monkeypatch):
+    """Right after the services check of a changed file (the plan's task runs both), the
+    policies' view of it comes from what the check found each piece to hold, not a second
+    split of the file; it is the view a split gives."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+    path.write_text(NAMED + "---\n" + POLICY + "---\n" + LOCAL)
+    podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    first = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+    for text in (NAMED + "---\n" + POLICY + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"),
+                 NAMED + "---\n" + LOCAL + "---\n" + POLICY):
+        path.write_text(text)
+        podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+        split = []
+        real = filters.chunks
+        monkeypatch.setattr(filters, "chunks", lambda text, real=real: split.append(1) or real(text))
+        podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+        assert split == []
+        monkeypatch.setattr(filters, "chunks", real)
+        data = path.read_bytes()
+        taken = filters._policy_view(memo, str(path), data)
+        (tmp_path / "memo" / "policies-view.json").unlink()
+        monkeypatch.setattr(filters, "_CHECKED_PIECES", {})
+        assert filters._policy_view(memo, str(path), data) == taken
+    # The policy moved below the Endpoints: read again, where it now stands.
+    moved = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+    assert moved != first and moved == podnet_policies_checked([str(path)], DECLARED, services_file=str(path))
