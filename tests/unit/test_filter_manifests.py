@@ -480,7 +480,8 @@ def test_the_policies_view_after_a_services_check_is_the_checks_pieces(tmp_path,
         podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
         split = []
         real = filters.chunks
-        monkeypatch.setattr(filters, "chunks", lambda text, real=real: split.append(1) or real(text))
+        monkeypatch.setattr(filters, "chunks",
+                            lambda text, real=real, split=split: split.append(1) or real(text))
         podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
         assert split == []
         monkeypatch.setattr(filters, "chunks", real)
