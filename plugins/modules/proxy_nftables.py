@@ -199,10 +199,14 @@ from ansible_collections.podnet.network.plugins.module_utils.services.sync impor
     update_summary,
 )
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
-    base_of,
     bulk,
+    kept_base,
+    kept_file,
+    kept_of,
+    kept_text,
+    read_kept,
     rebased,
-    rebuild_from,
+    rebuild_kept,
 )
 
 # The record's own shape; a new one makes every node render once more.
@@ -247,28 +251,27 @@ def ensure_present(module, nft, table, state_file, path):
     if trusted and record["inputs"] == digest and record.get("boot_sha256") == sha256(boot):
         return [], record["view"], record["view"], [], {"current": True, "verified": "generation"}
     model_file = model_path(state_file)
-    kept = read_file(module, model_file)
-    # The kept model's digests, as recorded (computing them is a JSON dump per Service).
+    kept_before = read_file(module, model_file)
+    kept = read_kept(kept_before)
+    # The kept model's digests, as recorded (computing them is a digest per Service).
     base = (record or {}).get("model_base")
-    if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept)):
-        base = base_of(kept)
+    if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept_text(kept))):
+        base = kept_base(kept)
     text, model, source, replaced = params["model"], None, "whole", None
     if not text and params["model_delta"]:
         try:
             change = json.loads(params["model_delta"])
         except ValueError as exc:
             module.fail_json(msg=f"model_delta is not JSON: {exc}")
-        rebuilt = rebuild_from(kept, change, model_sha256) if base else None
+        rebuilt = rebuild_kept(kept, change, model_sha256) if base else None
         if rebuilt:
-            (text, model, replaced), source = rebuilt, "delta"
+            # The model's other fields only: its Services stay text unless rendered whole.
+            (text, kept, replaced), model, source = rebuilt, dict(rebuilt[1][0]), "delta"
     if not text:
         # Not current: the caller sends the model, whole or as a delta from the one kept here.
         return [], {}, {}, [], {"current": False, "model_base": base if kept is not None else None}
     if model is None:
-        try:
-            model = json.loads(text)
-        except ValueError as exc:
-            module.fail_json(msg=f"model is not JSON: {exc}")
+        model = whole_model(module, text)
     number = generation(digest) if digest else None
     try:
         # A delta's Services alone, from the record of its base, when that record is this
@@ -277,8 +280,11 @@ def ensure_present(module, nft, table, state_file, path):
             record, replaced, change, model, params["node"], number,
             inputs_digest(change["base_sha256"], params["node"], table, path, renderer()))
         if not rendered:
+            model = model if "services" in model else whole_model(module, text)
             ruleset, shared = render_counted(model, params["node"], table, number)
             rendered = ruleset, shared, service_view(model)
+        if source == "whole" and (kept is None or kept_text(kept) != text):
+            kept = kept_of(model)
     except (NftProxyError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg=f"cannot render the services model for node {params['node']}: {exc!r}")
     ruleset, shared, view = rendered
@@ -296,17 +302,18 @@ def ensure_present(module, nft, table, state_file, path):
         "elements": ruleset["elements"],
         "shared": shared,
         "view": view,
-        "model_base": rebased(base, change, model_sha256) if source == "delta" else base_of(text),
+        "model_base": rebased(base, change, model_sha256) if source == "delta" else kept_base(kept),
     }
     old_view = record.get("view") if record else None
     write = bool(path) and boot != full
     files = []
     if not module.check_mode:
         files = [(path, full)] if write else []
-        if new_record != record:
+        if not record or new_record["inputs"] != record.get("inputs") or new_record != record:
             files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
-        if kept != text:
-            files.append((model_file, text))
+        kept_after = kept_file(kept)
+        if kept_after != kept_before:
+            files.append((model_file, kept_after))
     # The boot-time script and the record are on disk before the table changes, put in place
     # (a rename) after: a full disk fails the run with the node's rules as they were.
     with written_after(module, files):
@@ -314,6 +321,8 @@ def ensure_present(module, nft, table, state_file, path):
         cleared = clear_flows(module, old_view, view, model.get("service_cidr"), rules_change)
     if write:
         actions.append(f"write {path}")
+    # The model as earlier podnet kept it (its text whole), gone once a run applies one.
+    actions += remove_files(module, (legacy_model_path(state_file),))
     extra = {"current": not actions, "verified": verified, "model_from": source}
     return actions, old_view, view, cleared, extra
 
@@ -344,8 +353,21 @@ def rendered_from(record, replaced, change, model, node, number, base_inputs):
 
 
 def model_path(state_file):
-    """The model's text as last applied, kept beside the record: the base of the next delta."""
+    """The model as last applied, kept beside the record (transfer.kept_file, JSON Lines):
+    the base of the next delta."""
+    return state_file[:-len(".json")] + ".model.jsonl"
+
+
+def legacy_model_path(state_file):
+    """Where podnet 0.2.0 and before kept the model (its compact text)."""
     return state_file[:-len(".json")] + ".model.json"
+
+
+def whole_model(module, text):
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        module.fail_json(msg=f"model is not JSON: {exc}")
 
 
 def glance(nft, table, record):
@@ -400,7 +422,7 @@ def ensure_absent(module, nft, table, state_file, path):
     actions = []
     if nft.delete_table(FAMILY, table):
         actions.append(f"delete table {FAMILY} {table}")
-    actions += remove_files(module, (path, state_file, model_path(state_file)))
+    actions += remove_files(module, (path, state_file, model_path(state_file), legacy_model_path(state_file)))
     return actions, (record or {}).get("view"), {}, [], {}
 
 

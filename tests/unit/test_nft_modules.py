@@ -12,7 +12,13 @@ import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import build_script, sha256
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import generation
-from ansible_collections.podnet.network.plugins.module_utils.services.transfer import base_of, compact, delta
+from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
+    base_of,
+    compact,
+    delta,
+    kept_text,
+    read_kept,
+)
 from ansible_collections.podnet.network.plugins.modules import dns, nftables, proxy_nftables
 
 from tests.unit.test_dns_update import NEW_MODEL, desired, serving
@@ -264,7 +270,7 @@ def services_model(*endpoints):
 
 
 def proxy(tmp_path, nft, model, check_mode=False):
-    params = {"model": json.dumps(model), "model_sha256": None, "model_delta": None, "node": "node1",
+    params = {"model": compact(model), "model_sha256": None, "model_delta": None, "node": "node1",
               "verify_live": False, "flush_conntrack": True}
     return proxy_nftables.ensure_present(Module(tmp_path, params, check_mode), nft, "podnet-services",
                                          str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
@@ -342,7 +348,7 @@ def test_proxy_nftables_with_verify_live_lists_the_table_every_run(tmp_path):
     proxy(tmp_path, nft, model)
     calls = len(nft.calls)
     nft.tables[("ip", "podnet-services")] = {None: '{"nftables": []}'}  # emptied by hand
-    params = {"model": json.dumps(model), "model_sha256": None, "model_delta": None, "node": "node1",
+    params = {"model": compact(model), "model_sha256": None, "model_delta": None, "node": "node1",
               "verify_live": True, "flush_conntrack": True}
     result = proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
                                            str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))
@@ -412,7 +418,7 @@ def test_proxy_nftables_absent(tmp_path, check_mode):
     actions = proxy_nftables.ensure_absent(module, nft, "podnet-services", str(tmp_path / "proxy.json"),
                                            str(tmp_path / "services.nft"))[0]
     assert actions == ["delete table ip podnet-services", f"remove {tmp_path / 'services.nft'}",
-                       f"remove {tmp_path / 'proxy.json'}", f"remove {tmp_path / 'proxy.model.json'}"]
+                       f"remove {tmp_path / 'proxy.json'}", f"remove {tmp_path / 'proxy.model.jsonl'}"]
     assert (("ip", "podnet-services") in nft.tables) is check_mode
 
 
@@ -439,11 +445,11 @@ def test_proxy_nftables_answers_a_digest_alone_and_changes_nothing(tmp_path):
     proxy(tmp_path, nft, model)
     loads = len(nft.loaded)
 
-    actions, _old, _view, _cleared, extra = ask(tmp_path, nft, sha256(json.dumps(model)))
+    actions, _old, _view, _cleared, extra = ask(tmp_path, nft, sha256(compact(model)))
     assert (actions, extra) == ([], {"current": True, "verified": "generation"})
-    other = sha256(json.dumps(services_model("10.244.1.6")))
+    other = sha256(compact(services_model("10.244.1.6")))
     actions, _old, _view, _cleared, extra = ask(tmp_path, nft, other)
-    assert (actions, extra) == ([], {"current": False, "model_base": base_of(json.dumps(model))})
+    assert (actions, extra) == ([], {"current": False, "model_base": base_of(compact(model))})
     assert len(nft.loaded) == loads
 
 
@@ -482,7 +488,25 @@ def test_proxy_nftables_rebuilds_the_model_from_a_delta_or_asks_for_it_whole(tmp
         dict(records[1]["elements"], generation=None)] * 2
     assert records[0]["view"] == records[1]["view"]
     # The node keeps the new model: the base of the next delta.
-    assert (tmp_path / "proxy.model.json").read_text() == compact(new)
+    assert kept_text(read_kept((tmp_path / "proxy.model.jsonl").read_text())) == compact(new)
+
+
+def test_proxy_nftables_keeps_a_model_sent_in_another_form_compact(tmp_path):
+    """A model's text in any JSON form applies; the node keeps it compact (the form deltas
+    are made from), and takes the place of the file earlier podnet kept it in."""
+    nft, old, new = FakeNft(), services_model("10.244.1.5", "10.244.2.5"), services_model("10.244.1.5")
+    (tmp_path / "proxy.model.json").write_text(json.dumps(old))
+    params = {"model": json.dumps(old, indent=1), "model_sha256": None, "model_delta": None, "node": "node1",
+              "verify_live": False, "flush_conntrack": True}
+    actions = proxy_nftables.ensure_present(Module(tmp_path, params), nft, "podnet-services",
+                                            str(tmp_path / "proxy.json"), str(tmp_path / "services.nft"))[0]
+    assert actions[-1] == f"remove {tmp_path / 'proxy.model.json'}"
+    assert not (tmp_path / "proxy.model.json").exists()
+    base = ask(tmp_path, nft, sha256(compact(new)))[4]["model_base"]
+    assert base == base_of(compact(old))
+    actions, *_, extra = ask(tmp_path, nft, sha256(compact(new)), compact(delta(new, base)))
+    assert extra["model_from"] == "delta" and actions
+    assert kept_text(read_kept((tmp_path / "proxy.model.jsonl").read_text())) == compact(new)
 
 
 def test_proxy_nftables_renders_only_the_services_of_a_delta(tmp_path, monkeypatch):

@@ -10,9 +10,13 @@ from ansible_collections.podnet.network.plugins.module_utils.services.transfer i
     compact,
     delta,
     delta_from,
+    kept_base,
+    kept_file,
+    kept_of,
+    kept_text,
+    read_kept,
     rebased,
-    rebuild,
-    rebuild_from,
+    rebuild_kept,
 )
 
 
@@ -23,6 +27,27 @@ def model(*services, cidr="10.96.0.0/12"):
 
 
 OLD = model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82))
+
+
+def kept(base_text):
+    """The form a node keeps the model whose text this is in, read back from its file."""
+    return read_kept(kept_file(kept_of(json.loads(base_text)))) if base_text else None
+
+
+def rebuild_from(base_text, change, sha):
+    """(text, model, replaced) a node that keeps `base_text` rebuilds from `change`, or None;
+    the model it keeps after is that text's."""
+    rebuilt = rebuild_kept(kept(base_text), change, sha)
+    if rebuilt is None:
+        return None
+    text, after, replaced = rebuilt
+    assert kept_text(after) == text and read_kept(kept_file(after)) == after
+    return text, json.loads(text), replaced
+
+
+def rebuild(base_text, change, sha):
+    rebuilt = rebuild_from(base_text, change, sha)
+    return rebuilt and rebuilt[:2]
 
 
 @pytest.mark.parametrize("new", [
@@ -106,3 +131,26 @@ def test_the_controller_keeps_the_model_it_resolved_last_as_the_next_runs_base(t
     assert rebuild(compact(OLD), json.loads(change), sha256(compact(new))) == (compact(new), new)
     assert podnet_services_delta(compact(new), str(tmp_path)) == ""  # the same model again
     assert podnet_services_delta(compact(OLD), None) == ""
+
+
+@pytest.mark.parametrize("value", [OLD, model(), dict(OLD, services=OLD["services"][::-1])],
+                         ids=["sorted", "empty", "unsorted"])
+def test_the_kept_file_holds_the_models_text_and_base(value):
+    """A node keeps the model as JSON Lines: its fields and keys, then one Service a line.
+    Read back, it joins into the controller's text, and its base is that text's."""
+    text = kept_file(kept_of(value))
+    lines = text.splitlines()
+    assert len(lines) == 1 + len(value["services"])
+    assert [json.loads(line) for line in lines[1:]] == value["services"]
+    again = read_kept(text)
+    assert kept_text(again) == compact(value)
+    assert kept_base(again) == base_of(compact(value))
+
+
+def test_a_kept_file_that_is_not_one_reads_as_none():
+    text = kept_file(kept_of(OLD))
+    head, *services = text.splitlines()
+    for broken in ["", "not json\n", compact(OLD) + "\n", text[:-1], text + "{}\n",
+                   "\n".join([head, *services[:-1]]) + "\n",
+                   "\n".join([head.replace("a/y", "a/x"), *services]) + "\n"]:
+        assert read_kept(broken) is None, broken

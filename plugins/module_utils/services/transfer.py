@@ -9,10 +9,11 @@ on a run where one endpoint moved. A node that keeps the text of the model it la
   (`base_of`);
 - the controller sends the model's other fields, the Services whose digest differs or that
   are new, and the keys of the ones gone (`delta`);
-- the node rebuilds the model (`rebuild`) and takes it only if the text it compacts to has
-  the sha256 the controller's text has (`compact`): anything else (another base, text that
-  was not compact) is refused, and the controller sends the model whole. Services are
-  rebuilt in (namespace, name) order, the plan's; a model in another order says its order.
+- the node rebuilds the model (`rebuild_kept`, from the form it keeps it in: kept_file)
+  and takes it only if its text has the sha256 the controller's text has (`compact`):
+  anything else (another base, text that was not compact) is refused, and the controller
+  sends the model whole. Services are rebuilt in (namespace, name) order, the plan's; a
+  model in another order says its order.
 
 Pure functions; the proxy module and its action plugin do the I/O.
 """
@@ -114,35 +115,80 @@ def _delta(model, base_sha256, known, same):
     return change
 
 
-def rebuild(base_text, change, sha256):
-    """(model text, model) from the base's text and a delta, or None unless the result is the
-    controller's text exactly (its `sha256`)."""
-    rebuilt = rebuild_from(base_text, change, sha256)
-    return rebuilt and rebuilt[:2]
+# A node keeps the model it applied as JSON Lines (kept_file): first a line with the
+# model's other fields and its Services' keys in order, then each Service's compact text on
+# a line of its own (JSON never holds a raw line break). A delta then changes the lines of
+# the Services it carries and leaves the others as text: at 10,000 Services the model is
+# never parsed or compacted whole, only joined and digested.
 
 
-def rebuild_from(base_text, change, sha256):
-    """rebuild's (model text, model) and the base's Services the delta replaced or removed
-    ({"ns/name": Service}; None when the model's other fields changed too), or None: a node
-    that rendered the base renders only those and the delta's own Services again."""
-    if base_text is None or _sha256(base_text) != change.get("base_sha256"):
+def kept_of(model):
+    """The kept form of a model (a dict): (its other fields, {"ns/name": compact text})."""
+    return ({key: value for key, value in model.items() if key != "services"},
+            {service_key(svc): compact(svc) for svc in model["services"]})
+
+
+def kept_file(kept):
+    """The file text of a kept form."""
+    fields, services = kept
+    return "\n".join([compact({"fields": fields, "services": list(services)}), *services.values()]) + "\n"
+
+
+def read_kept(text):
+    """The kept form a kept file holds, or None (none, or not such a file)."""
+    if not text:
         return None
+    lines = text.split("\n")
     try:
-        base = json.loads(base_text)
-        services = {service_key(svc): svc for svc in base.pop("services")}
+        head = json.loads(lines[0])
+        fields, keys = head["fields"], head["services"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    body = lines[1:-1]
+    if lines[-1] or not isinstance(fields, dict) or not isinstance(keys, list) or len(keys) != len(body):
+        return None
+    services = dict(zip(keys, body, strict=True))
+    return (fields, services) if len(services) == len(body) else None
+
+
+def kept_text(kept):
+    """The compact text of the model a kept form holds (what the controller sent)."""
+    fields, services = kept
+    head, _, tail = compact(dict(fields, services=[])).partition('"services":[]')
+    return head + '"services":[' + ",".join(services.values()) + "]" + tail
+
+
+def kept_base(kept):
+    """base_of(kept_text(kept)), from the Services' texts as they are."""
+    return {"sha256": _sha256(kept_text(kept)),
+            "services": {key: _sha256(text)[:16] for key, text in kept[1].items()}}
+
+
+def _key_order(key):
+    namespace, _, name = key.partition("/")
+    return namespace, name
+
+
+def rebuild_kept(kept, change, sha256):
+    """(model text, kept form, the base's Services the delta replaced or removed ({"ns/name":
+    Service}; None when the model's other fields changed too)) from the kept form of the
+    base and a delta, or None unless the text is the controller's exactly (its `sha256`): a
+    node that rendered the base renders only those and the delta's own Services again.
+    Services are in (namespace, name) order, the plan's, unless the delta says its order."""
+    if kept is None or _sha256(kept_text(kept)) != change.get("base_sha256"):
+        return None
+    fields, services = kept[0], dict(kept[1])
+    try:
         replaced = None
-        if base == change["fields"]:
-            replaced = {key: services[key] for key in (*change["services"], *change["removed"])
+        if fields == change["fields"]:
+            replaced = {key: json.loads(services[key]) for key in (*change["services"], *change["removed"])
                         if key in services}
         for key in change["removed"]:
             services.pop(key, None)
-        services.update(change["services"])
-        if "order" in change:
-            ordered = [services[key] for key in change["order"]]
-        else:
-            ordered = _in_order(services.values())
-        model = dict(change["fields"], services=ordered)
+        services.update((key, compact(svc)) for key, svc in change["services"].items())
+        order = change["order"] if "order" in change else sorted(services, key=_key_order)
+        rebuilt = (dict(change["fields"]), {key: services[key] for key in order})
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    text = compact(model)
-    return (text, model, replaced) if _sha256(text) == sha256 else None
+    text = kept_text(rebuilt)
+    return (text, rebuilt, replaced) if _sha256(text) == sha256 else None
