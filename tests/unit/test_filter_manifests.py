@@ -261,6 +261,32 @@ def test_an_endpoints_change_is_checked_again_without_a_whole_read(tmp_path, cou
         podnet_services_checked(str(path), [], {}, memo_dir=memo)
 
 
+def test_a_state_another_python_kept_or_broken_is_no_state(tmp_path, counted, monkeypatch):
+    """The check's state is this controller's cache (marshal, stamped with the Python that
+    wrote it): a state from another Python, or broken, reads as none, and the file is read
+    whole, to the same result. A state as earlier podnet kept it (JSON) goes."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    calls, _warnings = counted
+    memo, path = tmp_path / "memo", tmp_path / "services.yml"
+    (memo / "services-checked.state.json").parent.mkdir()
+    (memo / "services-checked.state.json").write_text("{}")
+    path.write_text(NAMED + "---\n" + LOCAL)
+    podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+    state = memo / "services-checked.state"
+    assert filters._read_state(state)["state"]["recheck"]["chunks"]
+    assert not (memo / "services-checked.state.json").exists()
+    kept = state.read_bytes()
+    for n, (broken, stamp) in enumerate([(b"garbage", None), (kept[:len(kept) // 2], None),
+                                         (kept, filters.STATE_FORMAT + " another")]):
+        if stamp:
+            monkeypatch.setattr(filters, "STATE_FORMAT", stamp)
+        state.write_bytes(broken)
+        path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.%d" % (n + 10)))
+        assert podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)) == \
+            podnet_services_checked(str(path), DECLARED, {})
+        assert calls.count("read_services") == 1 + 2 * (n + 1)
+
+
 def test_a_refused_file_is_never_remembered(tmp_path, counted):
     calls, _warnings = counted
     path = tmp_path / "services.yml"
