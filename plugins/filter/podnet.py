@@ -124,6 +124,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.transfer i
     compact,
     delta_from,
 )
+from ansible_collections.podnet.network.plugins.plugin_utils import memo_ref
 
 _display = Display()
 
@@ -248,7 +249,7 @@ def _sha(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, settings=None):
+def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, settings=None, reference=False):
     """compute() -> (text, warnings, [the `given` values it also stands for, or their compact
     text], optionally {more: value}), remembered in memo_dir for these very inputs (and
     podnet's code) and any of those `given` values (`given`: a value, or its compact text):
@@ -260,7 +261,9 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
     one too (_remembered_documents). `settings`: the inputs less the files' content; given
     them, compute(earlier) returns a fifth value, a state kept beside the result
     (NAME.state, read on a miss only: _read_state), and takes the last one as `earlier` when it was
-    made under the same settings and `given` (else None), to check again only what changed."""
+    made under the same settings and `given` (else None), to check again only what changed.
+    `reference`: with memo_dir, a reference to the kept text is returned (plugin_utils/
+    memo_ref.py), not the text."""
     given = _sha(given if isinstance(given, str) else compact(given))
     if not memo_dir:
         text, warnings = (compute(None) if settings is not None else compute())[:2]
@@ -283,13 +286,15 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
                 text, warnings, also, *rest = compute(earlier) if base is not None else compute()
             also = [_sha(value if isinstance(value, str) else compact(value)) for value in also]
-            _keep(path.with_suffix(".txt"), text)
+            reference = _keep(path.with_suffix(".txt"), text) and reference
             _keep(path, {"key": key, "settings": base, "text_sha256": _sha(text), "warnings": warnings,
                          "given": [given, *also], "more": rest[0] if rest else {}})
             if base is not None:
                 _keep_state(state_path, {"key": key, "state": rest[1] if len(rest) > 1 else None})
     for warning in warnings:
         _display.warning(warning)
+    if reference and memo_dir:
+        return memo_ref.reference(os.path.abspath(_memo_path(memo_dir, name).with_suffix(".txt")), _sha(text))
     return text
 
 
@@ -346,9 +351,18 @@ def _memo_text(memo_dir, name, memo):
 
 
 def _memo_of(memo_dir, name, text):
-    """memo_dir's NAME.json when the text it keeps is `text` itself; else {}."""
+    """memo_dir's NAME.json when the text it keeps is `text` itself (or a reference to it);
+    else {}."""
     memo = _read_json(_memo_path(memo_dir, name))
-    return memo if memo.get("text_sha256") == _sha(text) else {}
+    return memo if memo.get("text_sha256") == memo_ref.digest_of(text) else {}
+
+
+def _text(value):
+    """The text a filter was given, read back when it is a reference (memo_ref.py)."""
+    try:
+        return memo_ref.text_of(value)
+    except memo_ref.MemoReferenceError as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def _read_json(path):
@@ -368,7 +382,8 @@ def _memo_more(memo_dir, name, text, what):
 
 
 def _keep(path, data):
-    """A memo file written whole (a rename), or a warning: `data` as JSON, or a text as it is."""
+    """A memo file written whole (a rename), or a warning: `data` as JSON, or a text as it
+    is. Whether it was written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
@@ -378,6 +393,8 @@ def _keep(path, data):
         os.replace(handle.name, path)
     except OSError as exc:
         _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -440,7 +457,8 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
                 cluster_domain]
     digest = hashlib.sha256(data or b"").hexdigest()
     inputs = [*settings, digest]
-    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, settings=settings)
+    return _memo(memo_dir, "services-checked", inputs, compute, given=previous or {}, settings=settings,
+                 reference=True)
 
 
 def _services_read(text, path, previous, service_cidr, node_port_range, cluster_cidr, dns_ip, cluster_domain,
@@ -488,7 +506,7 @@ def podnet_resolve_services(checked, pods, memo_dir=None):
         parts = _checked_parts(memo_dir, checked) if memo_dir else None
         try:
             if parts is None:
-                return compact(resolve_services(json.loads(checked), pods or [])), [], []
+                return compact(resolve_services(json.loads(_text(checked)), pods or [])), [], []
             head, services = parts[0], parts[1]
             known = (earlier or {}).get("services") or {}
             resolved, kept, changed = [], {}, {}
@@ -507,20 +525,20 @@ def podnet_resolve_services(checked, pods, memo_dir=None):
             more = {"from": earlier["sha256"], "changed": changed, "removed": sorted(set(known) - set(kept))}
         return model, [], [], more, {"services": kept, "sha256": _sha(model)}
 
-    inputs = [_sha(checked), pods or []]
-    return _memo(memo_dir, "services-resolved", inputs, compute, settings=[pods or []])
+    inputs = [memo_ref.digest_of(checked), pods or []]
+    return _memo(memo_dir, "services-resolved", inputs, compute, settings=[pods or []], reference=True)
 
 
-def _known_delta(memo_dir, model, earlier):
+def _known_delta(memo_dir, model, text, earlier):
     """services_delta's change from the Services the resolve found changed (its memo's
-    `more`), when its memo holds `model` and it resolved from `earlier`; else None."""
+    `more`), when its memo holds `model` (`text`) and it resolved from `earlier`; else None."""
     more = _memo_of(memo_dir, "services-resolved", model).get("more") or {}
     if not more.get("from") or more["from"] != _sha(earlier):
         return None
-    fields = json.loads(model[:model.index('"services":[')] + '"services":[]}')
+    fields = json.loads(text[:text.index('"services":[')] + '"services":[]}')
     del fields["services"]
     return {"base_sha256": more["from"], "fields": fields,
-            "services": {name: json.loads(text) for name, text in more["changed"].items()},
+            "services": {name: json.loads(service) for name, service in more["changed"].items()},
             "removed": more["removed"]}
 
 
@@ -538,12 +556,13 @@ def podnet_services_delta(model, memo_dir=None):
         earlier = path.read_text(encoding="utf-8")
     except OSError:
         earlier = None
-    if earlier == model:
+    if earlier is not None and _sha(earlier) == memo_ref.digest_of(model):
         return ""
+    text = _text(model)
     change = None
     if earlier:
-        change = _known_delta(memo_dir, model, earlier) or delta_from(earlier, json.loads(model))
-    _keep(path, model)
+        change = _known_delta(memo_dir, model, text, earlier) or delta_from(earlier, json.loads(text))
+    _keep(path, text)
     return compact(change) if change else ""
 
 
@@ -566,12 +585,12 @@ def podnet_service_allocations(model, memo_dir=None):
     compact JSON text, taken from the plan's memo when `model` is the checked text it kept:
     at 10,000 Services the model is not parsed again on every run for what the plan knew."""
     if memo_dir is None:
-        return allocations(json.loads(model) if isinstance(model, str) else model)
+        return allocations(json.loads(_text(model)) if isinstance(model, str) else model)
     if memo_dir and isinstance(model, str):
         known = _memo_more(memo_dir, "services-checked", model, "allocations")
         if isinstance(known, str):
             return known
-    return compact(allocations(json.loads(model) if isinstance(model, str) else model))
+    return compact(allocations(json.loads(_text(model)) if isinstance(model, str) else model))
 
 
 @bulk
@@ -742,6 +761,7 @@ class FilterModule:
             "service_allocations": podnet_service_allocations,
             "merge_allocations": podnet_merge_allocations,
             "allocations_file": podnet_allocations_file,
+            "memo_text": _text,
             "policy_model": podnet_policy_model,
             "policies_checked": podnet_policies_checked,
             "resolve_policies": podnet_resolve_policies,

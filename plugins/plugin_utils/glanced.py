@@ -16,6 +16,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 from ansible_collections.podnet.network.plugins.module_utils.common import glance
+from ansible_collections.podnet.network.plugins.plugin_utils import memo_ref
 
 
 class GlancedAction(ActionBase):
@@ -64,7 +65,13 @@ class GlancedAction(ActionBase):
         if known is not None:
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
-            done = self._apply(self.module_args(args, snapshot), task_vars)
+            # A model the plan kept in its memo comes as a reference (memo_ref.py): the task's
+            # digest is the reference's, and the module gets the text.
+            asked = {key: memo_ref.text_of(value) for key, value in self.module_args(args, snapshot).items()}
+        except memo_ref.MemoReferenceError as exc:
+            return merge_hash(result, {"failed": True, "msg": str(exc)})
+        try:
+            done = self._apply(asked, task_vars)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         if done.get("changed") and not done.get("failed"):

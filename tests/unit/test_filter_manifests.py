@@ -6,21 +6,35 @@ import pathlib
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from ansible_collections.podnet.network.plugins.filter import podnet as filter_plugin
 from ansible_collections.podnet.network.plugins.filter.podnet import (
     podnet_allocations_file,
     podnet_node_pods,
     podnet_policies_checked,
     podnet_policy_model,
     podnet_resolve_policies,
-    podnet_resolve_services,
     podnet_service_allocations,
-    podnet_services_checked,
     podnet_services_delta,
     podnet_services_model,
 )
 from ansible_collections.podnet.network.plugins.module_utils.common import manifests
 from ansible_collections.podnet.network.plugins.module_utils.services.model import resolve_services
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import compact, delta_from
+from ansible_collections.podnet.network.plugins.plugin_utils.memo_ref import (
+    MemoReferenceError,
+    is_reference,
+    text_of,
+)
+
+
+# With a memo directory, the plan's check and the resolve return a reference to the text
+# they kept (plugin_utils/memo_ref.py): most tests here compare texts, read back.
+def podnet_services_checked(*args, **kwargs):
+    return text_of(filter_plugin.podnet_services_checked(*args, **kwargs))
+
+
+def podnet_resolve_services(*args, **kwargs):
+    return text_of(filter_plugin.podnet_resolve_services(*args, **kwargs))
 
 SERVICE = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n"
 POLICY = ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
@@ -394,7 +408,7 @@ def test_the_resolved_services_are_remembered_for_the_same_check_and_pods(tmp_pa
     first = filters.podnet_resolve_services(checked, DECLARED, memo)
     again, unremembered = (filters.podnet_resolve_services(checked, DECLARED, memo),
                            filters.podnet_resolve_services(checked, DECLARED))
-    assert again == first == unremembered
+    assert is_reference(first) and again == first and text_of(first) == unremembered
     assert len(resolved) == 2  # the second call was remembered; the third had no memo
     filters.podnet_resolve_services(checked, [], memo)  # other pods: resolved again
     assert len(resolved) == 3
@@ -519,3 +533,36 @@ def test_the_policies_view_after_a_services_check_is_the_checks_pieces(tmp_path,
     # The policy moved below the Endpoints: read again, where it now stands.
     moved = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
     assert moved != first and moved == podnet_policies_checked([str(path)], DECLARED, services_file=str(path))
+
+
+def test_with_a_memo_the_services_pass_from_task_to_task_by_reference(tmp_path):
+    """With a memo directory the plan's check and the resolve return a reference to the text
+    they kept (tens of MB at scale stay out of Ansible's variables); the filters after them
+    take the reference as they take the text, to the same results. A reference whose text
+    was written over since is an error that says to run again, never another text."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
+    results = {}
+    for where in (memo, str(tmp_path / "other")):
+        for text in (NAMED + "---\n" + LOCAL, NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8")):
+            path.write_text(text)
+            checked = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=where)
+            model = filters.podnet_resolve_services(checked if where == memo else text_of(checked), RUNNING,
+                                                    where)
+            assert is_reference(checked) and is_reference(model)
+            results.setdefault(where, []).append([
+                text_of(checked), text_of(model),
+                filters.podnet_service_allocations(checked if where == memo else text_of(checked), where),
+                filters.podnet_services_delta(model if where == memo else text_of(model), where)])
+    assert results[memo] == results[str(tmp_path / "other")]
+    assert results[memo][1][3] != ""  # a delta from the first model
+    assert text_of(checked) == filters.podnet_services_checked(str(path), DECLARED, {})  # no memo: text
+    stale = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    path.write_text(NAMED)
+    filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    with pytest.raises(MemoReferenceError, match="run the plays again"):
+        text_of(stale)
+    for use in (lambda ref: filters.podnet_resolve_services(ref, RUNNING),
+                filters.FilterModule().filters()["memo_text"]):
+        with pytest.raises(AnsibleFilterError, match="another run with other inputs wrote it since"):
+            use(stale)
