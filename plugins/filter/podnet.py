@@ -64,6 +64,7 @@ own plumbing, not a public API.
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import marshal
@@ -71,6 +72,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
@@ -286,7 +288,9 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
                 text, warnings, also, *rest = compute(earlier) if base is not None else compute()
             also = [_sha(value if isinstance(value, str) else compact(value)) for value in also]
-            reference = _keep(path.with_suffix(".txt"), text) and reference
+            kept = _text_path(memo_dir, name, _sha(text))
+            reference = _keep(kept, text) and reference
+            _prune_texts(memo_dir, name, kept)
             _keep(path, {"key": key, "settings": base, "text_sha256": _sha(text), "warnings": warnings,
                          "given": [given, *also], "more": rest[0] if rest else {}})
             if base is not None:
@@ -294,12 +298,43 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
     for warning in warnings:
         _display.warning(warning)
     if reference and memo_dir:
-        return memo_ref.reference(os.path.abspath(_memo_path(memo_dir, name).with_suffix(".txt")), _sha(text))
+        return memo_ref.reference(os.path.abspath(_text_path(memo_dir, name, _sha(text))), _sha(text))
     return text
 
 
 def _memo_path(memo_dir, name):
     return pathlib.Path(memo_dir).expanduser() / ("%s.json" % name)
+
+
+def _text_path(memo_dir, name, sha256):
+    """Where the memo keeps a text of NAME: by its digest, so a run's reference to the text
+    it made still reads it while another run (other inputs, the same inventory) makes its
+    own (memo_ref.py)."""
+    return pathlib.Path(memo_dir).expanduser() / ("%s.%s.txt" % (name, sha256[:16]))
+
+
+# Texts of NAME kept besides the last one: those written in the last hour (another run's,
+# still under way), at most this many.
+TEXTS_KEPT = 4
+
+
+def _prune_texts(memo_dir, name, kept):
+    """Remove NAME's texts but `kept`, the newest TEXTS_KEPT written in the last hour."""
+    others = []
+    for path in pathlib.Path(memo_dir).expanduser().glob("%s.*.txt" % glob.escape(name)):
+        try:
+            if path != kept:
+                others.append((path.stat().st_mtime, path))
+        except OSError:
+            pass
+    others.sort(reverse=True)
+    recent = time.time() - 3600
+    for number, (mtime, path) in enumerate(others):
+        if number >= TEXTS_KEPT or mtime < recent:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _state_path(memo_dir, name):
@@ -344,7 +379,7 @@ def _memo_text(memo_dir, name, memo):
     """The text memo_dir keeps for NAME (`memo`: its NAME.json), or None (none, or not the
     one NAME.json names: a write that did not finish)."""
     try:
-        text = _memo_path(memo_dir, name).with_suffix(".txt").read_text(encoding="utf-8")
+        text = _text_path(memo_dir, name, memo.get("text_sha256") or "").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     return text if memo.get("text_sha256") == _sha(text) else None

@@ -4,12 +4,13 @@ At 10,000 Services the plan's checked text is 10 MB and the resolved model 6 MB.
 variable, Ansible sends such a value from the worker that set it to the main process (0.2 s
 for 6 MB), and looks into it for a template every time a task names it (about 0.1 s per
 task and host). With a memo directory, the filters that make those texts keep them there
-(filter/podnet.py `_memo`: NAME.txt) and return a reference instead: this prefix, the
-text's sha256 and the file's path. Whatever needs the text itself (a filter that parses
-it, an action plugin about to run its module) reads it back here, and a text that is no
-longer the one referred to (another run with other inputs wrote the memo since) is an
-error that says to run again, never another text. Whatever only compares texts compares
-their digests (`digest_of`), which a reference carries.
+(filter/podnet.py `_memo`: NAME.DIGEST.txt, so two runs at once with other inputs keep
+their own) and return a reference instead: this prefix, the text's sha256 and the file's
+path. Whatever needs the text itself (a filter that parses it, an action plugin about to
+run its module) reads it back here, and a text that is no longer the one referred to
+(changed or removed since) is an error that says to run again, never another text.
+Whatever only compares texts compares their digests (`digest_of`), which a reference
+carries.
 
 Modules never see a reference: the action plugins (plugin_utils/glanced.py) give them the
 text, and a task without one reads it with the `podnet.network.memo_text` filter.
@@ -58,6 +59,6 @@ def text_of(value):
         raise MemoReferenceError("podnet's memo %s cannot be read (%s): run the plays again"
                                  % (path, exc)) from None
     if sha256_of(text) != sha256:
-        raise MemoReferenceError("podnet's memo %s no longer holds the text this run made (another run "
-                                 "with other inputs wrote it since): run the plays again" % path)
+        raise MemoReferenceError("podnet's memo %s no longer holds the text this run made (changed since): "
+                                 "run the plays again" % path)
     return text

@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import os
 import pathlib
+import time
 
 import pytest
 from ansible.errors import AnsibleFilterError
@@ -207,15 +209,15 @@ def test_a_check_is_remembered_for_the_same_inputs_only(tmp_path, counted):
 
 
 def test_a_memo_text_that_is_not_the_one_its_record_names_is_not_taken(tmp_path, counted):
-    """The memo keeps its text as it is (NAME.txt) beside its record (NAME.json), which names
-    the text by digest: a text changed or left by a write that did not finish is a miss, and
-    the check runs again; a text that is gone too."""
+    """The memo keeps its text as it is (NAME.DIGEST.txt) beside its record (NAME.json), which
+    names the text by digest: a text changed or left by a write that did not finish is a
+    miss, and the check runs again; a text that is gone too."""
     calls, _ = counted
     memo = tmp_path / "memo"
     path = tmp_path / "services.yml"
     path.write_text(NAMED + "---\n" + LOCAL)
     first = podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
-    kept = memo / "services-checked.txt"
+    kept = memo / ("services-checked.%s.txt" % hashlib.sha256(first.encode()).hexdigest()[:16])
     assert kept.read_text() == first
     assert json.loads((memo / "services-checked.json").read_text())["text_sha256"] == \
         hashlib.sha256(first.encode()).hexdigest()
@@ -557,12 +559,38 @@ def test_with_a_memo_the_services_pass_from_task_to_task_by_reference(tmp_path):
     assert results[memo] == results[str(tmp_path / "other")]
     assert results[memo][1][3] != ""  # a delta from the first model
     assert text_of(checked) == filters.podnet_services_checked(str(path), DECLARED, {})  # no memo: text
-    stale = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    # Another run with other inputs (two at once, one inventory) keeps its own text: this
+    # run's reference still reads its own. Written over, it is an error.
+    earlier = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
     path.write_text(NAMED)
-    filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    other = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
+    assert text_of(other) != text_of(earlier)
+    assert text_of(earlier) == results[memo][1][0]
+    kept = earlier.split(":", 2)[2]
+    pathlib.Path(kept).write_text(text_of(earlier).replace("10.96", "10.97"))
     with pytest.raises(MemoReferenceError, match="run the plays again"):
-        text_of(stale)
+        text_of(earlier)
     for use in (lambda ref: filters.podnet_resolve_services(ref, RUNNING),
                 filters.FilterModule().filters()["memo_text"]):
-        with pytest.raises(AnsibleFilterError, match="another run with other inputs wrote it since"):
-            use(stale)
+        with pytest.raises(AnsibleFilterError, match="no longer holds the text this run made"):
+            use(earlier)
+
+
+def test_the_memo_keeps_the_last_text_and_the_last_hours_few_others(tmp_path):
+    """Texts another run may still read are kept a while: the last one always, others from
+    the last hour only, and no more than TEXTS_KEPT of them."""
+    from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    memo, path = tmp_path / "memo", tmp_path / "services.yml"
+    made = []
+    for number in range(filters.TEXTS_KEPT + 3):
+        path.write_text(NAMED + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.%d" % (number + 10)))
+        ref = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo))
+        made.append(ref.split(":", 2)[2])
+    kept = sorted(str(p) for p in memo.glob("services-checked.*.txt"))
+    assert kept == sorted(made[-1 - filters.TEXTS_KEPT:])
+    old = made[-1 - filters.TEXTS_KEPT]
+    os.utime(old, (time.time() - 7200,) * 2)
+    path.write_text(NAMED)
+    newest = filters.podnet_services_checked(str(path), DECLARED, {}, memo_dir=str(memo)).split(":", 2)[2]
+    assert old not in {str(p) for p in memo.glob("services-checked.*.txt")}
+    assert newest in {str(p) for p in memo.glob("services-checked.*.txt")}
