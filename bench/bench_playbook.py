@@ -10,8 +10,9 @@ with a generated services file of N selector-less Services (an Endpoints object 
 addresses), timed from the command line:
 
 - first:    the Service NAT removed from every node first (its table, record and boot file);
-- no-op:    the same file again;
-- endpoint: one endpoint address of one Service changed;
+- no-op:    the same file again (--repeat times, the median shown);
+- endpoint: one endpoint address of one Service changed (--repeat times, moved back and
+            forth, the median shown: a single run on a two-core lab varies by 15 %);
 - added:    one Service more;
 - removed:  one Service fewer.
 
@@ -157,6 +158,8 @@ def main():
                         help="NetworkPolicy counts (none: no NetworkPolicy rows)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds one ansible-playbook may take")
     parser.add_argument("--site-runs", type=int, default=3, help="no-op site.yml runs (0: none)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of the no-op and of the one-endpoint change, the median shown (odd)")
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_playbook.py needs root (the lab's nodes are network namespaces)")
@@ -168,8 +171,9 @@ def main():
              ("removed", {"changed": True, "added": 1, "removed": 1}))
     header = (f"{'services':>9} {'run':<9} {'wall s':>8} {'x1':>6} {'nft s':>7} {'changed':>8} "
               f"{'bare nft -f':>12} {'ctl MB':>7}")
+    repeat = max(1, options.repeat | 1)
     print(f"ansible-playbook {' '.join(PLAYS)}, 3-node lab {inventory}, nftables backend, "
-          f"{options.endpoints} endpoints per Service")
+          f"{options.endpoints} endpoints per Service; no-op and endpoint: the median of {repeat} runs")
     print(header)
     print("-" * len(header))
     baseline, rows = {}, {}
@@ -186,7 +190,14 @@ def main():
                                     "-a", "state=absent path=/etc/podnet/nftables/podnet-services.nft"],
                                    capture_output=True, timeout=options.timeout, cwd=REPO, check=True,
                                    env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg")))
-                seconds, nft, changed = playbook(inventory, PLAYS, options.timeout, extra)
+                samples = [playbook(inventory, PLAYS, options.timeout, extra)]
+                for again in range(1, repeat if step in ("no-op", "endpoint") else 1):
+                    if step == "endpoint":
+                        # The endpoint back, then moved again: each run changes one endpoint,
+                        # and the last leaves it moved, as the next step expects.
+                        path.write_text(services_file(count, options.endpoints, changed=again % 2 == 0))
+                    samples.append(playbook(inventory, PLAYS, options.timeout, extra))
+                seconds, nft, changed = sorted(samples)[len(samples) // 2]
                 baseline.setdefault(step, seconds)
                 memory = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
                 rows[count, step] = (seconds, nft, bare, memory)
