@@ -34,8 +34,7 @@ def is_reference(value):
 
 
 def _parts(value):
-    sha256, _, path = value[len(PREFIX):].partition(":")
-    return sha256, path
+    return tuple(value[len(PREFIX):].partition(":")[::2])
 
 
 def sha256_of(text):

@@ -154,7 +154,7 @@ def read_kept(text):
 def kept_text(kept):
     """The compact text of the model a kept form holds (what the controller sent)."""
     fields, services = kept
-    head, _, tail = compact(dict(fields, services=[])).partition('"services":[]')
+    head, tail = compact(dict(fields, services=[])).split('"services":[]', 1)
     return head + '"services":[' + ",".join(services.values()) + "]" + tail
 
 
@@ -165,8 +165,7 @@ def kept_base(kept):
 
 
 def _key_order(key):
-    namespace, _, name = key.partition("/")
-    return namespace, name
+    return tuple(key.partition("/")[::2])
 
 
 def rebuild_kept(kept, change, sha256):
