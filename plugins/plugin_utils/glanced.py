@@ -89,7 +89,7 @@ class SettledAction(GlancedAction):
     TRANSPORT = ()
 
     def _inputs(self, args):
-        return glance.inputs_digest(self.MODULE, {key: value for key, value in args.items()
+        return glance.inputs_digest(self.MODULE, {key: memo_ref.identity(value) for key, value in args.items()
                                                   if key not in self.TRANSPORT})
 
     def vouched(self, snapshot, args, task_vars):

@@ -46,6 +46,12 @@ def digest_of(value):
     return _parts(value)[0] if is_reference(value) else sha256_of(value)
 
 
+def identity(value):
+    """What a task's digest takes of `value`: a reference without its path (a run from
+    another inventory file keeps the same text elsewhere, and is the same task)."""
+    return PREFIX + digest_of(value) if is_reference(value) else value
+
+
 def text_of(value):
     """The text `value` refers to (or `value` itself when it is not a reference)."""
     if not is_reference(value):

@@ -28,9 +28,17 @@ def test_the_module_gets_the_text_a_reference_names_and_the_digest_is_the_refere
     index = glance.INDEX
     plugin = action({"model": ref, "node": "node1"})
     plugin.run(task_vars={"podnet_node": {"glance": {"index": index, "settled": {}}}})
-    assert plugin.sent == [{"model": MODEL, "node": "node1",
-                            "glance_inputs": glance.inputs_digest("podnet.network.dns",
-                                                                  {"model": ref, "node": "node1"})}]
+    digest = glance.inputs_digest("podnet.network.dns", {"model": "podnet-memo:" + sha256_of(MODEL),
+                                                         "node": "node1"})
+    assert plugin.sent == [{"model": MODEL, "node": "node1", "glance_inputs": digest}]
+    # The same text kept under another inventory's memo is the same task: the glance that
+    # a run from one inventory file recorded vouches for a run from another.
+    elsewhere = tmp_path / "other" / "services-resolved.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(MODEL)
+    plugin = action({"model": reference(str(elsewhere), sha256_of(MODEL)), "node": "node1"})
+    result = plugin.run(task_vars={"podnet_node": {"glance": {"index": index, "settled": {digest: {}}}}})
+    assert result["glanced"] and not result["changed"] and plugin.sent == []
     kept.write_text(MODEL.replace("[]", "[{}]"))
     plugin = action({"model": ref, "node": "node1"})
     result = plugin.run(task_vars={})
