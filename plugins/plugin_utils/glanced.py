@@ -66,7 +66,7 @@ class GlancedAction(ActionBase):
             return merge_hash(result, dict(known, changed=False, glanced=True))
         try:
             # A model the plan kept in its memo comes as a reference (memo_ref.py): the task's
-            # digest is the reference's, and the module gets the text.
+            # digest takes the text's sha256 from it (memo_ref.identity), the module the text.
             asked = {key: memo_ref.text_of(value) for key, value in self.module_args(args, snapshot).items()}
         except memo_ref.MemoReferenceError as exc:
             return merge_hash(result, {"failed": True, "msg": str(exc)})
