@@ -255,15 +255,17 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
     """compute() -> (text, warnings, [the `given` values it also stands for, or their compact
     text], optionally {more: value}), remembered in memo_dir for these very inputs (and
     podnet's code) and any of those `given` values (`given`: a value, or its compact text):
-    the last result only, its text in NAME.txt as it is and the rest in NAME.json (each
-    written whole, a rename; the text by digest, so a later task that holds the text asks
-    the memo without reading it back). The warnings are shown again on a hit; `more` is what
-    later tasks may ask of this result (_memo_more). No memo_dir: computed every time.
+    the last result only, its text as it is in NAME.DIGEST.txt (_text_path) and the rest in
+    NAME.json (each written whole, a rename; NAME.json names the text by digest, so a later
+    task that holds the text asks the memo without reading it back). The warnings are shown
+    again on a hit; `more` is what later tasks may ask of this result (_memo_more). No
+    memo_dir: computed every time.
     `reads_manifests`: compute() reads manifest files, whose documents are remembered one by
     one too (_remembered_documents). `settings`: the inputs less the files' content; given
     them, compute(earlier) returns a fifth value, a state kept beside the result
-    (NAME.state, read on a miss only: _read_state), and takes the last one as `earlier` when it was
-    made under the same settings and `given` (else None), to check again only what changed.
+    (NAME.state, read on a miss only: _read_state), and takes the last one as `earlier`
+    when it was made under the same settings and `given` (else None), to check again only
+    what changed.
     `reference`: with memo_dir, a reference to the kept text is returned (plugin_utils/
     memo_ref.py), not the text."""
     given = _sha(given if isinstance(given, str) else compact(given))
@@ -279,6 +281,7 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
         same = given in (memo.get("given") or ())
         text = _memo_text(memo_dir, name, memo) if same and memo.get("key") == key else None
         if text is not None:
+            digest = memo["text_sha256"]
             warnings = memo.get("warnings") or []
         else:
             earlier = None
@@ -288,17 +291,18 @@ def _memo(memo_dir, name, inputs, compute, given=None, reads_manifests=False, se
             with _remembered_documents(memo_dir, name) if reads_manifests else contextlib.nullcontext():
                 text, warnings, also, *rest = compute(earlier) if base is not None else compute()
             also = [_sha(value if isinstance(value, str) else compact(value)) for value in also]
-            kept = _text_path(memo_dir, name, _sha(text))
+            digest = _sha(text)
+            kept = _text_path(memo_dir, name, digest)
             reference = _keep(kept, text) and reference
             _prune_texts(memo_dir, name, kept)
-            _keep(path, {"key": key, "settings": base, "text_sha256": _sha(text), "warnings": warnings,
+            _keep(path, {"key": key, "settings": base, "text_sha256": digest, "warnings": warnings,
                          "given": [given, *also], "more": rest[0] if rest else {}})
             if base is not None:
                 _keep_state(state_path, {"key": key, "state": rest[1] if len(rest) > 1 else None})
     for warning in warnings:
         _display.warning(warning)
     if reference and memo_dir:
-        return memo_ref.reference(os.path.abspath(_text_path(memo_dir, name, _sha(text))), _sha(text))
+        return memo_ref.reference(os.path.abspath(_text_path(memo_dir, name, digest)), digest)
     return text
 
 
@@ -360,15 +364,13 @@ def _read_state(path):
 
 
 def _keep_state(path, data):
-    """A memo's state written whole (a rename), or a warning."""
+    """A memo's state written whole (_keep), or a warning."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=".%s." % path.name,
-                                         delete=False) as handle:
-            handle.write(marshal.dumps({"format": STATE_FORMAT, "data": data}))
-        os.replace(handle.name, path)
-    except (OSError, ValueError) as exc:
+        state = marshal.dumps({"format": STATE_FORMAT, "data": data})
+    except ValueError as exc:
         _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
+    else:
+        _keep(path, state)
     try:
         path.with_name(path.name + ".json").unlink()  # as podnet 0.2.0 kept it
     except OSError:
@@ -417,14 +419,16 @@ def _memo_more(memo_dir, name, text, what):
 
 
 def _keep(path, data):
-    """A memo file written whole (a rename), or a warning: `data` as JSON, or a text as it
-    is. Whether it was written."""
+    """A memo file written whole (a rename), or a warning: `data` as JSON, or a text or
+    bytes as they are. Whether it was written."""
+    if not isinstance(data, bytes):
+        # json.dump would take the pure-Python encoder
+        data = (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".%s." % path.stem, delete=False,
-                                         encoding="utf-8") as handle:
-            # json.dump would take the pure-Python encoder
-            handle.write(data if isinstance(data, str) else json.dumps(data))
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=".%s." % path.stem,
+                                         delete=False) as handle:
+            handle.write(data)
         os.replace(handle.name, path)
     except OSError as exc:
         _display.warning("podnet cannot keep its memo %s: %s" % (path, exc))
