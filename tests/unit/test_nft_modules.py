@@ -13,7 +13,6 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft import b
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner import FakeNft
 from ansible_collections.podnet.network.plugins.module_utils.services.sync import generation
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
-    base_of,
     compact,
     delta,
     kept_text,
@@ -22,6 +21,7 @@ from ansible_collections.podnet.network.plugins.module_utils.services.transfer i
 from ansible_collections.podnet.network.plugins.modules import dns, nftables, proxy_nftables
 
 from tests.unit.test_dns_update import NEW_MODEL, desired, serving
+from tests.unit.test_transfer import base_of
 
 CONTENT = ("table ip podnet {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; "
            "policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n")

@@ -6,7 +6,6 @@ import json
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
 from ansible_collections.podnet.network.plugins.module_utils.services.transfer import (
-    base_of,
     compact,
     delta,
     delta_from,
@@ -27,6 +26,20 @@ def model(*services, cidr="10.96.0.0/12"):
 
 
 OLD = model(("a", "x", 80), ("a", "y", 81), ("a-b", "z", 82))
+
+
+def base_of(text):
+    """What a node keeping the model whose text this is tells the controller, worked out from
+    the parsed model (the node's kept_base works from its lines): the text's sha256 and the
+    first 16 hex digits of each Service's compact text's sha256; None for a text that is not
+    a model."""
+    try:
+        services = json.loads(text)["services"]
+        return {"sha256": sha256(text),
+                "services": {"%s/%s" % (svc["namespace"], svc["name"]): sha256(compact(svc))[:16]
+                             for svc in services}}
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def kept(base_text):

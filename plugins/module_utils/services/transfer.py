@@ -6,7 +6,7 @@ on a run where one endpoint moved. A node that keeps the text of the model it la
 (its "base") can take a delta instead:
 
 - the node tells the controller the base's sha256 and one short digest per Service
-  (`base_of`);
+  (`kept_base`);
 - the controller sends the model's other fields, the Services whose digest differs or that
   are new, and the keys of the ones gone (`delta`);
 - the node rebuilds the model (`rebuild_kept`, from the form it keeps it in: kept_file)
@@ -55,25 +55,20 @@ def service_key(svc):
 
 
 def _digest(svc):
-    return _sha256(compact(svc))[:16]
+    return _short(compact(svc))
+
+
+def _short(text):
+    """A Service's digest in a base: the first 16 hex digits of its compact text's sha256."""
+    return _sha256(text)[:16]
 
 
 def _in_order(services):
     return sorted(services, key=lambda svc: (svc["namespace"], svc["name"]))
 
 
-def base_of(text):
-    """{sha256, services: {"ns/name": digest}} of a model's text, or None when it is not a model."""
-    try:
-        model = json.loads(text)
-        return {"sha256": _sha256(text),
-                "services": {service_key(svc): _digest(svc) for svc in model["services"]}}
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
 def rebased(base, change, sha256):
-    """The base_of the model a delta rebuilt (its text's `sha256`), from the base it was
+    """The kept_base of the model a delta rebuilt (its text's `sha256`), from the base it was
     rebuilt from: the digests of the Services it carried computed, the others kept."""
     services = dict(base["services"])
     for key in change["removed"]:
@@ -83,13 +78,13 @@ def rebased(base, change, sha256):
 
 
 def delta(model, base):
-    """What a node whose base is `base` (base_of) needs to rebuild `model` (a dict)."""
+    """What a node whose base is `base` (kept_base) needs to rebuild `model` (a dict)."""
     known = base["services"]
     return _delta(model, base["sha256"], known, lambda key, svc: known.get(key) == _digest(svc))
 
 
 def delta_from(base_text, model):
-    """delta(model, base_of(base_text)), Services compared as they are rather than by digest:
+    """delta(model, the base of base_text), Services compared as they are rather than by digest:
     what the controller sends along a first ask, guessing the node keeps the model the
     controller resolved last (`base_text`). None when that text is not a model."""
     try:
@@ -159,9 +154,10 @@ def kept_text(kept):
 
 
 def kept_base(kept):
-    """base_of(kept_text(kept)), from the Services' texts as they are."""
+    """The base a node tells the controller of the model it keeps: {sha256 of its text,
+    services: {"ns/name": a 16-hex-digit digest of its compact text}}."""
     return {"sha256": _sha256(kept_text(kept)),
-            "services": {key: _sha256(text)[:16] for key, text in kept[1].items()}}
+            "services": {key: _short(text) for key, text in kept[1].items()}}
 
 
 def _key_order(key):
