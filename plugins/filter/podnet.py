@@ -454,13 +454,6 @@ def _remembered_documents(memo_dir, name):
         _keep(path, {"code": code, "documents": kept})
 
 
-# What the services check found each piece of the file to hold (its state's `chunks`), for
-# the file it checked last in this process: {path: (the file's digest, entries)}. The plan
-# checks the Services and then the policies in one task, and the policy reader's view of
-# the services file is those entries (_policy_view), not a second split of the file.
-_CHECKED_PIECES = {}
-
-
 @bulk
 def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/12",
                             node_port_range="30000-32767", cluster_cidr="10.244.0.0/16", dns_ip=None,
@@ -477,14 +470,12 @@ def podnet_services_checked(path, pods, previous=None, service_cidr="10.96.0.0/1
                                      cluster_cidr)
         if again is not None:
             checked, warnings, state = again
-            _CHECKED_PIECES[str(path)] = (digest, state.get("chunks"))
             return checked, warnings, [earlier["allocations"]], {"allocations": earlier["allocations"]}, \
                 dict(earlier, recheck=state)
         warnings, state = [], {}
         with _remembered_documents(memo_dir, "services-checked") if memo_dir else contextlib.nullcontext():
             checked = _services_read(text, path, previous, service_cidr, node_port_range, cluster_cidr,
                                      dns_ip, cluster_domain, pods, warnings, state)
-        _CHECKED_PIECES[str(path)] = (digest, state.get("chunks"))
         # Allocation is stable: given the addresses it allocated as the previous ones, the
         # read allocates them again, so the result stands for those too (the next run's,
         # once the nodes persisted them).
@@ -685,32 +676,29 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
             raise AnsibleFilterError(str(exc)) from None
         return compact(read), [], []
 
-    inputs = [[[path, _policy_view(memo_dir, path, data) if memo_dir and path == str(services_file) else None
+    inputs = [[[path, _policy_view(memo_dir, data) if memo_dir and path == str(services_file) else None
                 or hashlib.sha256(data).hexdigest()] for path, data in files.items()],
               pods or [], cluster_cidr, str(services_file)]
     return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
 
 
-def _policy_view(memo_dir, path, data):
+def _policy_view(memo_dir, data):
     """What the policy reader reads of the services file, as a digest: every piece of it
     (manifests.chunks) where it stands, but those that hold one Service, Endpoints or
     EndpointSlice, which it only checks the kind of. One endpoint changed at 10,000 Services
     leaves it alone, and the policies are not read again. The services check's state says
-    what each piece it read holds; a piece it did not read is parsed here. None when the
-    file is not split simply or a piece does not parse (the file's digest then)."""
+    what each piece it read holds; a piece it did not read is parsed here. The plan's task
+    runs both readers in one process, in whichever order Ansible templates them: the file is
+    split once for both (manifests.chunks). None when the file is not split simply or a
+    piece does not parse (the file's digest then)."""
     file_digest = hashlib.sha256(data).hexdigest()
     cache = pathlib.Path(memo_dir).expanduser() / "policies-view.json"
     seen = _read_json(cache)
     if seen.get("sha256") == file_digest and isinstance(seen.get("view"), str):
         return seen["view"]  # the same file as the last time (a no-op run): not split again
-    checked_digest, entries = _CHECKED_PIECES.get(str(path), (None, None))
-    if checked_digest == file_digest and entries:
-        # The services check has just read this very file: its entries are every piece, in order.
-        view = [entry[:3] for entry in entries if entry[4][:1] not in (["S"], ["E"])]
-    else:
-        view = _pieces_view(memo_dir, data)
-        if view is None:
-            return None
+    view = _pieces_view(memo_dir, data)
+    if view is None:
+        return None
     view = "view:" + hashlib.sha256(compact(view).encode()).hexdigest()
     _keep(cache, {"sha256": file_digest, "view": view})
     return view

@@ -507,31 +507,35 @@ def test_the_policies_view_of_an_unchanged_file_is_not_split_again(tmp_path, mon
     assert split == [1]
 
 
-def test_the_policies_view_after_a_services_check_is_the_checks_pieces(tmp_path, monkeypatch):
-    """Right after the services check of a changed file (the plan's task runs both), the
-    policies' view of it comes from what the check found each piece to hold, not a second
-    split of the file; it is the view a split gives."""
+@pytest.mark.parametrize("services_first", [True, False])
+def test_the_plans_two_readers_split_the_services_file_once(tmp_path, monkeypatch, services_first):
+    """The plan's task checks the Services and the policies in one process, in whichever
+    order Ansible templates them: a changed file is split once for both, and the policies'
+    view of it is the one a process of its own would take."""
     from ansible_collections.podnet.network.plugins.filter import podnet as filters
+    from ansible_collections.podnet.network.plugins.module_utils.common import manifests
     memo, path = str(tmp_path / "memo"), tmp_path / "services.yml"
     path.write_text(NAMED + "---\n" + POLICY + "---\n" + LOCAL)
     podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
     first = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
+    real = manifests._split
     for text in (NAMED + "---\n" + POLICY + "---\n" + LOCAL.replace("192.0.2.9", "192.0.2.8"),
                  NAMED + "---\n" + LOCAL + "---\n" + POLICY):
         path.write_text(text)
-        podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo)
         split = []
-        real = filters.chunks
-        monkeypatch.setattr(filters, "chunks",
-                            lambda text, real=real, split=split: split.append(1) or real(text))
-        podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
-        assert split == []
-        monkeypatch.setattr(filters, "chunks", real)
+        monkeypatch.setattr(manifests, "_split", lambda text, split=split: split.append(1) or real(text))
+        readers = [lambda: podnet_services_checked(str(path), DECLARED, {}, memo_dir=memo),
+                   lambda: podnet_policies_checked([str(path)], DECLARED, services_file=str(path),
+                                                   memo_dir=memo)]
+        for reader in readers if services_first else readers[::-1]:
+            reader()
+        assert split == [1]
+        monkeypatch.setattr(manifests, "_split", real)
         data = path.read_bytes()
-        taken = filters._policy_view(memo, str(path), data)
+        taken = filters._policy_view(memo, data)
         (tmp_path / "memo" / "policies-view.json").unlink()
-        monkeypatch.setattr(filters, "_CHECKED_PIECES", {})
-        assert filters._policy_view(memo, str(path), data) == taken
+        monkeypatch.setattr(manifests, "_LAST_SPLIT", [None, None])
+        assert filters._policy_view(memo, data) == taken
     # The policy moved below the Endpoints: read again, where it now stands.
     moved = podnet_policies_checked([str(path)], DECLARED, services_file=str(path), memo_dir=memo)
     assert moved != first and moved == podnet_policies_checked([str(path)], DECLARED, services_file=str(path))

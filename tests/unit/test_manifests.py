@@ -1,5 +1,6 @@
 """The manifest reader (common/manifests.py) that the services and the policy readers share."""
 
+import hashlib
 import json
 import textwrap
 
@@ -149,7 +150,31 @@ SPLIT_CASES = {
     "a date and an integer key (parsed, never kept)": "when: 2024-01-01\n1: one\n---\na: 1\n",
     "no newline at the end": "a: 1\n---\nb: 2",
     "empty": "",
+    "windows line breaks": "a: 1\r\n---\r\nb: 2\r\n--- \r\nc: 3\r\n",
+    "a start followed by a tab, or ending the file": "a: 1\n---\t{b: 2}\n---",
+    "dashes that start no document": "a: '\n----\n ---x'\nb: ---\n---x: 1\n",
 }
+
+
+@pytest.mark.parametrize("text", [*SPLIT_CASES.values(), "%YAML 1.2\n---\na: 1\n", "a: 1\n...\n---\nb: 2\n",
+                                  "a: 1\n%TAG ! tag:x,2000:\n---\nb: 2\n", "...\n", "a: 1\n...x\n%"])
+def test_the_file_splits_where_a_line_starts_a_document(text):
+    """chunks() against the rule itself, line by line: a piece starts at the file's start and
+    at each line that is `---` alone or before a space; a `...` or `%` line: not split."""
+    lines = text.splitlines(keepends=True)
+    if any(line.startswith("%") or line.rstrip("\r\n") == "..." or line.startswith(("... ", "...\t"))
+           for line in lines):
+        assert manifests.chunks(text) is None
+        return
+    starts = [0]
+    for number, line in enumerate(lines[1:], start=1):
+        if line.startswith("---") and (len(line) == 3 or line[3] in " \t\r\n"):
+            starts.append(number)
+    pieces = ["".join(lines[a:b]) for a, b in zip(starts, starts[1:] + [len(lines)], strict=True)]
+    expected = [(hashlib.sha256(piece.encode()).hexdigest(), piece,
+                 1 + sum(p.count("\n") for p in pieces[:i])) for i, piece in enumerate(pieces) if piece]
+    assert manifests.chunks(text) == expected
+    assert manifests.chunks(text) == expected  # the same file again: its pieces, kept
 
 
 @pytest.mark.parametrize("text", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
