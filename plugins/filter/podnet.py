@@ -109,6 +109,7 @@ from ansible_collections.podnet.network.plugins.module_utils.pods.spec import Po
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import (
     load_policies,
     read_policies,
+    resolution_context,
     resolve_policies,
 )
 from ansible_collections.podnet.network.plugins.module_utils.policy.render import render_table
@@ -668,18 +669,36 @@ def podnet_policy_model(paths, pods, cluster_cidr="10.244.0.0/16", services_file
 def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_file=None, memo_dir=None):
     files = {str(path): _read_bytes(path) for path in paths or []}
 
-    def compute():
+    def compute(earlier):
         try:
             read = read_policies(_policy_sources(paths, services_file, files))
-            resolve_policies(read, pods or [], cluster_cidr=cluster_cidr)
+            # Resolved against the declared pods only to check them; one policy changed, the
+            # others are taken from the last check (_resolved_each).
+            state = _resolved_each(read, pods, cluster_cidr, earlier)
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
-        return compact(read), [], []
+        return compact(read), [], [], {}, state
 
+    settings = [list(files), pods or [], cluster_cidr, str(services_file)]
     inputs = [[[path, _policy_view(memo_dir, data) if memo_dir and path == str(services_file) else None
                 or hashlib.sha256(data).hexdigest()] for path, data in files.items()],
               pods or [], cluster_cidr, str(services_file)]
-    return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True)
+    return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True, settings=settings)
+
+
+def _resolved_each(read, pods, cluster_cidr, earlier, model=None):
+    """The state a policy memo keeps of its resolution, policy by policy: {"context":
+    resolution_context, "policies": {policy_digest: its model}}; the policies of `earlier`
+    (the last state) are taken again when it was made in the same context. `model`, a dict:
+    filled with the policy model."""
+    context = resolution_context(read, pods, cluster_cidr)
+    known = (earlier or {}).get("policies") if (earlier or {}).get("context") == context else None
+    kept = {}
+    resolved = resolve_policies(read, pods or [], cluster_cidr=cluster_cidr,
+                                known=known if isinstance(known, dict) else {}, kept=kept)
+    if model is not None:
+        model.update(resolved)
+    return {"context": context, "policies": kept}
 
 
 def _policy_view(memo_dir, data):
@@ -747,8 +766,18 @@ def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16", memo_di
 
     if not memo_dir:
         return resolved()
+
+    def compute(earlier):
+        # One policy changed: the others are taken from the last run (_resolved_each).
+        model = {}
+        try:
+            state = _resolved_each(json.loads(checked), pods, cluster_cidr, earlier, model)
+        except ServiceSpecError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+        return compact(model), [], [], {}, state
+
     inputs = [hashlib.sha256(checked.encode("utf-8")).hexdigest(), pods or [], cluster_cidr]
-    return _memo(memo_dir, "policies-resolved", inputs, lambda: (compact(resolved()), [], []))
+    return _memo(memo_dir, "policies-resolved", inputs, compute, settings=[cluster_cidr])
 
 
 def podnet_policy_table(model, node, table="podnet-policy", memo_dir=None):

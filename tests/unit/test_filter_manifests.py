@@ -325,6 +325,58 @@ def test_policies_checked_is_remembered_too(tmp_path, counted):
     assert calls == ["read_policies"] * 2
 
 
+def _policies(count, changed=False):
+    """`count` NetworkPolicies p0, p1, ...; `changed`: p1's port moves."""
+    return "---\n".join(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p%d}\nspec:\n"
+        "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {}}]\n"
+        "    ports: [{port: %d}]\n" % (i, 81 if changed and i == 1 else 80) for i in range(count))
+
+
+def test_one_policy_changed_is_the_only_one_resolved_again(tmp_path, monkeypatch):
+    """Both memos that resolve the policies (the plan's check, against the declared pods; the
+    policy play, against the running ones) resolve again only the policies that changed,
+    under the same pods and Namespaces; other pods or Namespaces: every one. Each result is
+    what resolving without a memo gives."""
+    from ansible_collections.podnet.network.plugins.module_utils.policy import model as policy_model
+    path, memo, cidr = tmp_path / "policies.yml", str(tmp_path / "memo"), "10.244.0.0/16"
+    pods = [{"namespace": "default", "name": "web-0", "labels": {"app": "web"}, "node": "node1",
+             "ip": "10.244.1.5", "ports": []}]
+    resolved = []
+    real = policy_model._policy_model
+    monkeypatch.setattr(policy_model, "_policy_model",
+                        lambda policy, *args: resolved.append(policy["name"]) or real(policy, *args))
+
+    def check(text, pods):
+        """(the checked text, the policies the check resolved)"""
+        path.write_text(text)
+        resolved.clear()
+        checked = podnet_policies_checked([str(path)], pods, cidr, "services.yml", memo)
+        names = sorted(resolved)
+        assert checked == podnet_policies_checked([str(path)], pods, cidr, "services.yml")
+        return checked, names
+
+    def resolve(checked, pods):
+        """The policies the policy play's resolve resolved."""
+        resolved.clear()
+        text = podnet_resolve_policies(checked, pods, cidr, memo)
+        names = sorted(resolved)
+        assert json.loads(text) == podnet_resolve_policies(checked, pods, cidr)
+        return names
+
+    every = ["p0", "p1", "p2", "p3"]
+    checked, names = check(_policies(4), pods)
+    assert names == every and resolve(checked, pods) == every
+    checked, names = check(_policies(4, changed=True), pods)
+    assert names == ["p1"] and resolve(checked, pods) == ["p1"]
+    more = pods + [dict(pods[0], name="web-1", ip="10.244.1.6")]
+    checked, names = check(_policies(4), more)
+    assert names == every and resolve(checked, more) == every
+    labelled = _policies(4) + "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n"
+    checked, names = check(labelled, more)
+    assert names == every and resolve(checked, more) == every
+
+
 def test_resolved_policies_and_each_nodes_table_are_remembered_as_text(tmp_path, monkeypatch):
     from ansible_collections.podnet.network.plugins.filter import podnet
     (tmp_path / "policies.yml").write_text(POLICY)
@@ -340,7 +392,7 @@ def test_resolved_policies_and_each_nodes_table_are_remembered_as_text(tmp_path,
     assert tables == {node: podnet.podnet_policy_table(direct, node) for node in ("node1", "node2")}
     # Remembered: the same inputs again resolve and render nothing.
     calls = []
-    monkeypatch.setattr(podnet, "resolve_policies", lambda *a, **k: calls.append("resolve"))
+    monkeypatch.setattr(podnet, "resolve_policies", lambda *a, **k: calls.append("resolve") or {})
     monkeypatch.setattr(podnet, "render_table", lambda *a, **k: calls.append("render"))
     assert podnet_resolve_policies(checked, running, "10.244.0.0/16", memo) == text
     assert podnet.podnet_policy_table(text, "node1", "podnet-policy", memo) == tables["node1"]

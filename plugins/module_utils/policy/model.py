@@ -12,7 +12,9 @@ and per rule the peer address ranges and the port match, named ports already tur
 numbers.
 """
 
+import hashlib
 import ipaddress
+import json
 import re
 
 from ansible_collections.podnet.network.plugins.module_utils.common import manifests
@@ -442,18 +444,40 @@ def read_policies(sources):
     return {"policies": policies, "namespaces": declared}
 
 
-def resolve_policies(read, pods, cluster_cidr="10.244.0.0/16"):
+def resolve_policies(read, pods, cluster_cidr="10.244.0.0/16", known=None, kept=None):
     """The policy model of `read` (read_policies' result) against `pods`: podnet's pods
     ({namespace, name, labels, ports, ip, node}); one with ip None is selected (describe()
-    names it) but has no address to enforce yet. Raises PolicySpecError."""
+    names it) but has no address to enforce yet. Raises PolicySpecError.
+    `known` ({digest: model}) holds policies resolved earlier against these very pods,
+    Namespaces and cluster CIDR (resolution_context), taken by their digest (policy_digest)
+    rather than resolved again; `kept`, a dict, receives this run's, for the next."""
     cluster = _cluster(cluster_cidr)
     pods = _pods(pods)
     declared = read["namespaces"]
     namespaces = {}
     for name in sorted(set(declared) | {pod["namespace"] for pod in pods}):
         namespaces[name] = dict(sorted(dict(declared.get(name, {}), **{NAMESPACE_NAME_LABEL: name}).items()))
-    return {"cluster_cidr": str(cluster), "namespaces": namespaces,
-            "policies": [_policy_model(policy, pods, namespaces) for policy in read["policies"]]}
+    models = []
+    for policy in read["policies"]:
+        digest = policy_digest(policy) if known is not None or kept is not None else None
+        model = (known or {}).get(digest) or _policy_model(policy, pods, namespaces)
+        if kept is not None:
+            kept[digest] = model
+        models.append(model)
+    return {"cluster_cidr": str(cluster), "namespaces": namespaces, "policies": models}
+
+
+def policy_digest(policy):
+    """A read policy's digest (its position included: the model names it)."""
+    text = json.dumps(policy, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resolution_context(read, pods, cluster_cidr):
+    """The digest of what resolving any one policy of `read` depends on besides the policy:
+    the pods, the declared Namespaces and the cluster CIDR."""
+    return hashlib.sha256(json.dumps([read["namespaces"], pods or [], str(cluster_cidr)], sort_keys=True,
+                                     separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def load_policies(sources, pods, cluster_cidr="10.244.0.0/16"):
