@@ -1,15 +1,18 @@
 """Action plugin for podnet.network.nftables: the content goes to a node only when needed.
 
-Given O(content) over 256 KB, the node is first asked with the content's sha256 alone
-whether it already runs it (the module's glance: milliseconds, nothing sent). Only if not
-does the content go, a megabyte at 1,000 NetworkPolicies that Ansible would otherwise pack,
-send and echo back on every run. A smaller content goes with the first ask: one module run
-either way. With O(verify_live), without O(content), or for O(state=absent), the module runs
-as it is called.
+First the run's glance (plugin_utils/glanced.py): when the module settled this very task
+and node_info found the table's generation, chains, rule counts and files still as it left
+them, the node is not asked at all. With O(verify_live) it always is.
 
-Before any of that, the run's glance (plugin_utils/glanced.py): when the module settled this
-very task and node_info found the table's generation, chains, rule counts and files still as
-it left them, the node is not asked at all. With O(verify_live) it always is.
+Otherwise, given O(content) over 256 KB when the run takes no glance, or after another task
+changed this node in this run (which a glance no longer vouches for), the node is first
+asked with the content's sha256 alone whether it already runs it (the module's glance:
+milliseconds, nothing sent). Only if not does the content go, a megabyte at 1,000
+NetworkPolicies. When the run's glance has just found the node's table not as this task
+would leave it, the content goes at once: a first ask would only be answered no, at the
+cost of a module run. A smaller content always goes with the first ask. With
+O(verify_live), without O(content), or for O(state=absent), the module runs as it is
+called.
 """
 
 import hashlib
@@ -29,6 +32,10 @@ class ActionModule(SettledAction):
         if len(text) <= self.PIPELINED_ARGS_MAX:
             # Small enough to go with the module anyway: the node answers `current` from the
             # content itself as from its digest, and applies it in the same run otherwise.
+            return self._module(args, task_vars)
+        if args.get("glance_inputs") and not task_vars.get("podnet_node_moved"):
+            # The run's glance did not vouch for this task on a node no task has changed yet:
+            # the node does not run it as settled, and would answer a first ask no.
             return self._module(args, task_vars)
         asked = {key: value for key, value in args.items() if key != "content"}
         asked["content_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
