@@ -97,6 +97,65 @@ def test_tokenize_counts_lines_across_continuations_and_comments():
     assert words == [("word", "a", 1), ("word", "b", 2), ("string", "d\ne", 3), ("word", "f", 4)]
 
 
+def _tokens_char_by_char(content):
+    """The tokenizer's rule, one character at a time (how tokenize worked before its regex):
+    the oracle its regex is held to."""
+    tokens, line, i, n = [], 1, 0, len(content)
+    while i < n:
+        char = content[i]
+        if char == "\\" and content.startswith("\n", i + 1):
+            line, i = line + 1, i + 2
+        elif char == "\n":
+            tokens.append((";", "\n", line))
+            line, i = line + 1, i + 1
+        elif char in " \t\r":
+            i += 1
+        elif char == "#":
+            end = content.find("\n", i)
+            i = n if end < 0 else end
+        elif char in "{};":
+            tokens.append((char, char, line))
+            i += 1
+        elif char == '"':
+            end = content.find('"', i + 1)
+            if end < 0:
+                return "unterminated"
+            tokens.append(("string", content[i + 1:end], line))
+            line += content[i + 1:end].count("\n")
+            i = end + 1
+        else:
+            start = i
+            while i < n and content[i] not in ' \t\r\n{};"#' and not content.startswith("\\\n", i):
+                i += 1
+            tokens.append(("word", content[start:i], line))
+    return tokens
+
+
+def test_tokenize_is_the_rule_character_by_character():
+    """Every string of nft's special characters up to length 5, then random longer ones."""
+    import itertools
+    import random
+    alphabet = ['\\', '\n', ' ', '\t', '\r', '#', '{', '}', ';', '"', 'a', '\f']
+
+    def tokens(content):
+        try:
+            return tokenize(content)
+        except NftContentError as exc:
+            assert "unterminated string" in str(exc)
+            return "unterminated"
+
+    for size in range(6):
+        for chars in itertools.product(alphabet, repeat=size):
+            content = "".join(chars)
+            assert tokens(content) == _tokens_char_by_char(content), repr(content)
+    rng = random.Random(13)
+    words = [*alphabet, "ip", "10.0.0.1", "include"]
+    for _ in range(3000):
+        content = "".join(rng.choice(words) for _ in range(rng.randint(6, 40)))
+        assert tokens(content) == _tokens_char_by_char(content), repr(content)
+    assert tokens(EGRESS) == _tokens_char_by_char(EGRESS)
+
+
 # --- names, script, state ---------------------------------------------------------------------
 
 
