@@ -108,6 +108,8 @@ from ansible_collections.podnet.network.plugins.module_utils.pod_network.overlay
 from ansible_collections.podnet.network.plugins.module_utils.pods.spec import PodSpecError, expand_pods
 from ansible_collections.podnet.network.plugins.module_utils.policy.model import (
     load_policies,
+    policy_digest,
+    policy_resolver,
     read_policies,
     resolution_context,
     resolve_policies,
@@ -674,7 +676,7 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
             read = read_policies(_policy_sources(paths, services_file, files))
             # Resolved against the declared pods only to check them; one policy changed, the
             # others are taken from the last check (_resolved_each).
-            state = _resolved_each(read, pods, cluster_cidr, earlier)
+            state = _resolved_each(read, pods, cluster_cidr, earlier)[1]
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
         return compact(read), [], [], {}, state
@@ -686,19 +688,23 @@ def podnet_policies_checked(paths, pods, cluster_cidr="10.244.0.0/16", services_
     return _memo(memo_dir, "policies-checked", inputs, compute, reads_manifests=True, settings=settings)
 
 
-def _resolved_each(read, pods, cluster_cidr, earlier, model=None):
-    """The state a policy memo keeps of its resolution, policy by policy: {"context":
-    resolution_context, "policies": {policy_digest: its model}}; the policies of `earlier`
-    (the last state) are taken again when it was made in the same context. `model`, a dict:
-    filled with the policy model."""
+def _resolved_each(read, pods, cluster_cidr, earlier):
+    """(the policy model's compact text, the state a policy memo keeps of it: {"context":
+    resolution_context, "policies": {policy_digest: its model's compact text}}), the
+    policies `earlier` (the last state) holds taken again, not resolved, when it was made in
+    the same context."""
     context = resolution_context(read, pods, cluster_cidr)
     known = (earlier or {}).get("policies") if (earlier or {}).get("context") == context else None
-    kept = {}
-    resolved = resolve_policies(read, pods or [], cluster_cidr=cluster_cidr,
-                                known=known if isinstance(known, dict) else {}, kept=kept)
-    if model is not None:
-        model.update(resolved)
-    return {"context": context, "policies": kept}
+    known = known if isinstance(known, dict) else {}
+    fields, resolve = policy_resolver(read, pods or [], cluster_cidr)
+    kept, texts = {}, []
+    for policy in read["policies"]:
+        digest = policy_digest(policy)
+        text = kept[digest] = known.get(digest) or compact(resolve(policy))
+        texts.append(text)
+    # The fields' keys sort before "policies": the text compact() gives the model whole.
+    head, tail = compact(dict(fields, policies=[])).rsplit('"policies":[]', 1)
+    return head + '"policies":[' + ",".join(texts) + "]" + tail, {"context": context, "policies": kept}
 
 
 def _policy_view(memo_dir, data):
@@ -769,12 +775,11 @@ def podnet_resolve_policies(checked, pods, cluster_cidr="10.244.0.0/16", memo_di
 
     def compute(earlier):
         # One policy changed: the others are taken from the last run (_resolved_each).
-        model = {}
         try:
-            state = _resolved_each(json.loads(checked), pods, cluster_cidr, earlier, model)
+            text, state = _resolved_each(json.loads(checked), pods, cluster_cidr, earlier)
         except ServiceSpecError as exc:
             raise AnsibleFilterError(str(exc)) from None
-        return compact(model), [], [], {}, state
+        return text, [], [], {}, state
 
     inputs = [hashlib.sha256(checked.encode("utf-8")).hexdigest(), pods or [], cluster_cidr]
     return _memo(memo_dir, "policies-resolved", inputs, compute, settings=[cluster_cidr])

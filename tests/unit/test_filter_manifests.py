@@ -392,7 +392,8 @@ def test_resolved_policies_and_each_nodes_table_are_remembered_as_text(tmp_path,
     assert tables == {node: podnet.podnet_policy_table(direct, node) for node in ("node1", "node2")}
     # Remembered: the same inputs again resolve and render nothing.
     calls = []
-    monkeypatch.setattr(podnet, "resolve_policies", lambda *a, **k: calls.append("resolve") or {})
+    real = podnet.policy_resolver
+    monkeypatch.setattr(podnet, "policy_resolver", lambda *a, **k: calls.append("resolve") or real(*a, **k))
     monkeypatch.setattr(podnet, "render_table", lambda *a, **k: calls.append("render"))
     assert podnet_resolve_policies(checked, running, "10.244.0.0/16", memo) == text
     assert podnet.podnet_policy_table(text, "node1", "podnet-policy", memo) == tables["node1"]

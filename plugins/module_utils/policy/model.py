@@ -444,27 +444,27 @@ def read_policies(sources):
     return {"policies": policies, "namespaces": declared}
 
 
-def resolve_policies(read, pods, cluster_cidr="10.244.0.0/16", known=None, kept=None):
+def resolve_policies(read, pods, cluster_cidr="10.244.0.0/16"):
     """The policy model of `read` (read_policies' result) against `pods`: podnet's pods
     ({namespace, name, labels, ports, ip, node}); one with ip None is selected (describe()
-    names it) but has no address to enforce yet. Raises PolicySpecError.
-    `known` ({digest: model}) holds policies resolved earlier against these very pods,
-    Namespaces and cluster CIDR (resolution_context), taken by their digest (policy_digest)
-    rather than resolved again; `kept`, a dict, receives this run's, for the next."""
+    names it) but has no address to enforce yet. Raises PolicySpecError."""
+    fields, resolve = policy_resolver(read, pods, cluster_cidr)
+    return dict(fields, policies=[resolve(policy) for policy in read["policies"]])
+
+
+def policy_resolver(read, pods, cluster_cidr="10.244.0.0/16"):
+    """(the policy model's fields but its policies, a function from one policy of `read` to
+    its model): resolve_policies a policy at a time, for a caller that keeps each one's
+    model (by policy_digest, under the same resolution_context) and resolves only the
+    policies that changed."""
     cluster = _cluster(cluster_cidr)
     pods = _pods(pods)
     declared = read["namespaces"]
     namespaces = {}
     for name in sorted(set(declared) | {pod["namespace"] for pod in pods}):
         namespaces[name] = dict(sorted(dict(declared.get(name, {}), **{NAMESPACE_NAME_LABEL: name}).items()))
-    models = []
-    for policy in read["policies"]:
-        digest = policy_digest(policy) if known is not None or kept is not None else None
-        model = (known or {}).get(digest) or _policy_model(policy, pods, namespaces)
-        if kept is not None:
-            kept[digest] = model
-        models.append(model)
-    return {"cluster_cidr": str(cluster), "namespaces": namespaces, "policies": models}
+    return ({"cluster_cidr": str(cluster), "namespaces": namespaces},
+            lambda policy: _policy_model(policy, pods, namespaces))
 
 
 def policy_digest(policy):
