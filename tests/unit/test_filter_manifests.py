@@ -340,8 +340,13 @@ def test_one_policy_changed_is_the_only_one_resolved_again(tmp_path, monkeypatch
     what resolving without a memo gives."""
     from ansible_collections.podnet.network.plugins.module_utils.policy import model as policy_model
     path, memo, cidr = tmp_path / "policies.yml", str(tmp_path / "memo"), "10.244.0.0/16"
-    pods = [{"namespace": "default", "name": "web-0", "labels": {"app": "web"}, "node": "node1",
-             "ip": "10.244.1.5", "ports": []}]
+
+    class Tagged(str):
+        """As Ansible 2.19 hands a variable's strings: a str subclass (which marshal refuses)."""
+
+    pods = [{"namespace": Tagged("default"), "name": Tagged("web-0"),
+             "labels": {Tagged("app"): Tagged("web")}, "node": Tagged("node1"), "ip": Tagged("10.244.1.5"),
+             "ports": []}]
     resolved = []
     real = policy_model._policy_model
     monkeypatch.setattr(policy_model, "_policy_model",
