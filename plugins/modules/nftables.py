@@ -163,6 +163,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.module_io im
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import (
     FAMILIES,
+    GENERATION_SPEC,
     NFTABLES_GENERATION_SET,
     NftContentError,
     build_script,
@@ -181,6 +182,7 @@ from ansible_collections.podnet.network.plugins.module_utils.common.nft_runner i
 )
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_update import (
     parse_table,
+    refilled,
     table_record,
     update_script,
 )
@@ -261,9 +263,8 @@ def ensure_present(module, nft, family, table, content, path, state_file, verify
             loaded = False
             if update is not None:
                 text, summary = update
-                transaction = Transaction(family, table).raw(text)
-                transaction.delete_element(GENERATION_SET, [str(record["generation"])])
-                transaction.add_element(GENERATION_SET, [str(value)])
+                transaction = Transaction(family, table).raw(text).raw("\n".join(refilled(
+                    family, table, "set", GENERATION_SET, [GENERATION_SPEC], [str(value)])) + "\n")
                 # Refused (the table is not what was recorded after all), it changed nothing:
                 # the whole load below then makes it so.
                 loaded = nft.load(transaction, f"update of table {family} {table}", may_fail=True)

@@ -69,8 +69,8 @@ def present(module, nft, paths, content=CONTENT, verify_live=False):
 def loaded(content=CONTENT, table="podnet"):
     """The table as the module loads it: the content and its generation set."""
     value = generation(sha256(build_script("ip", table, content)))
-    return content + (f"add set ip {table} podnet_generation {{ typeof meta mark; }}\n"
-                      f"add element ip {table} podnet_generation {{ {value} }}\n")
+    return content + (f"add set ip {table} podnet_generation {{ typeof meta mark; elements = {{ {value} }} }}"
+                      "\n")
 
 
 def test_nftables_loads_once_then_knows_at_a_glance(tmp_path, paths):
@@ -190,19 +190,21 @@ def test_nftables_sends_a_changed_table_as_one_transaction_of_what_changed(tmp_p
     old, new = (generation(sha256(build_script("ip", "podnet-policy", c))) for c in (POLICY, CHANGED))
     assert nft.loaded[-1] == (
         "flush chain ip podnet-policy pod_ingress\n"
-        "delete element ip podnet-policy p0_pods { 10.244.1.3 }\n"
-        "delete element ip podnet-policy p0_ports { tcp . 80 }\n"
+        "flush set ip podnet-policy p0_pods\n"
+        "flush set ip podnet-policy p0_ports\n"
         "table ip podnet-policy {\n"
         "\tset p1_pods {\n\t\ttypeof ip daddr;\n\t}\n"
         "\tchain pod_ingress {\n"
         '\t\tip daddr @p0_pods meta l4proto . th dport @p0_ports accept comment "default/web ingress[0]"\n'
         "\t\tip daddr @p1_pods accept\n\t\tcounter drop\n\t}\n"
         "}\n"
-        "add element ip podnet-policy p0_pods { 10.244.1.5 }\n"
-        "add element ip podnet-policy p0_ports { tcp . 81 }\n"
-        "add element ip podnet-policy p1_pods { 10.244.1.9 }\n"
-        f"delete element ip podnet-policy podnet_generation {{ {old} }}\n"
-        f"add element ip podnet-policy podnet_generation {{ {new} }}\n")
+        "add set ip podnet-policy p0_pods { typeof ip daddr; elements = { 10.244.1.2, 10.244.1.5, "
+        "10.244.1.4 } }\n"
+        "add set ip podnet-policy p0_ports { typeof meta l4proto . th dport; flags interval; "
+        "elements = { tcp . 81, tcp . 8000-8100 } }\n"
+        "add set ip podnet-policy p1_pods { typeof ip daddr; elements = { 10.244.1.9 } }\n"
+        "flush set ip podnet-policy podnet_generation\n"
+        f"add set ip podnet-policy podnet_generation {{ typeof meta mark; elements = {{ {new} }} }}\n")
     # The record follows: the same content again is known at a glance (the fake's listing
     # stays the first load's, so the glance is told the new generation by hand).
     nft.tables[("ip", "podnet-policy")] = loaded(CHANGED, "podnet-policy")

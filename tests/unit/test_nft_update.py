@@ -74,16 +74,17 @@ def test_the_update_sends_only_what_changed_rules_first_elements_last():
     assert script == (
         "flush chain ip t forward\n"
         "flush chain ip t x\n"
-        "delete element ip t s { 192.168.0.0/16 }\n"
-        "delete element ip t m { 10.1.1.1 : goto x }\n"
+        "flush set ip t s\n"
+        "flush map ip t m\n"
         "delete chain ip t x\n"
         "table ip t {\n"
         "\tchain y { accept; }\n"
         "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n"
         '\t\tip saddr @s jump y comment "a; b { c }"\n\t}\n'
         "}\n"
-        "add element ip t s { 192.168.0.0/17 }\n"
-        "add element ip t m { 10.1.1.1 : goto y }\n")
+        "add set ip t s { typeof ip saddr; flags interval; elements = { 10.0.0.0/8, 192.168.0.0/17, "
+        "172.16.0.0/12 } }\n"
+        "add map ip t m { typeof ip daddr : verdict; elements = { 10.1.1.1 : goto y, 10.1.1.2 : drop } }\n")
     assert summary == {"chains_changed": 1, "chains_added": 1, "chains_deleted": 1, "sets_added": 0,
                        "sets_deleted": 0, "elements": 4}
 

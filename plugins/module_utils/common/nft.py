@@ -222,9 +222,14 @@ NFTABLES_GENERATION_SET = "podnet_generation"
 
 
 def generation_statements(family: str, table: str, name: str, value: int) -> str:
-    """The generation set `name` holding `value`, as statements that follow a table's content."""
-    return (f"add set {family} {table} {name} {{ typeof meta mark; }}\n"
-            f"add element {family} {table} {name} {{ {value} }}\n")
+    """The generation set `name` holding `value`, as a statement that follows a table's
+    content (its element declared with it: an `add element` would make nft read the elements
+    of every interval set of the table first, see nft_update)."""
+    return f"add set {family} {table} {name} {{ {GENERATION_SPEC}; elements = {{ {value} }} }}\n"
+
+
+# The generation set's declaration.
+GENERATION_SPEC = "typeof meta mark"
 
 
 def kernel_shows(value, chains, live_generation, live_chains, live_rules=None) -> bool:

@@ -276,11 +276,15 @@ class FakeNft:
         if isinstance(listing, dict):
             return listing.get(obj)
         if obj and isinstance(listing, str) and obj[0] in ("set", "map"):
-            # A replaced table's script: its `add element` statements for that set, as nft -j would list them.
+            # A replaced table's script: its `add element` statements for that set, and those
+            # that declare it with elements, as nft -j would list them.
             elements = []
-            statement = r"^add element %s %s %s \{ (.*) \}$" % (family, re.escape(table), obj[1])
+            name = r"%s %s %s" % (family, re.escape(table), re.escape(obj[1]))
+            statement = r"^add (?:element %s \{ (.*) \}|(?:set|map) %s \{ .*elements = \{ (.*) \} \})$" % (
+                name, name)
             for found in re.finditer(statement, listing, re.M):
-                elements += [int(e) if e.isdigit() else e for e in found.group(1).split(", ")]
+                listed = (found.group(1) or found.group(2)).split(", ")
+                elements += [int(e) if e.isdigit() else e for e in listed]
             return json_module.dumps({"nftables": [{obj[0]: {"name": obj[1], "elem": elements}}]})
         return None if obj else listing
 

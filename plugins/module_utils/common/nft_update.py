@@ -5,8 +5,17 @@ digest of what it loaded (a chain's rules, a set's declaration) and a set's elem
 content is then split the same way and the difference sent as one `nft -f`:
 
 - a changed chain is flushed and given its rules again, a new one added, a gone one deleted;
-- a set keeps its elements but the ones that went or came (`delete element`, `add element`);
-  a new set is added, a gone one deleted.
+- a set keeps its elements but the ones that came, declared again with them (`add set NAME
+  { ...; elements = { ... } }`); a set some elements left is flushed and declared again with
+  all it holds now (up to REFILL_MAX elements; a larger one deletes those, `delete
+  element`); a new set is added, a gone one deleted.
+
+Why not `add element` and `delete element`: before sending either, nft 1.0.6 reads the
+elements of every interval set of the table (to merge and check intervals), a quarter of a
+second at 1,000 NetworkPolicies (4,000 sets) for any one element. A set declared again with
+its elements, or flushed, is sent without reading them: 5-30 ms. The set a declaration
+adds to is the one already loaded (same name, same declaration), so this is the same
+change; the intervals podnet's renderers write never overlap.
 
 Deleting a whole table costs the kernel per chain and per set (FIELD-NOTES: seconds at
 1,000 NetworkPolicies); a flushed chain and a few elements cost milliseconds. One `nft -f`
@@ -25,8 +34,11 @@ import re
 
 from ansible_collections.podnet.network.plugins.module_utils.common.nft import sha256
 
-# Elements per `add element`/`delete element`: nft refuses very large statements.
+# Elements per statement that lists them: nft refuses very large statements.
 ELEMENTS_PER_STATEMENT = 500
+# A set some elements left is flushed and refilled up to this size (a few statements); a
+# larger one has them deleted one by one, whatever nft then reads first.
+REFILL_MAX = 2000
 BLOCKS = ("chain", "set", "map")
 
 
@@ -202,6 +214,21 @@ def _chunks(verb, family, table, name, elements):
             for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
 
 
+def declared_with(family, table, kind, name, spec, elements):
+    """`add set` (or map) statements that declare the set as it is (`spec`, its declaration's
+    statements) and add `elements` to it: nft sends them without reading any set's elements
+    first, where `add element` reads those of every interval set of the table."""
+    head = "add %s %s %s %s { %s" % (kind, family, table, name, "".join("%s; " % line for line in spec))
+    return ["%selements = { %s } }" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
+            for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
+
+
+def refilled(family, table, kind, name, spec, elements):
+    """The set (or map) emptied and given `elements`, without nft reading any set's elements."""
+    return ["flush %s %s %s %s" % (kind, family, table, name)] + declared_with(
+        family, table, kind, name, spec, elements)
+
+
 def update_script(family, table, recorded, objects):
     """The nft script that turns the table `recorded` (table_record of what is loaded) into
     `objects` (parse_table of the new content), and a summary of it; None when only a
@@ -222,17 +249,24 @@ def update_script(family, table, recorded, objects):
     new = [name for name in new_sets if name not in old_sets]
     deletes, adds, touched = [], [], 0
     for name, found in new_sets.items():
+        after = found["elements"]
         if name in old_sets:
-            before, after = old_sets[name]["elements"], found["elements"]
+            before = old_sets[name]["elements"]
             kept = set(before)
             wanted = set(after)
             deleted = [element for element in before if element not in wanted]
             added_elements = [element for element in after if element not in kept]
         else:
-            deleted, added_elements = [], found["elements"]
-        deletes += _chunks("delete", family, table, name, deleted)
-        adds += _chunks("add", family, table, name, added_elements)
+            deleted, added_elements = [], after
         touched += len(deleted) + len(added_elements)
+        if deleted and len(after) <= REFILL_MAX:
+            # Emptied where elements are deleted, refilled where they are added (an element
+            # may name a chain the table block declares).
+            deletes.append("flush %s %s %s %s" % (found["kind"], family, table, name))
+            adds += declared_with(family, table, found["kind"], name, found["spec"], after)
+        else:
+            deletes += _chunks("delete", family, table, name, deleted)
+            adds += declared_with(family, table, found["kind"], name, found["spec"], added_elements)
     # Order inside the one transaction: rules go first (a flushed chain no longer jumps to a
     # chain or looks up a set that is deleted next), the new declarations come as one table
     # block (nft resolves a block's references among its own objects), elements last.
