@@ -253,9 +253,12 @@ def ensure_present(module, nft, table, state_file, path):
     model_file = model_path(state_file)
     kept_before = read_file(module, model_file)
     kept = read_kept(kept_before)
-    # The kept model's digests, as recorded (computing them is a digest per Service).
+    # The kept model's digests, as recorded (computing them is a digest per Service) when the
+    # record names this very file (its digest: no join of the model's text to check).
     base = (record or {}).get("model_base")
-    if kept is not None and not (isinstance(base, dict) and base.get("sha256") == sha256(kept_text(kept))):
+    if kept is not None and not (isinstance(base, dict) and (
+            record.get("kept_sha256") == sha256(kept_before)
+            or base.get("sha256") == sha256(kept_text(kept)))):
         base = kept_base(kept)
     text, model, source, replaced = params["model"], None, "whole", None
     if not text and params["model_delta"]:
@@ -263,7 +266,7 @@ def ensure_present(module, nft, table, state_file, path):
             change = json.loads(params["model_delta"])
         except ValueError as exc:
             module.fail_json(msg=f"model_delta is not JSON: {exc}")
-        rebuilt = rebuild_kept(kept, change, model_sha256) if base else None
+        rebuilt = rebuild_kept(kept, change, model_sha256, base["sha256"]) if base else None
         if rebuilt:
             # The model's other fields only: its Services stay text unless rendered whole.
             (text, kept, replaced), model, source = rebuilt, dict(rebuilt[1][0]), "delta"
@@ -309,9 +312,10 @@ def ensure_present(module, nft, table, state_file, path):
     files = []
     if not module.check_mode:
         files = [(path, full)] if write else []
+        kept_after = kept_file(kept)
+        new_record["kept_sha256"] = sha256(kept_after)
         if not record or new_record["inputs"] != record.get("inputs") or new_record != record:
             files.append((state_file, json.dumps(new_record, sort_keys=True) + "\n"))
-        kept_after = kept_file(kept)
         if kept_after != kept_before:
             files.append((model_file, kept_after))
     # The boot-time script and the record are on disk before the table changes, put in place

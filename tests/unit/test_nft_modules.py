@@ -548,3 +548,25 @@ def test_proxy_nftables_renders_only_the_services_of_a_delta(tmp_path, monkeypat
     assert [line for line in nft.loaded[-1].splitlines() if "generation" not in line] == [
         line for line in whole.loaded[-1].splitlines() if "generation" not in line]
     assert actions[0] == whole_actions[0]
+
+
+def test_proxy_nftables_trusts_the_recorded_base_only_for_the_kept_file_it_names(tmp_path):
+    """The record names the kept model by its file's digest: that file, the node tells the
+    recorded base without joining the model's text; a kept file changed behind the record's
+    back (a Service's line edited), the base is worked out from the file as it is, and a
+    delta from the recorded base is refused (the model is then sent whole)."""
+    nft, old, new = FakeNft(), services_model("10.244.1.5", "10.244.2.5"), services_model("10.244.1.5")
+    proxy(tmp_path, nft, old)
+    kept_file = tmp_path / "proxy.model.jsonl"
+    record = json.loads((tmp_path / "proxy.json").read_text())
+    assert record["kept_sha256"] == sha256(kept_file.read_text())
+    base = ask(tmp_path, nft, sha256(compact(new)))[4]["model_base"]
+    assert base == record["model_base"] == base_of(compact(old))
+    lines = kept_file.read_text().split("\n")
+    lines[1] = lines[1].replace('"port":80', '"port":81', 1)
+    assert lines[1] != kept_file.read_text().split("\n")[1]
+    kept_file.write_text("\n".join(lines))
+    edited = ask(tmp_path, nft, sha256(compact(new)))[4]["model_base"]
+    assert edited != base and edited == base_of(kept_text(read_kept(kept_file.read_text())))
+    assert ask(tmp_path, nft, sha256(compact(new)), compact(delta(new, base)))[4] == {
+        "current": False, "model_base": edited}

@@ -164,13 +164,15 @@ def _key_order(key):
     return tuple(key.partition("/")[::2])
 
 
-def rebuild_kept(kept, change, sha256):
+def rebuild_kept(kept, change, sha256, base_sha256=None):
     """(model text, kept form, the base's Services the delta replaced or removed ({"ns/name":
     Service}; None when the model's other fields changed too)) from the kept form of the
     base and a delta, or None unless the text is the controller's exactly (its `sha256`): a
     node that rendered the base renders only those and the delta's own Services again.
-    Services are in (namespace, name) order, the plan's, unless the delta says its order."""
-    if kept is None or _sha256(kept_text(kept)) != change.get("base_sha256"):
+    Services are in (namespace, name) order, the plan's, unless the delta says its order.
+    `base_sha256`: the sha256 of the kept form's text when the caller knows it (kept_base),
+    else it is computed."""
+    if kept is None or (base_sha256 or _sha256(kept_text(kept))) != change.get("base_sha256"):
         return None
     fields, services = kept[0], dict(kept[1])
     try:
