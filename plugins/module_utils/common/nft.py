@@ -224,7 +224,7 @@ NFTABLES_GENERATION_SET = "podnet_generation"
 def generation_statements(family: str, table: str, name: str, value: int) -> str:
     """The generation set `name` holding `value`, as a statement that follows a table's
     content (its element declared with it: an `add element` would make nft read the elements
-    of every interval set of the table first, see nft_update)."""
+    of every interval set in the ruleset first, see nft_update)."""
     return f"add set {family} {table} {name} {{ {GENERATION_SPEC}; elements = {{ {value} }} }}\n"
 
 

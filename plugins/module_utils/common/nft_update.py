@@ -11,9 +11,10 @@ content is then split the same way and the difference sent as one `nft -f`:
   element`); a new set is added, a gone one deleted.
 
 Why not `add element` and `delete element`: before sending either, nft 1.0.6 reads the
-elements of every interval set of the table (to merge and check intervals), a quarter of a
-second at 1,000 NetworkPolicies (4,000 sets) for any one element. A set declared again with
-its elements, or flushed, is sent without reading them: 5-30 ms. The set a declaration
+elements of every interval set in the ruleset (to merge and check intervals; every table's,
+named or anonymous), a quarter of a second at 1,000 NetworkPolicies (4,000 sets) for any one
+element. A set declared again with its elements, or flushed, is sent without reading them:
+5-30 ms. The set a declaration
 adds to is the one already loaded (same name, same declaration), so this is the same
 change; the intervals podnet's renderers write never overlap.
 
@@ -217,7 +218,7 @@ def _chunks(verb, family, table, name, elements):
 def declared_with(family, table, kind, name, spec, elements):
     """`add set` (or map) statements that declare the set as it is (`spec`, its declaration's
     statements) and add `elements` to it: nft sends them without reading any set's elements
-    first, where `add element` reads those of every interval set of the table."""
+    first, where `add element` reads those of every interval set in the ruleset."""
     head = "add %s %s %s %s { %s" % (kind, family, table, name, "".join("%s; " % line for line in spec))
     return ["%selements = { %s } }" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
             for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
