@@ -29,13 +29,12 @@ class ActionModule(SettledAction):
         if (not isinstance(text, str) or not text or args.get("state", "present") != "present"
                 or boolean(args.get("verify_live", False), strict=False)):
             return self._module(args, task_vars)
-        if len(text) <= self.PIPELINED_ARGS_MAX:
-            # Small enough to go with the module anyway: the node answers `current` from the
-            # content itself as from its digest, and applies it in the same run otherwise.
-            return self._module(args, task_vars)
-        if args.get("glance_inputs") and not task_vars.get("podnet_node_moved"):
-            # The run's glance did not vouch for this task on a node no task has changed yet:
-            # the node does not run it as settled, and would answer a first ask no.
+        # Small enough to go with the module anyway (the node answers `current` from the
+        # content itself as from its digest, and applies it in the same run otherwise); or
+        # the run's glance did not vouch for this task on a node no task has changed yet, so
+        # the node does not run it as settled and would answer a first ask no.
+        if len(text) <= self.PIPELINED_ARGS_MAX or (
+                args.get("glance_inputs") and not task_vars.get("podnet_node_moved")):
             return self._module(args, task_vars)
         asked = {key: value for key, value in args.items() if key != "content"}
         asked["content_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -23,8 +23,11 @@ description:
     added or deleted by hand is seen and the table loaded whole again; a rule edited in
     place or a set's element changed is seen only with O(verify_live).
   - A changed script whose table the glance confirms is applied as one transaction of only
-    what changed (chains flushed and refilled, added or deleted; sets' elements added or
-    deleted; sets added or deleted), computed from the record; the result is the table a
+    what changed (chains flushed and refilled, added or deleted; a set that gained elements
+    declared again with them, one that lost some flushed and declared again with all it
+    holds, not C(add element) or C(delete element), before which nft 1.0.6 reads every
+    interval set in the ruleset; sets added or deleted), computed from the record; the
+    result is the table a
     whole load gives. A change it cannot spell that way (a set's type or flags, a table
     property) and an update nft refuses are loaded whole, still in one transaction.
   - For the run's glance it records, with its task's digest (O(glance_inputs)), a
@@ -51,8 +54,9 @@ options:
         whether the node already runs exactly that (the glance, and the boot script as
         recorded). The module then changes nothing and returns RV(current). A playbook sends
         the content (a megabyte at 1,000 policies) only when the answer is no.
-      - The module's action plugin asks this way by itself whenever it is given O(content)
-        (and not O(verify_live)), then sends O(content) if the node does not run it.
+      - The module's action plugin asks this way by itself when given O(content) over
+        256 KB (and not O(verify_live)) without the run's glance, or once another task has
+        changed the node in this run, then sends O(content) if the node does not run it.
     type: str
   path:
     description:

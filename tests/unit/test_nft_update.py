@@ -4,6 +4,8 @@ kernel that an update leaves the table a whole load gives."""
 
 import pytest
 from ansible_collections.podnet.network.plugins.module_utils.common.nft_update import (
+    ELEMENTS_PER_STATEMENT,
+    REFILL_MAX,
     parse_table,
     table_record,
     update_script,
@@ -103,3 +105,38 @@ def test_no_record_or_an_unsplit_content_is_loaded_whole():
     objects = parse_table("ip", "t", TABLE)
     assert update_script("ip", "t", None, objects) is None
     assert update_script("ip", "t", table_record(objects), None) is None
+
+
+def big(count):
+    """A table whose one set holds `count` addresses."""
+    elements = ", ".join("10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in range(count))
+    return "table ip t {\n\tset s {\n\t\ttypeof ip saddr\n\t\telements = { %s }\n\t}\n}\n" % elements
+
+
+def test_a_set_that_only_gains_elements_is_declared_again_with_them():
+    """Nothing flushed, no `add element` (before which nft reads every interval set)."""
+    old, new = big(3), big(3).replace("10.0.0.2 }", "10.0.0.2, 192.0.2.1 }")
+    script, summary = update_script("ip", "t", table_record(parse_table("ip", "t", old)),
+                                    parse_table("ip", "t", new))
+    assert script == "add set ip t s { typeof ip saddr; elements = { 192.0.2.1 } }\n"
+    assert summary["elements"] == 1
+
+
+def test_a_set_some_elements_left_is_refilled_up_to_refill_max_then_they_are_deleted():
+    """Up to REFILL_MAX elements, the set is flushed and declared again with all it holds, in
+    as many statements as nft takes; past it, the ones that left are deleted one by one."""
+    for count, refilled in ((REFILL_MAX + 1, True), (REFILL_MAX + 2, False)):
+        old, new = big(count), big(count).replace(" 10.0.0.0,", "")
+        script, summary = update_script("ip", "t", table_record(parse_table("ip", "t", old)),
+                                        parse_table("ip", "t", new))
+        lines = script.splitlines()
+        assert summary["elements"] == 1
+        if refilled:
+            assert lines[0] == "flush set ip t s"
+            assert len(lines) == 1 + -(-REFILL_MAX // ELEMENTS_PER_STATEMENT)
+            head = "add set ip t s { typeof ip saddr; elements = { "
+            assert all(line.startswith(head) for line in lines[1:])
+            assert sum(line.count(",") + 1 for line in lines[1:]) == REFILL_MAX
+            assert "10.0.0.0" not in script
+        else:
+            assert lines == ["delete element ip t s { 10.0.0.0 }"]

@@ -209,9 +209,9 @@ def table_record(objects):
             "sets": objects["sets"]}
 
 
-def _chunks(verb, family, table, name, elements):
-    head = "%s element %s %s %s" % (verb, family, table, name)
-    return ["%s { %s }" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
+def _listed(head, elements, close):
+    """`head`, the elements and `close`, as many statements as nft takes their number in."""
+    return ["%s%s%s" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]), close)
             for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
 
 
@@ -220,14 +220,16 @@ def declared_with(family, table, kind, name, spec, elements):
     statements) and add `elements` to it: nft sends them without reading any set's elements
     first, where `add element` reads those of every interval set in the ruleset."""
     head = "add %s %s %s %s { %s" % (kind, family, table, name, "".join("%s; " % line for line in spec))
-    return ["%selements = { %s } }" % (head, ", ".join(elements[i:i + ELEMENTS_PER_STATEMENT]))
-            for i in range(0, len(elements), ELEMENTS_PER_STATEMENT)]
+    return _listed(head + "elements = { ", elements, " } }")
+
+
+def _flushed(family, table, kind, name):
+    return "flush %s %s %s %s" % (kind, family, table, name)
 
 
 def refilled(family, table, kind, name, spec, elements):
     """The set (or map) emptied and given `elements`, without nft reading any set's elements."""
-    return ["flush %s %s %s %s" % (kind, family, table, name)] + declared_with(
-        family, table, kind, name, spec, elements)
+    return [_flushed(family, table, kind, name)] + declared_with(family, table, kind, name, spec, elements)
 
 
 def update_script(family, table, recorded, objects):
@@ -263,10 +265,10 @@ def update_script(family, table, recorded, objects):
         if deleted and len(after) <= REFILL_MAX:
             # Emptied where elements are deleted, refilled where they are added (an element
             # may name a chain the table block declares).
-            deletes.append("flush %s %s %s %s" % (found["kind"], family, table, name))
+            deletes.append(_flushed(family, table, found["kind"], name))
             adds += declared_with(family, table, found["kind"], name, found["spec"], after)
         else:
-            deletes += _chunks("delete", family, table, name, deleted)
+            deletes += _listed("delete element %s %s %s { " % (family, table, name), deleted, " }")
             adds += declared_with(family, table, found["kind"], name, found["spec"], added_elements)
     # Order inside the one transaction: rules go first (a flushed chain no longer jumps to a
     # chain or looks up a set that is deleted next), the new declarations come as one table
